@@ -1,0 +1,211 @@
+"""Prepare a raw BraTS dataset once into a pre-sharded TensorStore zarr3 store.
+
+    brats-jax-prepare --input=RAW_DIR --output=STORE [--layout=brats2021|brats2023|msd]
+
+Per case: read and check every file, map labels to the internal convention, crop to the brain
+bounding box, z-score each channel over brain voxels (background stays 0), sample foreground
+locations per class, and write one shard per case. The store appears under its final name
+only when complete; a rerun after a crash starts clean.
+"""
+
+import concurrent.futures
+import json
+import os
+import shutil
+import sys
+import zlib
+
+import ml_dtypes
+import numpy as np
+from absl import app, flags
+from tqdm import tqdm
+
+from brats_jax import layouts, store, volumes
+from brats_jax.errors import DataError, exit_on_data_error
+
+FOLD_SEED = 20_211_121
+
+
+def read_raw_case(case: layouts.RawCase):
+  """Loads and checks one raw case: (images [X,Y,Z,4] float32, internal labels or None, geometry)."""
+  if case.layout == "msd":
+    data, affine, spacing = volumes.load_nifti(case.images[0], ndim=(4,))
+    if data.shape[-1] != 4:
+      raise DataError(f"{case.images[0]}: expected 4 channels (FLAIR, T1w, T1gd, T2w), "
+                      f"found {data.shape[-1]}")
+    images = data.astype(np.float32)
+  else:
+    channels = []
+    for path in case.images:
+      data, this_affine, this_spacing = volumes.load_nifti(path, what="modality")
+      if channels:
+        if data.shape != channels[0].shape:
+          raise DataError(f"{path}: shape {data.shape} differs from {case.images[0]} "
+                          f"{channels[0].shape}")
+        if not np.allclose(this_affine, affine, atol=1e-3):
+          raise DataError(f"{path}: affine differs from {case.images[0]}")
+      else:
+        affine, spacing = this_affine, this_spacing
+      channels.append(data.astype(np.float32))
+    images = np.stack(channels, axis=-1)
+  labels = None
+  if case.label:
+    raw, label_affine = volumes.load_label(case.label, images.shape[:3])
+    if not np.allclose(label_affine, affine, atol=1e-3):
+      raise DataError(f"{case.label}: affine differs from {case.images[0]}")
+    labels = case.convention.encode(raw, case.label)
+  return images, labels, affine, spacing
+
+
+def brain_box(images: np.ndarray, labels, path: str):
+  """Bounding box [(lo, hi)] of nonzero voxels in any channel (and of any labelled voxel)."""
+  mask = np.any(images != 0, axis=-1)
+  if labels is not None:
+    mask |= labels > 0
+  if not mask.any():
+    raise DataError(f"{path}: image is empty (no nonzero voxel)")
+  box = []
+  for axis in range(3):
+    other = tuple(a for a in range(3) if a != axis)
+    nonzero = np.flatnonzero(mask.any(axis=other))
+    box.append((int(nonzero[0]), int(nonzero[-1]) + 1))
+  return box
+
+
+def normalise(images: np.ndarray) -> np.ndarray:
+  """z-score each channel over brain voxels (nonzero in any channel); background stays 0."""
+  brain = np.any(images != 0, axis=-1)
+  out = np.zeros_like(images)
+  for c in range(images.shape[-1]):
+    values = images[..., c][brain]
+    std = values.std()
+    out[..., c][brain] = (values - values.mean()) / (std if std > 1e-8 else 1.0)
+  return out
+
+
+def foreground_samples(labels: np.ndarray, rng, per_class: int) -> np.ndarray:
+  """Up to per_class random (x, y, z, label) rows for each tumour label present."""
+  rows = [np.zeros((0, 4), np.int16)]
+  for value in (layouts.NCR, layouts.ED, layouts.ET, layouts.OTHER):
+    coords = np.argwhere(labels == value)
+    if len(coords):
+      chosen = coords[rng.choice(len(coords), min(per_class, len(coords)), replace=False)]
+      rows.append(np.concatenate([chosen, np.full((len(chosen), 1), value)], 1).astype(np.int16))
+  return np.concatenate(rows)
+
+
+def prepare_case(case: layouts.RawCase, root: str, dtype: str, inner_chunk: int,
+                 fg_per_class: int) -> dict:
+  """Reads, crops, normalises and writes one case; returns its manifest entry."""
+  images, labels, affine, spacing = read_raw_case(case)
+  box = brain_box(images, labels, case.images[0])
+  crop = tuple(slice(lo, hi) for lo, hi in box)
+  cropped = normalise(images[crop])
+  np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
+  store.write_array(root, f"images/{case.case_id}", cropped.astype(np_dtype), inner_chunk, dtype)
+  entry = {
+      "case_id": case.case_id, "layout": case.layout, "convention": case.convention.name,
+      "images": list(case.images), "label": case.label,
+      "original_shape": list(images.shape[:3]), "affine": affine.tolist(),
+      "spacing": list(spacing), "crop_box": [list(b) for b in box],
+      "cropped_shape": list(cropped.shape[:3]), "has_label": labels is not None,
+  }
+  if labels is not None:
+    labels = np.ascontiguousarray(labels[crop])
+    store.write_array(root, f"labels/{case.case_id}", labels, inner_chunk)
+    rng = np.random.default_rng(zlib.crc32(case.case_id.encode()))
+    store.write_array(root, f"foreground/{case.case_id}",
+                      foreground_samples(labels, rng, fg_per_class), 1 << 16)
+    entry["voxels_per_label"] = {layouts.INTERNAL_NAMES[v]: int((labels == v).sum())
+                                 for v in layouts.INTERNAL_NAMES}
+  return entry
+
+
+def assign_folds(case_ids, num_folds: int) -> dict:
+  """Deterministic folds: a fixed permutation of the sorted ids, dealt round-robin."""
+  order = np.random.default_rng(FOLD_SEED).permutation(len(case_ids))
+  return {case_ids[i]: int(rank % num_folds) for rank, i in enumerate(order)}
+
+
+def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str = "float16",
+            num_workers: int = 4, skip_bad: bool = False, overwrite: bool = False,
+            num_folds: int = 5, inner_chunk: int = 32, fg_per_class: int = 10_000,
+            progress: bool = False) -> dict:
+  """Prepares every case of input_dir into the store `output`; returns the manifest."""
+  output = output.rstrip("/")
+  if os.path.exists(output) and not overwrite:
+    raise DataError(f"{output}: already exists (pass --overwrite to replace it)")
+  cases = layouts.find_cases(input_dir, layout)
+  tmp = output + ".incomplete"
+  shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed run
+  os.makedirs(tmp)
+  entries, skipped = [], []
+  try:
+    with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
+      jobs = {pool.submit(prepare_case, c, tmp, dtype, inner_chunk, fg_per_class): c
+              for c in cases}
+      for job in tqdm(concurrent.futures.as_completed(jobs), total=len(jobs), unit="case",
+                      desc="prepare", disable=not progress):
+        try:
+          entries.append(job.result())
+        except DataError as e:
+          if not skip_bad:
+            for other in jobs:
+              other.cancel()
+            raise
+          skipped.append(str(e))
+          print(f"skipped: {e}", file=sys.stderr)
+    if not entries:
+      raise DataError(f"{input_dir}: no usable case")
+    entries.sort(key=lambda e: e["case_id"])
+    folds = assign_folds([e["case_id"] for e in entries], num_folds)
+    for entry in entries:
+      entry["fold"] = folds[entry["case_id"]]
+    manifest = {
+        "format_version": store.FORMAT_VERSION, "source": os.path.abspath(input_dir),
+        "layout": entries[0]["layout"], "dtype": dtype, "num_folds": num_folds,
+        "channels": list(layouts.MODALITIES), "label_values": layouts.INTERNAL_NAMES,
+        "skipped": skipped, "cases": entries,
+    }
+    with open(os.path.join(tmp, store.MANIFEST), "w") as f:
+      json.dump(manifest, f, indent=1)
+    store.write_group(tmp, {"brats_jax": store.FORMAT_VERSION})
+    if os.path.exists(output):
+      shutil.rmtree(output)
+    os.replace(tmp, output)
+    return manifest
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input", None, "Raw dataset folder.")
+flags.DEFINE_string("output", None, "Store to write.")
+flags.DEFINE_enum("layout", None, list(layouts.LAYOUTS), "Source layout; detected if unset.")
+flags.DEFINE_enum("dtype", "float16", ["float16", "bfloat16"], "Stored image dtype.")
+flags.DEFINE_integer("num_workers", 4, "Cases processed in parallel.")
+flags.DEFINE_bool("skip_bad", False, "Report bad cases and go on instead of stopping.")
+flags.DEFINE_bool("overwrite", False, "Replace an existing store.")
+flags.DEFINE_integer("num_folds", 5, "Cross-validation folds recorded in the manifest.")
+flags.DEFINE_integer("inner_chunk", 32, "Edge of the inner (read) chunks in voxels.")
+flags.DEFINE_integer("fg_per_class", 10_000, "Foreground locations kept per label and case.")
+
+
+@exit_on_data_error
+def main(argv):
+  del argv
+  if not FLAGS.input or not FLAGS.output:
+    raise app.UsageError("--input and --output are required")
+  manifest = prepare(FLAGS.input, FLAGS.output, FLAGS.layout, FLAGS.dtype, FLAGS.num_workers,
+                     FLAGS.skip_bad, FLAGS.overwrite, FLAGS.num_folds, FLAGS.inner_chunk,
+                     FLAGS.fg_per_class, progress=True)
+  print(f"prepared {len(manifest['cases'])} {manifest['layout']} cases into {FLAGS.output}"
+        + (f" ({len(manifest['skipped'])} skipped)" if manifest["skipped"] else ""))
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,155 @@
+"""The prepared store: one zarr3 group of per-case arrays, read and written with TensorStore.
+
+    STORE/zarr.json                  group metadata
+    STORE/manifest.json              cases: ids, geometry, crop boxes, folds, conventions
+    STORE/images/<case>/             [X, Y, Z, 4] float16 (or bfloat16), z-scored, brain-cropped
+    STORE/labels/<case>/             [X, Y, Z] uint8, internal labels (layouts.py)
+    STORE/foreground/<case>/         [K, 4] int16: (x, y, z, internal label) samples
+
+Each case array is a single zarr3 shard, so it is one object on disk or in a bucket, and is
+split into inner chunks of about 32^3 voxels so a random patch reads only the chunks it
+touches. TensorStore opens file://, gs://, s3:// and memory:// paths with the same code.
+"""
+
+import json
+import os
+import threading
+
+import numpy as np
+import tensorstore as ts
+
+from brats_jax.errors import DataError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+_CACHE_BYTES = 256 << 20
+
+
+def _kvstore(path: str) -> dict | str:
+  return path if "://" in path else {"driver": "file", "path": os.path.abspath(path)}
+
+
+def _codecs(inner_chunks, dtype):
+  compressor = {"name": "blosc", "configuration": {
+      "cname": "zstd", "clevel": 3, "shuffle": "bitshuffle" if dtype == "uint8" else "shuffle",
+      "typesize": np.dtype(dtype if dtype != "bfloat16" else "uint16").itemsize}}
+  return [{"name": "sharding_indexed", "configuration": {
+      "chunk_shape": list(inner_chunks),
+      "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, compressor],
+      "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                       {"name": "crc32c"}],
+  }}]
+
+
+def write_array(root: str, name: str, data: np.ndarray, inner_chunk: int = 32,
+                dtype: str | None = None) -> None:
+  """Writes `data` as one zarr3 shard at root/name, with inner chunks of about inner_chunk^3."""
+  dtype = dtype or str(data.dtype)
+  shape = list(data.shape)
+  inner = [min(s, inner_chunk) for s in shape[:3]] + shape[3:]
+  # The shard must be a whole number of inner chunks; one shard still covers the whole case.
+  shard = [-(-s // i) * i for s, i in zip(shape, inner)]
+  spec = {
+      "driver": "zarr3", "kvstore": _kvstore(os.path.join(root, name)),
+      "metadata": {
+          "shape": shape, "data_type": dtype,
+          "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": shard}},
+          "codecs": _codecs(inner, dtype),
+      },
+      "create": True, "delete_existing": True,
+  }
+  store = ts.open(spec).result()
+  store.write(data).result()
+
+
+def write_group(root: str, attributes: dict) -> None:
+  with open(os.path.join(root, "zarr.json"), "w") as f:
+    json.dump({"zarr_format": 3, "node_type": "group", "attributes": attributes}, f)
+
+
+class PreparedStore:
+  """Read access to a prepared store. Array handles open lazily and share one cache pool."""
+
+  def __init__(self, path: str):
+    self.path = path
+    manifest_path = os.path.join(path, MANIFEST)
+    try:
+      with open(manifest_path) as f:
+        self.manifest = json.load(f)
+    except FileNotFoundError:
+      raise DataError(f"{manifest_path}: no prepared store here (run brats-jax-prepare)") \
+          from None
+    except (OSError, json.JSONDecodeError) as e:
+      raise DataError(f"{manifest_path}: unreadable manifest ({e})") from None
+    if self.manifest.get("format_version") != FORMAT_VERSION:
+      raise DataError(f"{manifest_path}: store format {self.manifest.get('format_version')}, "
+                      f"this version reads {FORMAT_VERSION}; prepare it again")
+    self.cases = {c["case_id"]: c for c in self.manifest["cases"]}
+    self._context = ts.Context({"cache_pool": {"total_bytes_limit": _CACHE_BYTES}})
+    self._handles = {}
+    self._lock = threading.Lock()
+
+  def case_ids(self, folds=None, exclude_folds=None, labelled=True) -> list:
+    """Case ids, optionally only those in (or not in) the given folds."""
+    ids = []
+    for cid, case in self.cases.items():
+      if labelled and not case["has_label"]:
+        continue
+      if folds is not None and case["fold"] not in folds:
+        continue
+      if exclude_folds is not None and case["fold"] in exclude_folds:
+        continue
+      ids.append(cid)
+    return sorted(ids)
+
+  def array(self, kind: str, case_id: str) -> ts.TensorStore:
+    key = (kind, case_id)
+    with self._lock:
+      if key not in self._handles:
+        spec = {"driver": "zarr3", "kvstore": _kvstore(os.path.join(self.path, kind, case_id))}
+        try:
+          self._handles[key] = ts.open(spec, context=self._context, read=True).result()
+        except ValueError as e:
+          raise DataError(f"{os.path.join(self.path, kind, case_id)}: cannot open ({e})") \
+              from None
+      return self._handles[key]
+
+  def shape(self, case_id: str) -> tuple:
+    return tuple(self.cases[case_id]["cropped_shape"])
+
+  def read_case(self, case_id: str):
+    """Whole cropped case: (image [X, Y, Z, C] float32, labels [X, Y, Z] uint8 or None)."""
+    image = self.array("images", case_id).read().result().astype(np.float32)
+    labels = None
+    if self.cases[case_id]["has_label"]:
+      labels = self.array("labels", case_id).read().result()
+    return image, labels
+
+  def foreground(self, case_id: str) -> np.ndarray:
+    return self.array("foreground", case_id).read().result()
+
+  def read_patches(self, requests) -> list:
+    """Reads [(case_id, start, size)] patches at once; out-of-volume parts are zero.
+
+    All reads are issued together (one TensorStore batch) before any is awaited.
+    """
+    pending = []
+    with ts.Batch() as batch:
+      for case_id, start, size in requests:
+        shape = self.shape(case_id)
+        lo = [max(0, s) for s in start]
+        hi = [min(d, s + n) for d, s, n in zip(shape, start, size)]
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        image = self.array("images", case_id)[box].read(batch=batch)
+        labels = self.array("labels", case_id)[box].read(batch=batch)
+        pending.append((image, labels, [a - s for a, s in zip(lo, start)], size))
+    patches = []
+    for image, labels, offset, size in pending:
+      image, labels = image.result(), labels.result()
+      out_image = np.zeros(tuple(size) + image.shape[-1:], np.float32)
+      out_labels = np.zeros(tuple(size), np.uint8)
+      box = tuple(slice(o, o + n) for o, n in zip(offset, labels.shape))
+      out_image[box] = image
+      out_labels[box] = labels
+      patches.append((out_image, out_labels))
+    return patches

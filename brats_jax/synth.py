@@ -1,0 +1,174 @@
+"""Synthetic BraTS-like MRI: brain anatomy, tumours, four contrasts, any supported layout.
+
+    brats-jax-synth --output=/tmp/raw --layout=brats2021 --num_cases=8 --shape=240,240,155
+
+Each case is a skull-stripped head: white matter, a cortical grey-matter shell, ventricles and
+sulcal CSF, with a tumour made of edema around a core of necrosis and an enhancing rim (some
+cases are non-enhancing). Each of FLAIR/T1/T1ce/T2 gives each tissue the contrast it has in
+real scans; partial-volume blur, bias field and Rician noise are added, and volumes are stored
+as int16 with a non-identity affine. Case i depends only on (seed, i).
+"""
+
+import concurrent.futures
+import os
+import shutil
+
+import numpy as np
+from absl import app, flags
+from scipy import ndimage
+from tqdm import tqdm
+
+from brats_jax import layouts, volumes
+from brats_jax.errors import exit_on_data_error
+
+# Mean intensity of each tissue in (FLAIR, T1, T1ce, T2), relative units.
+_CSF, _GM, _WM = 1, 2, 3
+_TISSUE_CONTRAST = {
+    _CSF: (0.15, 0.25, 0.25, 1.00),
+    _GM: (0.60, 0.60, 0.62, 0.70),
+    _WM: (0.45, 0.85, 0.85, 0.45),
+}
+_TUMOUR_CONTRAST = {
+    layouts.ED: (0.95, 0.50, 0.52, 0.85),
+    layouts.NCR: (0.55, 0.30, 0.32, 0.95),
+    layouts.ET: (0.75, 0.55, 1.30, 0.70),
+}
+
+
+def _smooth_field(rng, shape, coarse=6):
+  """A smooth random field in about [-1, 1]: coarse Gaussian noise, upsampled."""
+  low = rng.standard_normal((coarse,) * 3)
+  field = ndimage.zoom(low, [s / coarse for s in shape], order=1, mode="nearest")
+  field = field[:shape[0], :shape[1], :shape[2]]
+  return np.pad(field, [(0, s - f) for s, f in zip(shape, field.shape)], mode="edge")
+
+
+def make_case(shape, rng, p_non_enhancing=0.1):
+  """Returns images [X, Y, Z, 4] (float32, FLAIR/T1/T1ce/T2) and internal labels [X, Y, Z]."""
+  grids = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij")
+  u = np.stack(grids, -1)
+  brain_radii = np.array([0.78, 0.9, 0.82]) * rng.uniform(0.92, 1.05, 3)
+  r = np.linalg.norm(u / brain_radii, axis=-1) + 0.05 * _smooth_field(rng, shape)
+  brain = r < 1.0
+  tissue = np.where(r < 0.78 + 0.07 * _smooth_field(rng, shape, 10), _WM, _GM)
+  tissue[(r > 0.96) & brain] = _CSF  # sulcal CSF under the (stripped) skull
+  for side in (-1, 1):  # lateral ventricles
+    centre = np.array([0.13 * side, 0.02, 0.08])
+    ventricle = np.linalg.norm((u - centre) / np.array([0.08, 0.3, 0.12]), axis=-1) < 1
+    tissue[ventricle] = _CSF
+  tissue[~brain] = 0
+
+  # Tumour: a lumpy ball of edema around an enhancing rim around necrosis.
+  hemisphere = rng.choice([-1, 1])
+  centre = np.array([hemisphere * rng.uniform(0.2, 0.45), rng.uniform(-0.4, 0.4),
+                     rng.uniform(-0.3, 0.4)])
+  edema_radius = rng.uniform(0.16, 0.32)
+  core_radius = edema_radius * rng.uniform(0.45, 0.7)
+  necrosis_radius = core_radius * rng.uniform(0.3, 0.65)
+  d = np.linalg.norm((u - centre) / rng.uniform(0.8, 1.2, 3), axis=-1)
+  d_edema = d * (1 + 0.3 * _smooth_field(rng, shape, 8))
+  d_core = d * (1 + 0.2 * _smooth_field(rng, shape, 8))
+  labels = np.zeros(shape, np.uint8)
+  labels[(d_edema < edema_radius) & brain] = layouts.ED
+  if rng.uniform() < p_non_enhancing:
+    labels[(d_core < core_radius) & brain] = layouts.NCR
+  else:
+    labels[(d_core < core_radius) & brain] = layouts.ET
+    labels[(d_core < necrosis_radius) & brain] = layouts.NCR
+
+  images = np.zeros(shape + (4,), np.float32)
+  for value, contrast in list(_TISSUE_CONTRAST.items()):
+    images[tissue == value] = contrast
+  for value, contrast in _TUMOUR_CONTRAST.items():
+    images[labels == value] = contrast
+  for c in range(4):
+    channel = images[..., c] * (1 + 0.04 * _smooth_field(rng, shape, 16))  # tissue texture
+    channel = ndimage.gaussian_filter(channel, 0.7)  # partial volume
+    channel *= np.exp(0.15 * _smooth_field(rng, shape, 4))  # bias field
+    sigma = 0.025
+    noisy = np.hypot(channel + sigma * rng.standard_normal(shape),
+                     sigma * rng.standard_normal(shape))  # Rician magnitude noise
+    images[..., c] = np.where(brain, noisy * rng.uniform(400, 1200), 0)
+  return images, labels
+
+
+def make_affine(rng, spacing):
+  """A BraTS-like (LPS-flipped) affine with a random origin."""
+  affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+  affine[:3, 3] = rng.uniform(-60, 60, 3)
+  return affine
+
+
+def case_id(layout: str, index: int) -> str:
+  return {"brats2021": f"BraTS2021_{index:05d}", "brats2023": f"BraTS-GLI-{index:05d}-000",
+          "msd": f"BRATS_{index + 1:03d}"}[layout]
+
+
+def write_case(root, layout, index, shape, seed, spacing=(1.0, 1.0, 1.0), p_non_enhancing=0.1):
+  """Writes case `index` of the synthetic dataset; returns its case id."""
+  rng = np.random.default_rng([seed, index])
+  images, labels = make_case(tuple(shape), rng, p_non_enhancing)
+  images = np.round(images).astype(np.int16)
+  affine = make_affine(rng, spacing)
+  seg = layouts.CONVENTIONS[layouts.LAYOUTS[layout].convention].decode(labels)
+  cid = case_id(layout, index)
+  if layout == "msd":
+    volumes.save_nifti(os.path.join(root, "imagesTr", cid + ".nii.gz"), images, affine)
+    volumes.save_nifti(os.path.join(root, "labelsTr", cid + ".nii.gz"), seg, affine)
+    return cid
+  spec = layouts.LAYOUTS[layout]
+  folder = os.path.join(root, cid)
+  for c, suffix in enumerate(spec.suffixes):
+    volumes.save_nifti(os.path.join(folder, spec.file_name(cid, suffix)), images[..., c], affine)
+  volumes.save_nifti(os.path.join(folder, spec.file_name(cid, "seg")), seg, affine)
+  return cid
+
+
+def write_dataset(output, layout, num_cases, shape, seed=0, spacing=(1.0, 1.0, 1.0),
+                  p_non_enhancing=0.1, num_workers=2, progress=False):
+  """Writes a whole dataset under `output`, atomically (it appears only when complete)."""
+  if layout not in layouts.LAYOUTS:
+    raise ValueError(f"unknown layout {layout!r}; known: {', '.join(layouts.LAYOUTS)}")
+  tmp = output.rstrip("/") + ".incomplete"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
+    jobs = [pool.submit(write_case, tmp, layout, i, shape, seed, spacing, p_non_enhancing)
+            for i in range(num_cases)]
+    for job in tqdm(concurrent.futures.as_completed(jobs), total=num_cases, disable=not progress,
+                    desc="synth", unit="case"):
+      job.result()
+  if layout == "msd":
+    layouts.write_msd_dataset_json(tmp, num_cases)
+  shutil.rmtree(output, ignore_errors=True)
+  os.replace(tmp, output)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output", None, "Folder to write the raw dataset to (replaced if present).")
+flags.DEFINE_enum("layout", "brats2021", list(layouts.LAYOUTS), "Layout and label convention.")
+flags.DEFINE_integer("num_cases", 8, "Number of cases.")
+flags.DEFINE_list("shape", ["240", "240", "155"], "Volume shape in voxels.")
+flags.DEFINE_list("spacing", ["1", "1", "1"], "Voxel spacing in mm.")
+flags.DEFINE_integer("seed", 0, "Case i depends only on (seed, i).")
+flags.DEFINE_float("p_non_enhancing", 0.1, "Fraction of tumours without an enhancing rim.")
+flags.DEFINE_integer("num_workers", 2, "Cases written in parallel.")
+
+
+@exit_on_data_error
+def main(argv):
+  del argv
+  if not FLAGS.output:
+    raise app.UsageError("--output is required")
+  write_dataset(FLAGS.output, FLAGS.layout, FLAGS.num_cases, [int(s) for s in FLAGS.shape],
+                FLAGS.seed, tuple(float(s) for s in FLAGS.spacing), FLAGS.p_non_enhancing,
+                FLAGS.num_workers, progress=True)
+  print(f"wrote {FLAGS.num_cases} {FLAGS.layout} cases to {FLAGS.output}")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

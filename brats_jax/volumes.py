@@ -1,0 +1,82 @@
+"""Reading and writing NIfTI volumes, with one clear error per kind of broken file."""
+
+import gzip
+import os
+import zlib
+
+import nibabel as nib
+import numpy as np
+
+from brats_jax.errors import DataError
+
+# 1024^3 voxels: far beyond any MRI volume; a larger declared size is a corrupt header.
+MAX_VOXELS = 1 << 30
+
+
+def load_nifti(path: str, ndim: tuple = (3,), what: str = "image"):
+  """Returns (array, affine, voxel spacing) of a NIfTI file, or raises DataError naming it."""
+  if not os.path.exists(path):
+    raise DataError(f"{path}: missing {what} file")
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: not a regular file")
+  if os.path.getsize(path) == 0:
+    raise DataError(f"{path}: empty file")
+  if not os.access(path, os.R_OK):
+    raise DataError(f"{path}: permission denied")
+  try:
+    image = nib.load(path)
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) not in ndim:
+      raise DataError(f"{path}: {what} has {len(shape)} dimensions {shape}, expected "
+                      f"{' or '.join(str(n) for n in ndim)}")
+    if min(shape) < 1 or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
+      raise DataError(f"{path}: implausible declared size {shape}")
+    data = np.asarray(image.dataobj)
+    affine = np.asarray(image.affine, np.float64)
+    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
+  except DataError:
+    raise
+  except PermissionError:
+    raise DataError(f"{path}: permission denied") from None
+  except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+    raise DataError(f"{path}: truncated or corrupt compressed data ({e})") from None
+  except MemoryError:
+    raise DataError(f"{path}: declared size too large to read") from None
+  except Exception as e:  # nibabel raises many types for malformed headers and data.
+    raise DataError(f"{path}: unreadable NIfTI ({type(e).__name__}: {e})".splitlines()[0]) \
+        from None
+  if data.shape != shape:
+    raise DataError(f"{path}: data shape {data.shape} does not match header {shape}")
+  if not np.all(np.isfinite(affine)):
+    raise DataError(f"{path}: non-finite affine")
+  if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+    raise DataError(f"{path}: contains NaN or Inf voxels")
+  return data, affine, spacing
+
+
+def load_label(path: str, shape: tuple):
+  """Integer label volume of the given shape, or DataError."""
+  data, affine, _ = load_nifti(path, what="label")
+  if data.shape != shape:
+    raise DataError(f"{path}: label shape {data.shape} differs from image shape {shape}")
+  if np.issubdtype(data.dtype, np.floating):
+    if not np.all(data == np.round(data)):
+      raise DataError(f"{path}: label has non-integer values")
+  if data.min() < 0 or data.max() > 255:
+    raise DataError(f"{path}: label values outside 0..255 (min {data.min()}, max {data.max()})")
+  return data.astype(np.uint8), affine
+
+
+def save_nifti(path: str, data: np.ndarray, affine: np.ndarray, header=None) -> None:
+  """Writes atomically: a temporary file in the same folder, renamed when complete."""
+  folder, name = os.path.split(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  tmp = os.path.join(folder, f".partial-{os.getpid()}-{name}")
+  image = nib.Nifti1Image(data, affine, header=header)
+  image.set_data_dtype(data.dtype)
+  try:
+    nib.save(image, tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
