@@ -12,7 +12,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 $(DEMO)/raw/.complete: $(VENV)/.installed
-	$(VENV)/bin/brats-jax-synth --output=$(DEMO)/raw --layout=brats2021 --num_cases=24 --shape=96,96,72 --seed=0
+	$(VENV)/bin/brats-jax-synth --output=$(DEMO)/raw --layout=brats2021 --num_cases=24 --shape=64,64,48 --seed=0
 	touch $@
 
 $(DEMO)/store/manifest.json: $(DEMO)/raw/.complete

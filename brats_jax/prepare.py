@@ -27,7 +27,7 @@ FOLD_SEED = 20_211_121
 
 
 def read_raw_case(case: layouts.RawCase):
-  """Loads and checks one raw case: (images [X,Y,Z,4] float32, internal labels or None, geometry)."""
+  """Loads and checks one raw case: (images [X,Y,Z,4], internal labels or None, geometry)."""
   if case.layout == "msd":
     data, affine, spacing = volumes.load_nifti(case.images[0], ndim=(4,))
     if data.shape[-1] != 4:
@@ -179,16 +179,20 @@ def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str =
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input", None, "Raw dataset folder.")
-flags.DEFINE_string("output", None, "Store to write.")
-flags.DEFINE_enum("layout", None, list(layouts.LAYOUTS), "Source layout; detected if unset.")
-flags.DEFINE_enum("dtype", "float16", ["float16", "bfloat16"], "Stored image dtype.")
-flags.DEFINE_integer("num_workers", 4, "Cases processed in parallel.")
-flags.DEFINE_bool("skip_bad", False, "Report bad cases and go on instead of stopping.")
-flags.DEFINE_bool("overwrite", False, "Replace an existing store.")
-flags.DEFINE_integer("num_folds", 5, "Cross-validation folds recorded in the manifest.")
-flags.DEFINE_integer("inner_chunk", 32, "Edge of the inner (read) chunks in voxels.")
-flags.DEFINE_integer("fg_per_class", 10_000, "Foreground locations kept per label and case.")
+
+
+def _define_flags():
+  """Defined when the command runs, so importing the module defines no flags."""
+  flags.DEFINE_string("input", None, "Raw dataset folder.")
+  flags.DEFINE_string("output", None, "Store to write.")
+  flags.DEFINE_enum("layout", None, list(layouts.LAYOUTS), "Source layout; detected if unset.")
+  flags.DEFINE_enum("dtype", "float16", ["float16", "bfloat16"], "Stored image dtype.")
+  flags.DEFINE_integer("num_workers", 4, "Cases processed in parallel.")
+  flags.DEFINE_bool("skip_bad", False, "Report bad cases and go on instead of stopping.")
+  flags.DEFINE_bool("overwrite", False, "Replace an existing store.")
+  flags.DEFINE_integer("num_folds", 5, "Cross-validation folds recorded in the manifest.")
+  flags.DEFINE_integer("inner_chunk", 32, "Edge of the inner (read) chunks in voxels.")
+  flags.DEFINE_integer("fg_per_class", 10_000, "Foreground locations kept per label and case.")
 
 
 @exit_on_data_error
@@ -204,6 +208,7 @@ def main(argv):
 
 
 def run():
+  _define_flags()
   app.run(main)
 
 

@@ -129,7 +129,7 @@ class PreparedStore:
     return self.array("foreground", case_id).read().result()
 
   def read_patches(self, requests) -> list:
-    """Reads [(case_id, start, size)] patches at once; out-of-volume parts are zero.
+    """Reads [(case_id, start, size)] patches (stored dtype); out-of-volume parts are zero.
 
     All reads are issued together (one TensorStore batch) before any is awaited.
     """
@@ -146,7 +146,7 @@ class PreparedStore:
     patches = []
     for image, labels, offset, size in pending:
       image, labels = image.result(), labels.result()
-      out_image = np.zeros(tuple(size) + image.shape[-1:], np.float32)
+      out_image = np.zeros(tuple(size) + image.shape[-1:], image.dtype)
       out_labels = np.zeros(tuple(size), np.uint8)
       box = tuple(slice(o, o + n) for o, n in zip(offset, labels.shape))
       out_image[box] = image

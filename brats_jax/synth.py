@@ -62,7 +62,7 @@ def make_case(shape, rng, p_non_enhancing=0.1):
   hemisphere = rng.choice([-1, 1])
   centre = np.array([hemisphere * rng.uniform(0.2, 0.45), rng.uniform(-0.4, 0.4),
                      rng.uniform(-0.3, 0.4)])
-  edema_radius = rng.uniform(0.16, 0.32)
+  edema_radius = rng.uniform(0.22, 0.4)
   core_radius = edema_radius * rng.uniform(0.45, 0.7)
   necrosis_radius = core_radius * rng.uniform(0.3, 0.65)
   d = np.linalg.norm((u - centre) / rng.uniform(0.8, 1.2, 3), axis=-1)
@@ -145,14 +145,18 @@ def write_dataset(output, layout, num_cases, shape, seed=0, spacing=(1.0, 1.0, 1
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output", None, "Folder to write the raw dataset to (replaced if present).")
-flags.DEFINE_enum("layout", "brats2021", list(layouts.LAYOUTS), "Layout and label convention.")
-flags.DEFINE_integer("num_cases", 8, "Number of cases.")
-flags.DEFINE_list("shape", ["240", "240", "155"], "Volume shape in voxels.")
-flags.DEFINE_list("spacing", ["1", "1", "1"], "Voxel spacing in mm.")
-flags.DEFINE_integer("seed", 0, "Case i depends only on (seed, i).")
-flags.DEFINE_float("p_non_enhancing", 0.1, "Fraction of tumours without an enhancing rim.")
-flags.DEFINE_integer("num_workers", 2, "Cases written in parallel.")
+
+
+def _define_flags():
+  """Defined when the command runs, so importing the module defines no flags."""
+  flags.DEFINE_string("output", None, "Folder to write the raw dataset to (replaced if present).")
+  flags.DEFINE_enum("layout", "brats2021", list(layouts.LAYOUTS), "Layout and label convention.")
+  flags.DEFINE_integer("num_cases", 8, "Number of cases.")
+  flags.DEFINE_list("shape", ["240", "240", "155"], "Volume shape in voxels.")
+  flags.DEFINE_list("spacing", ["1", "1", "1"], "Voxel spacing in mm.")
+  flags.DEFINE_integer("seed", 0, "Case i depends only on (seed, i).")
+  flags.DEFINE_float("p_non_enhancing", 0.1, "Fraction of tumours without an enhancing rim.")
+  flags.DEFINE_integer("num_workers", 2, "Cases written in parallel.")
 
 
 @exit_on_data_error
@@ -167,6 +171,7 @@ def main(argv):
 
 
 def run():
+  _define_flags()
   app.run(main)
 
 

@@ -1,0 +1,100 @@
+"""Random training patches from the prepared store, as a function of (seed, step, sample).
+
+Sample i of the global batch at step s depends only on (seed, s, i): which case, where the
+patch sits, whether it is centred on foreground, and its augmentation key. Each process reads
+only the rows of the global batch it feeds to its own devices, so the global batch is the
+same for any number of processes, and a resumed run sees exactly the batches it would have.
+Reads run ahead of the device in a small thread pool.
+"""
+
+import collections
+import concurrent.futures
+import functools
+import math
+
+import numpy as np
+
+from brats_jax.store import PreparedStore
+
+
+def is_foreground_sample(index: int, fraction: float) -> bool:
+  """Spreads round(B * fraction) foreground-centred samples evenly over any batch."""
+  return math.floor((index + 1) * fraction) > math.floor(index * fraction)
+
+
+class PatchSampler:
+  """Builds this process's rows of the global batch for a given step."""
+
+  def __init__(self, store: PreparedStore, case_ids, patch_size, global_batch: int,
+               rows: slice, foreground_fraction: float, seed: int):
+    if not case_ids:
+      raise ValueError("no training cases")
+    self.store, self.case_ids = store, list(case_ids)
+    self.spatial_dims = len(patch_size)
+    # A 2D patch is a one-voxel-thick axial slab of the volume.
+    self.read_size = tuple(patch_size) + (1,) * (3 - len(patch_size))
+    self.global_batch, self.rows = global_batch, rows
+    self.foreground_fraction, self.seed = foreground_fraction, seed
+
+  @functools.lru_cache(maxsize=512)
+  def _foreground(self, case_id):
+    return self.store.foreground(case_id)
+
+  def _start(self, rng, case_id, foreground: bool):
+    shape, size = self.store.shape(case_id), self.read_size
+    low = [min(0, d - s) for d, s in zip(shape, size)]
+    high = [max(0, d - s) for d, s in zip(shape, size)]
+    samples = self._foreground(case_id) if foreground else np.zeros((0, 4))
+    if len(samples):
+      present = np.unique(samples[:, 3])
+      chosen = samples[samples[:, 3] == rng.choice(present)]
+      centre = chosen[rng.integers(len(chosen)), :3]
+      start = [int(c) - s // 2 for c, s in zip(centre, size)]
+      return [int(np.clip(st, lo, hi)) for st, lo, hi in zip(start, low, high)]
+    return [int(rng.integers(lo, hi + 1)) for lo, hi in zip(low, high)]
+
+  def describe(self, step: int, index: int):
+    """(case id, patch start, augmentation seed) of global sample `index` at `step`."""
+    rng = np.random.default_rng([self.seed, step, index])
+    case_id = self.case_ids[rng.integers(len(self.case_ids))]
+    start = self._start(rng, case_id, is_foreground_sample(index, self.foreground_fraction))
+    return case_id, start, np.uint32(rng.integers(1 << 32))
+
+  def batch(self, step: int) -> dict:
+    """This process's rows: image [b, *P, C], label [b, *P] (uint8), aug_seed [b] (uint32)."""
+    described = [self.describe(step, i) for i in range(self.global_batch)[self.rows]]
+    patches = self.store.read_patches([(c, s, self.read_size) for c, s, _ in described])
+    images = np.stack([p[0] for p in patches])
+    labels = np.stack([p[1] for p in patches])
+    if self.spatial_dims == 2:
+      images, labels = images[:, :, :, 0], labels[:, :, :, 0]
+    return {"image": images, "label": labels,
+            "aug_seed": np.array([d[2] for d in described], np.uint32)}
+
+
+class Prefetcher:
+  """Yields fn(step) for step = start, start + 1, ..., computing `depth` steps ahead."""
+
+  def __init__(self, fn, start: int, depth: int = 4):
+    self.fn, self.next_step = fn, start
+    self.pool = concurrent.futures.ThreadPoolExecutor(max(1, depth))
+    self.pending = collections.deque()
+    for _ in range(max(1, depth)):
+      self._submit()
+
+  def _submit(self):
+    self.pending.append(self.pool.submit(self.fn, self.next_step))
+    self.next_step += 1
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    result = self.pending.popleft().result()
+    self._submit()
+    return result
+
+  def close(self):
+    for future in self.pending:
+      future.cancel()
+    self.pool.shutdown(wait=False, cancel_futures=True)

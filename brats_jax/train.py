@@ -1,0 +1,200 @@
+"""The training loop: data, steps, logging, validation, checkpoints, resume and clean stops."""
+
+import os
+import signal
+import sys
+import time
+import zlib
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from brats_jax import config_io, inference, layouts, metrics, sharding, train_step
+from brats_jax.checkpointing import Checkpoints
+from brats_jax.input_pipeline import PatchSampler, Prefetcher
+from brats_jax.store import PreparedStore
+from brats_jax.writers import MetricWriter
+
+# A case volume is padded up to a multiple of this before prediction, so that cases of
+# similar size share one compiled program.
+SHAPE_BUCKET = 32
+
+
+class StopRequest:
+  """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.signal = None
+    self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+  def _handle(self, signum, frame):
+    if self.signal is not None:  # a second signal: stop now
+      self.restore()
+      raise KeyboardInterrupt
+    self.signal = signum
+
+  def restore(self):
+    for s, handler in self.previous.items():
+      signal.signal(s, handler)
+
+
+def predict_case(predict, state, image: np.ndarray, mesh, spatial_dims: int) -> np.ndarray:
+  """Region probabilities [X, Y, Z, 3] of a whole (cropped) case image [X, Y, Z, C]."""
+  shape = image.shape[:3]
+  padded = [-(-s // SHAPE_BUCKET) * SHAPE_BUCKET for s in shape]
+  image = np.pad(image, [(0, p - s) for p, s in zip(padded, shape)] + [(0, 0)])
+  # A 2D model sees the volume as a batch of axial slices.
+  volume = image.transpose(2, 0, 1, 3) if spatial_dims == 2 else image[None]
+  probabilities = np.asarray(predict(state["params"], state["model_state"],
+                                     sharding.replicate(volume, mesh)))
+  probabilities = probabilities.transpose(1, 2, 0, 3) if spatial_dims == 2 else probabilities[0]
+  return probabilities[:shape[0], :shape[1], :shape[2]]
+
+
+def evaluate(predict, state, store: PreparedStore, case_ids, mesh, spatial_dims) -> dict:
+  """Whole-case sliding-window prediction and per-region Dice over the given cases."""
+  per_case = []
+  for case_id in case_ids:
+    image, labels = store.read_case(case_id)
+    regions = predict_case(predict, state, image, mesh, spatial_dims) > 0.5
+    per_case.append(metrics.region_dice(regions, labels))
+  return metrics.summarise(per_case)
+
+
+def _data_record(config, step: int, train_ids) -> dict:
+  digest = zlib.crc32("\n".join(train_ids).encode())
+  return {"next_step": int(step), "seed": int(config.seed), "num_train_cases": len(train_ids),
+          "train_cases_crc32": digest,
+          "global_batch": int(config.data.batch_per_device * jax.device_count())}
+
+
+def _log_scalars(sums: dict, seconds: float, global_batch: int, steps: int, lr: float) -> dict:
+  sums = jax.device_get(sums)
+  finite = max(float(sums["finite_steps"]), 1.0)
+  scalars = {"train/loss": float(sums["loss"]) / finite,
+             "train/nonfinite_steps": float(sums["nonfinite_steps"]),
+             "train/samples_per_second": steps * global_batch / max(seconds, 1e-9),
+             "train/learning_rate": lr}
+  for i, region in enumerate(layouts.REGIONS):
+    denominator = sums["predicted"][i] + sums["reference"][i]
+    scalars[f"train/dice_{region}"] = (2 * sums["intersection"][i] / denominator
+                                       if denominator > 0 else 1.0)
+  return scalars
+
+
+def _format_dice(summary: dict) -> str:
+  return "  ".join(f"{r} {summary[r]:.4f}" for r in layouts.REGIONS) + \
+      f"  mean {summary['mean_dice']:.4f}"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns the last validation summary."""
+  is_main = jax.process_index() == 0
+  mesh = sharding.make_mesh()
+  store = PreparedStore(config.data.store)
+  val_fold = config.data.val_fold
+  train_ids = store.case_ids(exclude_folds=[val_fold] if val_fold >= 0 else None)
+  val_ids = store.case_ids(folds=[val_fold]) if val_fold >= 0 else []
+  if config.eval.max_cases:
+    val_ids = val_ids[:config.eval.max_cases]
+  global_batch = config.data.batch_per_device * jax.device_count()
+  spatial_dims = len(config.data.patch_size)
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    config_io.save_workdir_config(config, workdir)
+    print(f"{jax.device_count()} devices ({jax.devices()[0].platform}), "
+          f"{jax.process_count()} processes; global batch {global_batch}; "
+          f"{len(train_ids)} training and {len(val_ids)} validation cases", flush=True)
+
+  graphdef, state, tx = train_step.create_train_state(config, mesh)
+  checkpoints = Checkpoints(workdir, config.checkpoint.keep, config.checkpoint.keep_best)
+  start = 0
+  latest = checkpoints.latest_step()
+  if latest is not None:
+    state, data = checkpoints.restore(latest, state)
+    start = int(jax.device_get(state["step"]))
+    if is_main:
+      print(f"resumed from checkpoint at step {start}", flush=True)
+    if data["train_cases_crc32"] != _data_record(config, 0, train_ids)["train_cases_crc32"]:
+      print("warning: the training cases differ from those of the checkpointed run",
+            file=sys.stderr)
+
+  step_fn = train_step.make_train_step(graphdef, tx, mesh, config)
+  predict = inference.make_region_predictor(graphdef, mesh, config)
+  schedule = train_step.learning_rate_schedule(config.train)
+  sampler = PatchSampler(store, train_ids, config.data.patch_size, global_batch,
+                         sharding.process_batch_slice(global_batch),
+                         config.data.foreground_fraction, config.seed)
+  batches = Prefetcher(sampler.batch, start, config.data.prefetch)
+  writer = MetricWriter(workdir)
+  stop = StopRequest()
+  num_steps = config.train.num_steps
+  summary = {}
+  sums, ready_to_log, previous_metrics = None, None, None
+  log_start, log_step = time.time(), start
+  bar = tqdm(total=num_steps, initial=start, unit="step", disable=not is_main, dynamic_ncols=True,
+             smoothing=0.1)
+  try:
+    for step in range(start, num_steps):
+      batch = sharding.to_global(next(batches), mesh, global_batch)
+      state, step_metrics = step_fn(state, batch)
+      done = step + 1
+      # Everything read back below belongs to the previous step, which has finished by now
+      # or soon will: the device is never made to wait on the host.
+      if config.train.on_nonfinite == "stop" and previous_metrics is not None:
+        if float(previous_metrics[0]["nonfinite_steps"]) > 0:
+          raise FloatingPointError(f"non-finite loss or gradient at step {previous_metrics[1]}; "
+                                   "that update was not applied (train.on_nonfinite=stop)")
+      previous_metrics = (step_metrics, done)
+      if ready_to_log is not None:
+        log_sums, at, seconds, steps = ready_to_log
+        scalars = _log_scalars(log_sums, seconds, global_batch, steps, float(schedule(at)))
+        writer.write(at, scalars)
+        bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
+                        samples_s=f"{scalars['train/samples_per_second']:.1f}")
+        ready_to_log = None
+      # Summed on device (asynchronously); read back only when logged.
+      sums = step_metrics if sums is None else jax.tree.map(lambda a, b: a + b, sums,
+                                                            step_metrics)
+      bar.update(1)
+      if done % config.log_every_steps == 0 or done == num_steps:
+        now = time.time()
+        ready_to_log = (sums, done, now - log_start, done - log_step)
+        sums, log_start, log_step = None, now, done
+      val_metrics = None
+      if val_ids and (done % config.eval.every_steps == 0 or done == num_steps):
+        summary = evaluate(predict, state, store, val_ids, mesh, spatial_dims)
+        val_metrics = {f"val/{k}": v for k, v in summary.items()}
+        writer.write(done, val_metrics)
+        bar.write(f"step {done}: validation Dice {_format_dice(summary)}")
+      if (done % config.checkpoint.every_steps == 0 or val_metrics is not None
+          or done == num_steps or stop.signal is not None):
+        checkpoints.save(done, state, _data_record(config, done, train_ids), val_metrics,
+                         force=True)
+      if stop.signal is not None or checkpoints.reached_preemption(done):
+        checkpoints.wait()
+        signum = stop.signal or signal.SIGTERM
+        bar.write(f"stopped by {signal.Signals(signum).name} after step {done}; checkpoint "
+                  f"saved, run the same command again to continue")
+        bar.close()
+        sys.exit(128 + signum)
+    if ready_to_log is not None:
+      log_sums, at, seconds, steps = ready_to_log
+      writer.write(at, _log_scalars(log_sums, seconds, global_batch, steps, float(schedule(at))))
+  finally:
+    bar.close()
+    batches.close()
+    stop.restore()
+    checkpoints.wait()
+    writer.close()
+
+  if latest is not None and start >= num_steps and val_ids:
+    summary = evaluate(predict, state, store, val_ids, mesh, spatial_dims)
+  if is_main and summary:
+    best = checkpoints.best_step()
+    print(f"final validation Dice ({len(val_ids)} held-out cases): {_format_dice(summary)}"
+          + (f"; best checkpoint at step {best}" if best is not None else ""), flush=True)
+  checkpoints.close()
+  return summary

@@ -1,0 +1,128 @@
+"""The train state, the optimiser, and the pure data-parallel train step.
+
+The step is written per device with `shard_map`: each device augments and differentiates its
+own rows of the global batch, gradients are averaged across the data axis with an explicit
+`pmean`, and every device applies the same update to its replica of the state. The state
+buffers are donated. A non-finite loss or gradient is detected on device; the update is then
+skipped and counted (or, by config, the loop stops).
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from brats_jax import augment, losses, model, sharding
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict):
+  """Linear warm-up, then cosine or polynomial (nnU-Net's 0.9) decay to the last step."""
+  decay_steps = max(config.num_steps - config.warmup_steps, 1)
+  if config.schedule == "cosine":
+    decay = optax.cosine_decay_schedule(config.learning_rate, decay_steps)
+  elif config.schedule == "poly":
+    decay = optax.polynomial_schedule(config.learning_rate, 0.0, 0.9, decay_steps)
+  elif config.schedule == "constant":
+    decay = optax.constant_schedule(config.learning_rate)
+  else:
+    raise ValueError(f"unknown schedule {config.schedule!r}")
+  if config.warmup_steps == 0:
+    return decay
+  warmup = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
+  return optax.join_schedules([warmup, decay], [config.warmup_steps])
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  schedule = learning_rate_schedule(config)
+  if config.optimizer == "adamw":
+    opt = optax.adamw(schedule, weight_decay=config.weight_decay)
+  elif config.optimizer == "sgd":
+    opt = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                      optax.sgd(schedule, momentum=config.momentum, nesterov=True))
+  else:
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; expected adamw or sgd")
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
+
+
+def model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The model section with the derived fields (dims, output channels) filled in."""
+  mc = config.model.copy_and_resolve_references()
+  with mc.unlocked():
+    mc.spatial_dims = len(config.data.patch_size)
+    mc.out_channels = losses.num_outputs(config.loss)
+  return mc
+
+
+def create_train_state(config: ml_collections.ConfigDict, mesh):
+  """(graphdef, state) with every array created directly, replicated, on the mesh devices.
+
+  Shapes come first (eval_shape), then shardings, then the arrays themselves.
+  """
+  tx = make_optimizer(config.train)
+  mc = model_config(config)
+
+  def init():
+    net = model.create_model(mc, config.seed)
+    _, params, model_state = nnx.split(net, nnx.Param, ...)
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "model_state": model_state,
+            "opt_state": tx.init(params),
+            "rng": jax.random.key_data(jax.random.key(config.seed))}
+
+  graphdef = nnx.split(nnx.eval_shape(lambda: model.create_model(mc, config.seed)))[0]
+  abstract = jax.eval_shape(init)
+  shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+  state = jax.jit(init, out_shardings=shardings)()
+  return graphdef, state, tx
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = jax.tree.leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict):
+  """jit(shard_map(step)): (state, global batch) -> (state, metric sums). State is donated."""
+
+  def step(state, batch):
+    keys = jax.vmap(jax.random.key)(batch["aug_seed"])
+    images, labels = augment.augment_batch(batch["image"], batch["label"], keys, config.augment)
+    dropout_key = jax.random.fold_in(
+        jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"]),
+        jax.lax.axis_index(sharding.DATA))
+
+    def loss_fn(params):
+      # copy=True: fresh Variables at this trace level, so BatchNorm may update its statistics
+      # under jax.value_and_grad (flax#5050).
+      net = nnx.merge(graphdef, params, state["model_state"], copy=True)
+      outputs = net(images, train=True, dropout_key=dropout_key)
+      loss = losses.total_loss(outputs, labels, config.loss)
+      return loss, (outputs[0], nnx.state(net, nnx.Not(nnx.Param)))
+
+    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"])
+    grads = jax.lax.pmean(grads, sharding.DATA)
+    loss = jax.lax.pmean(loss, sharding.DATA)
+    model_state = jax.lax.pmean(model_state, sharding.DATA)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+
+    def keep_new(new, old):  # a non-finite step leaves the state as it was
+      return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    new_state = {
+        "step": state["step"] + 1,
+        "params": keep_new(params, state["params"]),
+        "model_state": keep_new(model_state, state["model_state"]),
+        "opt_state": keep_new(opt_state, state["opt_state"]),
+        "rng": state["rng"],
+    }
+    counts = jax.lax.psum(losses.dice_counts(logits, labels, config.loss.kind), sharding.DATA)
+    metrics = {"loss": jnp.where(finite, loss, 0.0), "finite_steps": finite.astype(jnp.float32),
+               "nonfinite_steps": 1.0 - finite.astype(jnp.float32), **counts}
+    return new_state, metrics
+
+  sharded = jax.shard_map(step, mesh=mesh, in_specs=(jax.P(), jax.P(sharding.DATA)),
+                          out_specs=(jax.P(), jax.P()))
+  return jax.jit(sharded, donate_argnums=(0,))

@@ -1,0 +1,88 @@
+"""The full BraTS 2021 recipe: 128^3 patches, batch 2 per device, filters 32-64-128-256-320-320.
+
+Region-based (WT/TC/ET) sigmoid outputs with Dice + BCE and deep supervision, SGD Nesterov 0.99
+with poly decay (nnU-Net), bf16 compute. Launch:
+
+  brats-jax-prepare --input=/data/BraTS2021_Training_Data --output=/data/brats2021_store
+  brats-jax-train --config=configs/default.py --workdir=/runs/brats2021 \
+      --config.data.store=/data/brats2021_store
+
+Any field can be overridden on the command line, e.g. --config.data.batch_per_device=4.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.store = ""  # a store written by brats-jax-prepare (path or gs:// / s3:// URL)
+  config.data.val_fold = 0  # -1: train on every fold, no validation
+  config.data.patch_size = (128, 128, 128)  # two entries train a 2D model on axial slices
+  config.data.batch_per_device = 2
+  config.data.foreground_fraction = 1 / 3
+  config.data.prefetch = 4  # batches read ahead of the device
+
+  config.model = ml_collections.ConfigDict()
+  config.model.in_channels = 4
+  config.model.base_filters = 32
+  config.model.max_filters = 320
+  config.model.depth = 6
+  config.model.norm = "instance"  # instance | group | batch
+  config.model.activation = "leaky_relu"  # leaky_relu | relu | gelu | silu
+  config.model.residual = False
+  config.model.dropout = 0.0
+  config.model.deep_supervision = 3  # extra outputs at 1/2, 1/4, 1/8 resolution
+  config.model.dilated_bottleneck = False
+  config.model.dtype = "bfloat16"  # compute dtype; parameters stay float32
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.kind = "region"  # region (sigmoid WT/TC/ET) | softmax (4 classes)
+  config.loss.pixel_loss = "bce"  # bce | focal (region only)
+  config.loss.dice_smooth = 1.0
+  config.loss.focal_alpha = 0.25
+  config.loss.focal_gamma = 2.0
+
+  config.augment = ml_collections.ConfigDict()
+  config.augment.enabled = True
+  config.augment.p_rotation = 0.2
+  config.augment.max_rotation_deg = 30.0
+  config.augment.p_scale = 0.2
+  config.augment.scale_range = (0.7, 1.4)
+  config.augment.p_mirror = 0.5
+  config.augment.p_brightness = 0.15
+  config.augment.brightness_range = (0.75, 1.25)
+  config.augment.p_contrast = 0.15
+  config.augment.contrast_range = (0.75, 1.25)
+  config.augment.p_gamma = 0.3
+  config.augment.gamma_range = (0.7, 1.5)
+  config.augment.p_noise = 0.15
+  config.augment.noise_std_max = 0.1
+
+  config.train = ml_collections.ConfigDict()
+  config.train.num_steps = 250_000  # nnU-Net: 1000 epochs of 250 steps
+  config.train.optimizer = "sgd"  # sgd (Nesterov) | adamw
+  config.train.learning_rate = 1e-2
+  config.train.momentum = 0.99
+  config.train.weight_decay = 3e-5
+  config.train.schedule = "poly"  # poly | cosine | constant
+  config.train.warmup_steps = 0
+  config.train.grad_clip_norm = 12.0
+  config.train.on_nonfinite = "skip"  # skip (count and go on) | stop
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.every_steps = 5000
+  config.eval.overlap = 0.5
+  config.eval.sigma_scale = 0.125
+  config.eval.sw_batch_per_device = 2
+  config.eval.max_cases = 0  # 0: the whole validation fold
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 1000
+  config.checkpoint.keep = 3
+  config.checkpoint.keep_best = 1
+
+  config.log_every_steps = 50
+  return config

@@ -1,0 +1,33 @@
+"""The README demo: a small U-Net trained on the synthetic dataset, on a laptop CPU in minutes.
+
+  make demo        # synth + prepare + this config
+  brats-jax-train --config=configs/demo.py --workdir=demo_out/workdir \
+      --config.data.store=demo_out/store
+"""
+
+import ml_collections
+
+from brats_jax.config_io import sibling_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = sibling_config(__file__, "default.py")
+  config.data.store = "demo_out/store"
+  config.data.patch_size = (32, 32, 32)
+  config.data.foreground_fraction = 0.5
+  config.model.base_filters = 8
+  config.model.max_filters = 64
+  config.model.depth = 4
+  config.model.deep_supervision = 2
+  config.model.dtype = "float32"  # bf16 convolutions are slow on CPUs
+  config.train.num_steps = 300
+  config.train.optimizer = "adamw"
+  config.train.learning_rate = 6e-3
+  config.train.weight_decay = 1e-5
+  config.train.schedule = "cosine"
+  config.train.warmup_steps = 20
+  config.eval.every_steps = 100
+  config.eval.overlap = 0.25
+  config.checkpoint.every_steps = 50
+  config.log_every_steps = 10
+  return config

@@ -1,0 +1,43 @@
+"""Shared fixtures. Every test process sees 8 fake CPU devices (set before JAX starts)."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+from brats_jax import config_io, prepare, synth  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_SHAPE = (32, 32, 24)
+
+
+def tiny_config(store: str = ""):
+  config = config_io.load_config_file(os.path.join(ROOT, "configs", "tiny.py"))
+  config.data.store = store
+  return config
+
+
+@pytest.fixture(scope="session")
+def raw_datasets(tmp_path_factory):
+  """A tiny synthetic dataset in each layout: {layout: folder}."""
+  root = tmp_path_factory.mktemp("raw")
+  folders = {}
+  for layout in ("brats2021", "brats2023", "msd"):
+    folders[layout] = str(root / layout)
+    synth.write_dataset(folders[layout], layout, num_cases=3, shape=TINY_SHAPE, seed=1,
+                        p_non_enhancing=0.0)
+  return folders
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory):
+  """A prepared store of 10 tiny brats2021 cases (2 per fold)."""
+  root = tmp_path_factory.mktemp("store")
+  raw = str(root / "raw")
+  synth.write_dataset(raw, "brats2021", num_cases=10, shape=TINY_SHAPE, seed=3)
+  store = str(root / "store")
+  prepare.prepare(raw, store, num_workers=2, fg_per_class=500)
+  return store

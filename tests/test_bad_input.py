@@ -1,0 +1,133 @@
+"""Each kind of bad input stops brats-jax-prepare with one line naming the file, exit 2, and
+no store (final or partial) left behind; --skip_bad reports the case and goes on."""
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brats_jax import layouts, volumes
+
+
+def _case_files(root):
+  case = layouts.find_cases(root)[0]
+  return case, dict(zip(("flair", "t1", "t1ce", "t2"), case.images))
+
+
+def _rewrite(path, transform):
+  image = nib.load(path)
+  data, affine = transform(np.asarray(image.dataobj).copy(), image.affine.copy())
+  volumes.save_nifti(path, data, affine)
+
+
+def _missing_modality(root):
+  _, files = _case_files(root)
+  os.remove(files["t1ce"])
+  return files["t1ce"]
+
+
+def _shape_mismatch(root):
+  _, files = _case_files(root)
+  _rewrite(files["t2"], lambda d, a: (d[:-2], a))
+  return files["t2"]
+
+
+def _affine_mismatch(root):
+  _, files = _case_files(root)
+  _rewrite(files["t1"], lambda d, a: (d, a @ np.diag([1.0, 1.0, 2.0, 1.0])))
+  return files["t1"]
+
+
+def _nan_voxels(root):
+  _, files = _case_files(root)
+
+  def put_nan(d, a):
+    d = d.astype(np.float32)
+    d[3, 3, 3] = np.nan
+    return d, a
+
+  _rewrite(files["flair"], put_nan)
+  return files["flair"]
+
+
+def _bad_label_values(root):
+  case, _ = _case_files(root)
+  _rewrite(case.label, lambda d, a: (np.where(d == 4, 3, d).astype(np.uint8), a))
+  return case.label  # 3 is not a BraTS 2021 label
+
+
+def _truncated_file(root):
+  _, files = _case_files(root)
+  with open(files["t2"], "rb") as f:
+    data = f.read()
+  with open(files["t2"], "wb") as f:
+    f.write(data[: len(data) // 2])
+  return files["t2"]
+
+
+def _garbage_file(root):
+  _, files = _case_files(root)
+  with gzip.open(files["t1"], "wb") as f:
+    f.write(b"this is not a NIfTI header" * 20)
+  return files["t1"]
+
+
+def _empty_file(root):
+  _, files = _case_files(root)
+  open(files["flair"], "w").close()
+  return files["flair"]
+
+
+BREAKERS = [_missing_modality, _shape_mismatch, _affine_mismatch, _nan_voxels,
+            _bad_label_values, _truncated_file, _garbage_file, _empty_file]
+
+
+def _prepare(args):
+  return subprocess.run([sys.executable, "-m", "brats_jax.prepare", *args],
+                        capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("breaker", BREAKERS, ids=lambda f: f.__name__.strip("_"))
+def test_bad_input_is_one_clear_line_and_leaves_nothing(raw_datasets, tmp_path, breaker):
+  root = str(tmp_path / "raw")
+  shutil.copytree(raw_datasets["brats2021"], root)
+  bad_file = breaker(root)
+  output = str(tmp_path / "store")
+  result = _prepare([f"--input={root}", f"--output={output}", "--num_workers=1"])
+  assert result.returncode == 2, result.stderr
+  # Besides the progress bar: exactly one error line, naming the file, and no traceback.
+  errors = [line for line in result.stderr.replace("\r", "\n").splitlines()
+            if line.startswith("error: ")]
+  assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+  assert bad_file in errors[0], errors[0]
+  assert not os.path.exists(output) and not os.path.exists(output + ".incomplete")
+
+  # --skip_bad: the broken case is reported, the others are prepared.
+  result = _prepare([f"--input={root}", f"--output={output}", "--skip_bad"])
+  assert result.returncode == 0, result.stderr
+  assert bad_file in result.stderr
+  assert len(os.listdir(os.path.join(output, "images"))) == 2
+
+
+def test_rerun_after_crash_starts_clean(raw_datasets, tmp_path):
+  output = str(tmp_path / "store")
+  os.makedirs(output + ".incomplete/images/stale")  # what a killed run leaves
+  result = _prepare([f"--input={raw_datasets['msd']}", f"--output={output}"])
+  assert result.returncode == 0, result.stderr
+  assert sorted(os.listdir(os.path.join(output, "images"))) == [
+      "BRATS_001", "BRATS_002", "BRATS_003"]
+  assert not os.path.exists(output + ".incomplete")
+  # An existing store is not replaced unless asked.
+  result = _prepare([f"--input={raw_datasets['msd']}", f"--output={output}"])
+  assert result.returncode == 2 and "already exists" in result.stderr
+
+
+def test_not_a_dataset(tmp_path):
+  result = _prepare([f"--input={tmp_path}", f"--output={tmp_path / 'store'}"])
+  assert result.returncode == 2 and str(tmp_path) in result.stderr
+  assert "Traceback" not in result.stderr

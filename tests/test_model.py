@@ -1,0 +1,115 @@
+"""The U-Net, its up-sampling, and the losses."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from brats_jax import layouts, losses, model, sharding, train_step
+
+from conftest import tiny_config
+
+
+def test_upsample_equals_stride_2_transposed_convolution():
+  """The depth-to-space up-sampling is the k=2, s=2 transposed convolution, without using it."""
+  config = ml_collections.ConfigDict({"dtype": "float32"})
+  for dims in (2, 3):
+    up = model.UpSample(6, 5, dims, config, nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2,) + (3, 4, 5)[:dims] + (6,))
+    kernel = up.conv.kernel[...].reshape((6,) + (2,) * dims + (5,))
+    kernel = jnp.moveaxis(kernel, 0, dims)  # [2, ..., 2, in, out]
+    spatial = "DHW"[-dims:]
+    expected = jax.lax.conv_transpose(
+        x, kernel[(slice(None, None, -1),) * dims], (2,) * dims, "VALID",
+        dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+    bias = up.conv.bias[...].reshape((2,) * dims + (5,))
+    expected = expected + jnp.tile(bias, x.shape[1:-1] + (1,))[None]
+    np.testing.assert_allclose(up(x), expected, rtol=1e-5, atol=1e-5)
+  # Nothing in the model lowers to XLA's transposed convolution.
+  net = model.create_model(train_step.model_config(tiny_config()), 0)
+  hlo = jax.jit(lambda x: net(x)[0]).lower(jnp.ones((1, 16, 16, 16, 4))).as_text()
+  dilations = re.findall(r"lhs_dilate = \[([0-9, ]*)\]", hlo)
+  assert len(dilations) >= 10 and set(dilations) == {"1, 1, 1"}
+
+
+@pytest.mark.parametrize("patch,norm,residual", [((16, 16, 16), "instance", False),
+                                                 ((32, 32), "group", True),
+                                                 ((16, 16, 16), "batch", True)])
+def test_unet_shapes_3d_and_2d(patch, norm, residual):
+  config = tiny_config()
+  config.data.patch_size = patch
+  config.model.norm, config.model.residual = norm, residual
+  config.model.dilated_bottleneck = True
+  config.model.dropout = 0.1
+  net = model.create_model(train_step.model_config(config), 0)
+  x = jnp.ones((2,) + patch + (4,))
+
+  def forward(x):
+    return net(x, train=True, dropout_key=jax.random.key(0))
+
+  if norm == "batch":  # batch statistics are reduced over the data axis, as in training
+    forward = jax.shard_map(forward, mesh=sharding.make_mesh(jax.devices()[:1]),
+                            in_specs=jax.P(), out_specs=jax.P(), check_vma=False)
+  outputs = forward(x)
+  assert [o.shape for o in outputs] == [(2,) + tuple(s // 2**i for s in patch) + (3,)
+                                        for i in range(1 + config.model.deep_supervision)]
+  assert len(net(x)) == 1  # inference: full resolution only
+
+
+def test_bf16_compute_keeps_float32_parameters():
+  config = tiny_config()
+  config.model.dtype = "bfloat16"
+  net = model.create_model(train_step.model_config(config), 0)
+  params = nnx.state(net, nnx.Param)
+  assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+  hlo = jax.jit(lambda x: net(x)[0]).lower(jnp.ones((1, 16, 16, 16, 4))).as_text()
+  assert "bf16" in hlo and net(jnp.ones((1, 16, 16, 16, 4)))[0].dtype == jnp.float32
+
+
+def test_batch_norm_statistics_are_global_across_devices(tiny_store):
+  """BatchNorm statistics are averaged over the data axis: 8 devices match 1."""
+  config = tiny_config(tiny_store)
+  config.model.norm = "batch"
+  config.augment.enabled = False
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.standard_normal((8, 16, 16, 16, 4)).astype(np.float16),
+           "label": rng.integers(0, 4, (8, 16, 16, 16)).astype(np.uint8),
+           "aug_seed": np.arange(8, dtype=np.uint32)}
+  results = []
+  for mesh in (sharding.make_mesh(), sharding.make_mesh(jax.devices()[:1])):
+    graphdef, state, tx = train_step.create_train_state(config, mesh)
+    before = jax.tree.leaves(jax.device_get(state["model_state"]))
+    state, _ = train_step.make_train_step(graphdef, tx, mesh, config)(
+        state, sharding.to_global(batch, mesh, 8))
+    results.append(jax.tree.leaves(jax.device_get(state["model_state"])))
+  assert any(not np.allclose(a, b) for a, b in zip(before, results[0]))
+  for a, b in zip(*results):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_losses_reward_the_right_answer():
+  labels = np.zeros((2, 8, 8, 8), np.uint8)
+  labels[:, 2:6, 2:6, 2:6] = layouts.ED
+  labels[:, 3:5, 3:5, 3:5] = layouts.ET
+  for kind in ("region", "softmax"):
+    config = tiny_config().loss
+    config.kind = kind
+    if kind == "region":
+      perfect = 20.0 * (losses.region_targets(labels) - 0.5)
+    else:
+      classes = np.where(labels == layouts.OTHER, 0, labels)
+      perfect = 20.0 * (jax.nn.one_hot(classes, losses.NUM_CLASSES) - 0.5)
+    wrong = -perfect
+    good = losses.segmentation_loss(perfect, labels, config)
+    bad = losses.segmentation_loss(wrong, labels, config)
+    assert good < 0.05 and bad > 1.0, (kind, good, bad)
+    counts = losses.dice_counts(perfect, labels, kind)
+    np.testing.assert_array_equal(counts["intersection"], counts["reference"])
+  config = tiny_config().loss
+  config.pixel_loss = "focal"
+  assert losses.segmentation_loss(wrong, labels, config) > 1.0
+  assert losses.deep_supervision_weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])

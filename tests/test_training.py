@@ -1,0 +1,111 @@
+"""The data-parallel step, the input pipeline's determinism, learning, and exact resume."""
+
+import jax
+import numpy as np
+import pytest
+
+from brats_jax import sharding, train, train_step
+from brats_jax.checkpointing import Checkpoints
+from brats_jax.input_pipeline import PatchSampler, is_foreground_sample
+from brats_jax.store import PreparedStore
+
+from conftest import tiny_config
+
+
+def _sampler(store_path, config, global_batch, rows=None):
+  store = PreparedStore(store_path)
+  return PatchSampler(store, store.case_ids(exclude_folds=[0]), config.data.patch_size,
+                      global_batch, rows or slice(0, global_batch),
+                      config.data.foreground_fraction, config.seed)
+
+
+def test_batches_are_a_function_of_seed_and_step(tiny_store):
+  config = tiny_config(tiny_store)
+  sampler = _sampler(tiny_store, config, 6)
+  a, b, c = sampler.batch(5), sampler.batch(5), sampler.batch(6)
+  for key in a:
+    assert np.array_equal(a[key], b[key])
+  assert not np.array_equal(a["image"], c["image"])
+  # Two processes each reading their half build exactly the one-process batch.
+  halves = [_sampler(tiny_store, config, 6, slice(0, 3)).batch(5),
+            _sampler(tiny_store, config, 6, slice(3, 6)).batch(5)]
+  for key in a:
+    assert np.array_equal(np.concatenate([h[key] for h in halves]), a[key])
+  # Labels are not images, and foreground-centred samples contain tumour.
+  assert a["label"].dtype == np.uint8 and a["image"].dtype == np.float16
+  for i in range(6):
+    if is_foreground_sample(i, config.data.foreground_fraction):
+      assert (a["label"][i] > 0).any()
+  assert sum(is_foreground_sample(i, 1 / 3) for i in range(6)) == 2
+
+
+def _two_steps(config, batches, mesh):
+  graphdef, state, tx = train_step.create_train_state(config, mesh)
+  step = train_step.make_train_step(graphdef, tx, mesh, config)
+  losses = []
+  for batch in batches:
+    state, metrics = step(state, sharding.to_global(batch, mesh, len(batch["image"])))
+    losses.append(float(metrics["loss"]))
+  return losses, jax.device_get(state["params"])
+
+
+def test_step_on_8_devices_equals_1_device(tiny_store):
+  assert jax.device_count() == 8
+  config = tiny_config(tiny_store)  # augmentation on: it must not depend on the device count
+  # SGD: its update is linear in the gradient, so float32 reordering across devices stays at
+  # rounding level. (Adam divides by sqrt(v): for near-zero gradients it turns rounding noise
+  # into full learning-rate steps, which would hide real differences behind a loose tolerance.)
+  config.train.optimizer = "sgd"
+  config.train.learning_rate = 0.05
+  sampler = _sampler(tiny_store, config, 8)
+  batches = [sampler.batch(0), sampler.batch(1)]
+  losses8, params8 = _two_steps(config, batches, sharding.make_mesh())
+  losses1, params1 = _two_steps(config, batches, sharding.make_mesh(jax.devices()[:1]))
+  np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
+  flat8, flat1 = jax.tree.leaves(params8), jax.tree.leaves(params1)
+  assert len(flat8) == len(flat1) > 10
+  for a, b in zip(flat8, flat1):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  # And the step did change the parameters.
+  _, initial, _ = train_step.create_train_state(config, sharding.make_mesh())
+  assert any(not np.allclose(a, b) for a, b in
+             zip(flat8, jax.tree.leaves(jax.device_get(initial["params"]))))
+
+
+def test_tiny_model_loss_falls(tiny_store):
+  config = tiny_config(tiny_store)
+  config.augment.enabled = False
+  config.data.foreground_fraction = 1.0
+  sampler = _sampler(tiny_store, config, 4)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  losses, _ = _two_steps(config, [sampler.batch(s) for s in range(40)], mesh)
+  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def _final_params(workdir, config):
+  graphdef, state, _ = train_step.create_train_state(config, sharding.make_mesh())
+  checkpoints = Checkpoints(workdir, read_only=True)
+  restored, data = checkpoints.restore(checkpoints.latest_step(), state)
+  return jax.device_get(restored["params"]), data
+
+
+@pytest.mark.parametrize("num_steps", [6])
+def test_stop_and_resume_equals_uninterrupted(tiny_store, tmp_path, num_steps):
+  config = tiny_config(tiny_store)
+  config.eval.max_cases = 1
+  config.train.num_steps = num_steps
+  straight = str(tmp_path / "straight")
+  train.train_and_evaluate(config, straight)
+
+  resumed = str(tmp_path / "resumed")
+  first_half = config.copy_and_resolve_references()
+  first_half.train.num_steps = num_steps // 2
+  train.train_and_evaluate(first_half, resumed)
+  summary = train.train_and_evaluate(config, resumed)
+  assert set(summary) == {"WT", "TC", "ET", "mean_dice"}
+
+  expected, _ = _final_params(straight, config)
+  got, data = _final_params(resumed, config)
+  assert data["next_step"] == num_steps
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    assert np.array_equal(a, b)  # bitwise: same device count, same batches
