@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from brats_jax import sharding
+from brats_jax import layouts, sharding
 
 
 def scan_starts(image_size, roi_size, overlap: float) -> list:
@@ -44,37 +44,37 @@ def importance_map(roi_size, mode: str = "constant", sigma_scale=0.125) -> np.nd
   return np.maximum(weights, max(weights.min(), 1e-3)).astype(np.float32)
 
 
-def sliding_window_inference(inputs, predictor, roi_size, sw_batch_size: int,
-                             overlap: float = 0.25, mode: str = "constant",
-                             sigma_scale=0.125, cval: float = 0.0):
-  """Blends predictor outputs over overlapping windows of `inputs` [B, *S, C].
+def window_plan(image_size, batch: int, roi, overlap: float, sw_batch_size: int,
+                min_windows: int = 0):
+  """Window starts [chunks, sw_batch_size, 1 + d] (batch index first) and validity weights.
 
-  predictor maps [sw_batch_size, *roi_size, C] to [sw_batch_size, *roi_size, K]. A roi_size
-  entry that is None or <= 0 means the whole axis. Volumes smaller than the window are padded
-  symmetrically with cval and the padding is cropped from the result.
+  Covers every item of the batch with windows inside image_size; the list is padded (with
+  zero-weight copies of the last window) to a whole number of chunks of at least min_windows.
   """
-  spatial = inputs.shape[1:-1]
-  roi = tuple(s if (r is None or r <= 0) else int(r) for r, s in zip(roi_size, spatial))
-  pads = [max(r - s, 0) for r, s in zip(roi, spatial)]
-  pad_width = [(0, 0)] + [(p // 2, p - p // 2) for p in pads] + [(0, 0)]
-  padded = jnp.pad(inputs, pad_width, constant_values=cval)
-  padded_size = padded.shape[1:-1]
-  windows = [(b,) + s for b in range(inputs.shape[0])
-             for s in itertools.product(*scan_starts(padded_size, roi, overlap))]
-  num_chunks = math.ceil(len(windows) / sw_batch_size)
+  windows = [(b,) + s for b in range(batch)
+             for s in itertools.product(*scan_starts(image_size, roi, overlap))]
+  num_chunks = math.ceil(max(len(windows), min_windows) / sw_batch_size)
   valid = np.zeros(num_chunks * sw_batch_size, np.float32)
   valid[:len(windows)] = 1
-  windows += [windows[-1]] * (len(valid) - len(windows))  # padding windows get weight 0
-  starts = jnp.asarray(np.array(windows, np.int32).reshape(num_chunks, sw_batch_size, -1))
-  valid = jnp.asarray(valid.reshape(num_chunks, sw_batch_size))
+  windows += [windows[-1]] * (len(valid) - len(windows))
+  return (np.array(windows, np.int32).reshape(num_chunks, sw_batch_size, -1),
+          valid.reshape(num_chunks, sw_batch_size))
+
+
+def blend_windows(inputs, starts, valid, predictor, roi, mode="constant", sigma_scale=0.125):
+  """Importance-weighted average of predictor outputs over the given windows of inputs.
+
+  starts/valid come from window_plan and may be traced, so one compiled program serves
+  every window layout of the same size. Voxels no window covers are 0.
+  """
+  sw_batch_size, channels = starts.shape[1], inputs.shape[-1]
   weights = jnp.asarray(importance_map(roi, mode, sigma_scale))[..., None]
-  channels = inputs.shape[-1]
   out_channels = jax.eval_shape(
       predictor, jax.ShapeDtypeStruct((sw_batch_size,) + roi + (channels,), inputs.dtype)
   ).shape[-1]
 
   def crop(start):
-    return jax.lax.dynamic_slice(padded, tuple(start) + (0,), (1,) + roi + (channels,))[0]
+    return jax.lax.dynamic_slice(inputs, tuple(start) + (0,), (1,) + roi + (channels,))[0]
 
   def add_chunk(carry, chunk):
     total, norm = carry
@@ -90,43 +90,110 @@ def sliding_window_inference(inputs, predictor, roi_size, sw_batch_size: int,
           norm, jax.lax.dynamic_slice(norm, index, (1,) + roi + (1,)) + w[None], index)
     return (total, norm), None
 
-  total = jnp.zeros(padded.shape[:-1] + (out_channels,), jnp.float32)
-  norm = jnp.zeros(padded.shape[:-1] + (1,), jnp.float32)
-  (total, norm), _ = jax.lax.scan(add_chunk, (total, norm), (starts, valid))
-  out = total / norm
+  total = jnp.zeros(inputs.shape[:-1] + (out_channels,), jnp.float32)
+  norm = jnp.zeros(inputs.shape[:-1] + (1,), jnp.float32)
+  (total, norm), _ = jax.lax.scan(add_chunk, (total, norm), (jnp.asarray(starts),
+                                                             jnp.asarray(valid)))
+  return jnp.where(norm > 0, total / jnp.maximum(norm, 1e-12), 0.0)
+
+
+def sliding_window_inference(inputs, predictor, roi_size, sw_batch_size: int,
+                             overlap: float = 0.25, mode: str = "constant",
+                             sigma_scale=0.125, cval: float = 0.0):
+  """Blends predictor outputs over overlapping windows of `inputs` [B, *S, C].
+
+  predictor maps [sw_batch_size, *roi_size, C] to [sw_batch_size, *roi_size, K]. A roi_size
+  entry that is None or <= 0 means the whole axis. Volumes smaller than the window are padded
+  symmetrically with cval and the padding is cropped from the result.
+  """
+  spatial = inputs.shape[1:-1]
+  roi = tuple(s if (r is None or r <= 0) else int(r) for r, s in zip(roi_size, spatial))
+  pads = [max(r - s, 0) for r, s in zip(roi, spatial)]
+  pad_width = [(0, 0)] + [(p // 2, p - p // 2) for p in pads] + [(0, 0)]
+  padded = jnp.pad(inputs, pad_width, constant_values=cval)
+  starts, valid = window_plan(padded.shape[1:-1], inputs.shape[0], roi, overlap, sw_batch_size)
+  out = blend_windows(padded, starts, valid, predictor, roi, mode, sigma_scale)
   unpad = (slice(None),) + tuple(slice(lo, lo + s) for (lo, _), s in
                                  zip(pad_width[1:-1], spatial)) + (slice(None),)
   return out[unpad]
 
 
-def make_region_predictor(graphdef, mesh, config):
-  """A jitted fn (params, model_state, volume [1, *S, C]) -> region probabilities [1, *S, 3].
+# Case volumes are padded up to a multiple of this before prediction, so that cases of
+# similar size share one compiled program. Windows stay inside each case's own extent.
+SHAPE_BUCKET = 32
 
-  Windows are batched (config.eval.sw_batch_per_device per device) and spread over every
-  device of the mesh with shard_map.
+
+def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
+  """fn(state, image [X, Y, Z, C] numpy) -> region probabilities [X, Y, Z, 3] numpy.
+
+  Gaussian-weighted sliding windows (config.eval.overlap, sigma_scale), batched
+  (config.eval.sw_batch_per_device per device) and spread over every device of the mesh
+  with shard_map. With mirror_tta each window is predicted under all 2^d flips of its spatial
+  axes and averaged (nnU-Net's test-time mirroring). A 2D model sees axial slices.
   """
   kind = config.loss.kind
-  devices = mesh.devices.size
-  sw_batch = config.eval.sw_batch_per_device * devices
+  sw_batch = config.eval.sw_batch_per_device * mesh.devices.size
+  roi = tuple(config.data.patch_size)
+  spatial_dims = len(roi)
+  flips = list(itertools.product((False, True), repeat=spatial_dims)) if mirror_tta else [()]
 
   def forward(params, model_state, windows):
     model = nnx.merge(graphdef, params, model_state)
-    logits = model(windows, train=False)[0]
-    if kind == "region":
-      return jax.nn.sigmoid(logits)
-    # Classes (background, NCR, ED, ET) -> regions WT = NCR+ED+ET, TC = NCR+ET, ET.
-    p = jax.nn.softmax(logits)
-    return jnp.stack([p[..., 1] + p[..., 2] + p[..., 3], p[..., 1] + p[..., 3], p[..., 3]], -1)
+    total = 0.0
+    for flip in flips:
+      axes = tuple(1 + a for a, f in enumerate(flip) if f)
+      logits = jnp.flip(model(jnp.flip(windows, axes), train=False)[0], axes)
+      if kind == "region":
+        total = total + jax.nn.sigmoid(logits)
+      else:  # classes (background, NCR, ED, ET) -> regions WT, TC, ET
+        p = jax.nn.softmax(logits)
+        total = total + jnp.stack([p[..., 1] + p[..., 2] + p[..., 3], p[..., 1] + p[..., 3],
+                                   p[..., 3]], -1)
+    return total / len(flips)
 
   sharded_forward = jax.shard_map(
       forward, mesh=mesh, in_specs=(jax.P(), jax.P(), jax.P(sharding.DATA)),
       out_specs=jax.P(sharding.DATA))
 
   @jax.jit
-  def predict(params, model_state, volume):
-    return sliding_window_inference(
-        volume, lambda w: sharded_forward(params, model_state, w), config.data.patch_size,
-        sw_batch, overlap=config.eval.overlap, mode="gaussian",
-        sigma_scale=config.eval.sigma_scale)
+  def blend(params, model_state, volume, starts, valid):
+    return blend_windows(volume, starts, valid,
+                         lambda w: sharded_forward(params, model_state, w), roi,
+                         "gaussian", config.eval.sigma_scale)
+
+  def predict(state, image: np.ndarray) -> np.ndarray:
+    shape = image.shape[:3]
+    # A 2D model sees the volume as a batch of axial slices.
+    volume = image.transpose(2, 0, 1, 3) if spatial_dims == 2 else image[None]
+    batch, true_size = volume.shape[0], volume.shape[1:-1]
+    size = [max(s, r) for s, r in zip(true_size, roi)]  # as MONAI, pad up to the window
+    bucket = [-(-s // SHAPE_BUCKET) * SHAPE_BUCKET for s in size]
+    batch_bucket = -(-batch // SHAPE_BUCKET) * SHAPE_BUCKET if spatial_dims == 2 else 1
+    volume = np.pad(volume, [(0, batch_bucket - batch)]
+                    + [(0, b - s) for b, s in zip(bucket, true_size)] + [(0, 0)])
+    # Windows lie inside the case itself; their number is padded to that of the whole
+    # bucket, so every case of the bucket runs the same compiled program.
+    bucket_windows = window_plan(bucket, batch_bucket, roi, config.eval.overlap, sw_batch)[1]
+    starts, valid = window_plan(size, batch, roi, config.eval.overlap, sw_batch,
+                                min_windows=bucket_windows.size)
+    probabilities = np.asarray(blend(state["params"], state["model_state"],
+                                     sharding.replicate(volume, mesh), starts, valid))
+    probabilities = probabilities.transpose(1, 2, 0, 3) if spatial_dims == 2 \
+        else probabilities[0]
+    return probabilities[:shape[0], :shape[1], :shape[2]]
 
   return predict
+
+
+def regions_to_labels(probabilities: np.ndarray, min_enhancing_voxels: int = 0) -> np.ndarray:
+  """Region probabilities [..., 3] -> internal labels: ET where ET, the rest of TC is necrosis,
+  the rest of WT is edema. An ET prediction of fewer than min_enhancing_voxels voxels is
+  relabelled as necrosis (the usual BraTS post-processing; 0 disables it)."""
+  wt, tc, et = (probabilities[..., i] > 0.5 for i in range(3))
+  labels = np.zeros(probabilities.shape[:-1], np.uint8)
+  labels[wt] = layouts.ED
+  labels[tc] = layouts.NCR
+  labels[et] = layouts.ET
+  if 0 < et.sum() < min_enhancing_voxels:
+    labels[labels == layouts.ET] = layouts.NCR
+  return labels

@@ -1,12 +1,24 @@
-"""Per-region Dice on whole cases (host side), with the BraTS legacy empty-mask convention.
+"""Segmentation metrics with the BraTS legacy empty-mask conventions.
 
-Convention: if both the prediction and the reference are empty, Dice is 1; if exactly one is
-empty, Dice is 0. Scores are computed on the WT/TC/ET regions of internal labels.
+Empty masks (BraTS legacy scoring, as in the challenge's CaPTk-era evaluation):
+- reference and prediction both empty: Dice 1, Jaccard 1, HD95 0 mm;
+- exactly one empty: Dice 0, Jaccard 0, HD95 373.13 mm (the diagonal of the 240x240x155 box).
+Sensitivity with an empty reference and precision with an empty prediction follow the same
+rule (1 if both are empty, else 0). HD95 is max(95th percentile of the distances from the
+prediction's surface to the reference's, and the other way round), in mm from the voxel
+spacing. Lesion-wise scores follow BraTS 2023: connected components (26-connectivity) of the
+reference, dilated by 3 voxels to merge nearby lesions; reference lesions of 50 voxels or
+fewer are ignored; every unmatched predicted component counts as a false positive lesion.
 """
 
 import numpy as np
+from scipy import ndimage
 
 from brats_jax import layouts
+
+EMPTY_HD95 = float(np.sqrt(240**2 + 240**2 + 155**2))  # 373.13 mm
+METRICS = ("dice", "hd95", "sensitivity", "specificity", "precision", "jaccard")
+LABEL_CLASSES = {"NCR": layouts.NCR, "ED": layouts.ED}
 
 
 def dice(predicted: np.ndarray, reference: np.ndarray) -> float:
@@ -15,6 +27,93 @@ def dice(predicted: np.ndarray, reference: np.ndarray) -> float:
   if total == 0:
     return 1.0
   return float(2.0 * np.logical_and(predicted, reference).sum() / total)
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+  return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(
+      mask.ndim, 1), border_value=0)
+
+
+def hd95(predicted: np.ndarray, reference: np.ndarray, spacing) -> float:
+  predicted, reference = predicted.astype(bool), reference.astype(bool)
+  if not predicted.any() and not reference.any():
+    return 0.0
+  if not predicted.any() or not reference.any():
+    return EMPTY_HD95
+  predicted_surface, reference_surface = _surface(predicted), _surface(reference)
+  to_reference = ndimage.distance_transform_edt(~reference_surface, sampling=spacing)
+  to_predicted = ndimage.distance_transform_edt(~predicted_surface, sampling=spacing)
+  return float(max(np.percentile(to_reference[predicted_surface], 95),
+                   np.percentile(to_predicted[reference_surface], 95)))
+
+
+def _ratio(numerator, denominator, both_empty):
+  return float(numerator / denominator) if denominator else (1.0 if both_empty else 0.0)
+
+
+def binary_metrics(predicted: np.ndarray, reference: np.ndarray, spacing) -> dict:
+  """All METRICS for one pair of binary masks."""
+  predicted, reference = predicted.astype(bool), reference.astype(bool)
+  tp = np.logical_and(predicted, reference).sum()
+  fp = np.logical_and(predicted, ~reference).sum()
+  fn = np.logical_and(~predicted, reference).sum()
+  tn = predicted.size - tp - fp - fn
+  both_empty = tp + fp + fn == 0
+  return {
+      "dice": dice(predicted, reference),
+      "hd95": hd95(predicted, reference, spacing),
+      "sensitivity": _ratio(tp, tp + fn, both_empty),
+      "specificity": _ratio(tn, tn + fp, True),
+      "precision": _ratio(tp, tp + fp, both_empty),
+      "jaccard": _ratio(tp, tp + fp + fn, True),
+  }
+
+
+def lesion_wise(predicted: np.ndarray, reference: np.ndarray, spacing, min_voxels: int = 50,
+                dilation: int = 3) -> dict:
+  """BraTS 2023 lesion-wise Dice and HD95 for one region (see the module docstring)."""
+  predicted, reference = predicted.astype(bool), reference.astype(bool)
+  structure = ndimage.generate_binary_structure(3, 3)
+  dilated = ndimage.binary_dilation(reference, structure, iterations=dilation)
+  merged, _ = ndimage.label(dilated, structure)
+  reference_lesions = merged * reference  # original voxels, grouped by merged component
+  predicted_components, num_predicted = ndimage.label(predicted, structure)
+  dices, hd95s, matched_predictions = [], [], set()
+  for lesion in np.unique(reference_lesions)[1:]:
+    lesion_mask = reference_lesions == lesion
+    if lesion_mask.sum() <= min_voxels:
+      continue
+    region = ndimage.binary_dilation(lesion_mask, structure, iterations=dilation)
+    touching = set(np.unique(predicted_components[region])) - {0}
+    matched_predictions |= touching
+    predicted_lesion = np.isin(predicted_components, list(touching))
+    dices.append(dice(predicted_lesion, lesion_mask))
+    hd95s.append(hd95(predicted_lesion, lesion_mask, spacing))
+  false_positives = [c for c in range(1, num_predicted + 1) if c not in matched_predictions]
+  dices += [0.0] * len(false_positives)
+  hd95s += [EMPTY_HD95] * len(false_positives)
+  if not dices:  # no scored lesion and no false positive: both empty
+    return {"lesion_dice": 1.0, "lesion_hd95": 0.0}
+  return {"lesion_dice": float(np.mean(dices)), "lesion_hd95": float(np.mean(hd95s))}
+
+
+def case_metrics(predicted_labels: np.ndarray, reference_labels: np.ndarray, spacing,
+                 lesion_wise_scores: bool = False) -> dict:
+  """{"WT_dice": ..., "NCR_hd95": ...} for the regions and labels of one case (internal)."""
+  masks = {r: (np.isin(predicted_labels, layouts.REGION_LABELS[r]),
+               np.isin(reference_labels, layouts.REGION_LABELS[r])) for r in layouts.REGIONS}
+  # Per label: the enhancing label is the ET region already; necrosis and edema are not regions.
+  for name in ("NCR", "ED"):
+    masks[name] = (predicted_labels == LABEL_CLASSES[name],
+                   reference_labels == LABEL_CLASSES[name])
+  row = {}
+  for name, (predicted, reference) in masks.items():
+    for metric, value in binary_metrics(predicted, reference, spacing).items():
+      row[f"{name}_{metric}"] = value
+    if lesion_wise_scores and name in layouts.REGIONS:
+      for metric, value in lesion_wise(predicted, reference, spacing).items():
+        row[f"{name}_{metric}"] = value
+  return row
 
 
 def region_dice(predicted_regions: np.ndarray, labels: np.ndarray) -> dict:

@@ -50,7 +50,7 @@ def read_raw_case(case: layouts.RawCase):
     images = np.stack(channels, axis=-1)
   labels = None
   if case.label:
-    raw, label_affine = volumes.load_label(case.label, images.shape[:3])
+    raw, label_affine, _ = volumes.load_label(case.label, images.shape[:3])
     if not np.allclose(label_affine, affine, atol=1e-3):
       raise DataError(f"{case.label}: affine differs from {case.images[0]}")
     labels = case.convention.encode(raw, case.label)

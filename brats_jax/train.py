@@ -8,7 +8,6 @@ import zlib
 
 import jax
 import ml_collections
-import numpy as np
 from tqdm import tqdm
 
 from brats_jax import config_io, inference, layouts, metrics, sharding, train_step
@@ -16,11 +15,6 @@ from brats_jax.checkpointing import Checkpoints
 from brats_jax.input_pipeline import PatchSampler, Prefetcher
 from brats_jax.store import PreparedStore
 from brats_jax.writers import MetricWriter
-
-# A case volume is padded up to a multiple of this before prediction, so that cases of
-# similar size share one compiled program.
-SHAPE_BUCKET = 32
-
 
 class StopRequest:
   """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
@@ -40,25 +34,12 @@ class StopRequest:
       signal.signal(s, handler)
 
 
-def predict_case(predict, state, image: np.ndarray, mesh, spatial_dims: int) -> np.ndarray:
-  """Region probabilities [X, Y, Z, 3] of a whole (cropped) case image [X, Y, Z, C]."""
-  shape = image.shape[:3]
-  padded = [-(-s // SHAPE_BUCKET) * SHAPE_BUCKET for s in shape]
-  image = np.pad(image, [(0, p - s) for p, s in zip(padded, shape)] + [(0, 0)])
-  # A 2D model sees the volume as a batch of axial slices.
-  volume = image.transpose(2, 0, 1, 3) if spatial_dims == 2 else image[None]
-  probabilities = np.asarray(predict(state["params"], state["model_state"],
-                                     sharding.replicate(volume, mesh)))
-  probabilities = probabilities.transpose(1, 2, 0, 3) if spatial_dims == 2 else probabilities[0]
-  return probabilities[:shape[0], :shape[1], :shape[2]]
-
-
-def evaluate(predict, state, store: PreparedStore, case_ids, mesh, spatial_dims) -> dict:
+def evaluate(predict, state, store: PreparedStore, case_ids) -> dict:
   """Whole-case sliding-window prediction and per-region Dice over the given cases."""
   per_case = []
   for case_id in case_ids:
     image, labels = store.read_case(case_id)
-    regions = predict_case(predict, state, image, mesh, spatial_dims) > 0.5
+    regions = predict(state, image) > 0.5
     per_case.append(metrics.region_dice(regions, labels))
   return metrics.summarise(per_case)
 
@@ -100,7 +81,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.eval.max_cases:
     val_ids = val_ids[:config.eval.max_cases]
   global_batch = config.data.batch_per_device * jax.device_count()
-  spatial_dims = len(config.data.patch_size)
   if is_main:
     os.makedirs(workdir, exist_ok=True)
     config_io.save_workdir_config(config, workdir)
@@ -122,7 +102,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             file=sys.stderr)
 
   step_fn = train_step.make_train_step(graphdef, tx, mesh, config)
-  predict = inference.make_region_predictor(graphdef, mesh, config)
+  predict = inference.make_case_predictor(graphdef, mesh, config)
   schedule = train_step.learning_rate_schedule(config.train)
   sampler = PatchSampler(store, train_ids, config.data.patch_size, global_batch,
                          sharding.process_batch_slice(global_batch),
@@ -165,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         sums, log_start, log_step = None, now, done
       val_metrics = None
       if val_ids and (done % config.eval.every_steps == 0 or done == num_steps):
-        summary = evaluate(predict, state, store, val_ids, mesh, spatial_dims)
+        summary = evaluate(predict, state, store, val_ids)
         val_metrics = {f"val/{k}": v for k, v in summary.items()}
         writer.write(done, val_metrics)
         bar.write(f"step {done}: validation Dice {_format_dice(summary)}")
@@ -191,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.close()
 
   if latest is not None and start >= num_steps and val_ids:
-    summary = evaluate(predict, state, store, val_ids, mesh, spatial_dims)
+    summary = evaluate(predict, state, store, val_ids)
   if is_main and summary:
     best = checkpoints.best_step()
     print(f"final validation Dice ({len(val_ids)} held-out cases): {_format_dice(summary)}"

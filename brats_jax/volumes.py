@@ -54,17 +54,17 @@ def load_nifti(path: str, ndim: tuple = (3,), what: str = "image"):
   return data, affine, spacing
 
 
-def load_label(path: str, shape: tuple):
-  """Integer label volume of the given shape, or DataError."""
-  data, affine, _ = load_nifti(path, what="label")
-  if data.shape != shape:
-    raise DataError(f"{path}: label shape {data.shape} differs from image shape {shape}")
+def load_label(path: str, shape: tuple | None = None, what: str = "label"):
+  """(uint8 labels, affine, spacing) of an integer label volume (of `shape`), or DataError."""
+  data, affine, spacing = load_nifti(path, what=what)
+  if shape is not None and data.shape != shape:
+    raise DataError(f"{path}: {what} shape {data.shape} differs from {shape}")
   if np.issubdtype(data.dtype, np.floating):
     if not np.all(data == np.round(data)):
-      raise DataError(f"{path}: label has non-integer values")
+      raise DataError(f"{path}: {what} has non-integer values")
   if data.min() < 0 or data.max() > 255:
-    raise DataError(f"{path}: label values outside 0..255 (min {data.min()}, max {data.max()})")
-  return data.astype(np.uint8), affine
+    raise DataError(f"{path}: {what} values outside 0..255 (min {data.min()}, max {data.max()})")
+  return data.astype(np.uint8), affine, spacing
 
 
 def save_nifti(path: str, data: np.ndarray, affine: np.ndarray, header=None) -> None:
@@ -80,3 +80,13 @@ def save_nifti(path: str, data: np.ndarray, affine: np.ndarray, header=None) -> 
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def save_label_like(path: str, labels: np.ndarray, affine: np.ndarray, reference: str) -> None:
+  """Writes uint8 labels with the affine and the qform/sform codes of a reference image."""
+  reference_header = nib.load(reference).header
+  header = nib.Nifti1Header()
+  header.set_qform(affine, int(reference_header["qform_code"]) or 1)
+  header.set_sform(affine, int(reference_header["sform_code"]) or 1)
+  header.set_xyzt_units(*reference_header.get_xyzt_units())
+  save_nifti(path, labels.astype(np.uint8), affine, header)

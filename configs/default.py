@@ -78,6 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.sigma_scale = 0.125
   config.eval.sw_batch_per_device = 2
   config.eval.max_cases = 0  # 0: the whole validation fold
+  config.eval.min_enhancing_voxels = 0  # smaller ET predictions become necrosis (0: off)
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 1000

@@ -1,0 +1,119 @@
+"""Score a folder of predictions against the reference labels of a raw dataset, BraTS-style.
+
+  brats-jax-evaluate --predictions=PRED_DIR --references=RAW_DIR --output=scores.csv \
+      [--lesion_wise]
+
+Per case, for the regions WT/TC/ET and the labels NCR/ED: Dice, HD95 (mm), sensitivity,
+specificity, precision, Jaccard (metrics.py documents the empty-mask conventions), and with
+--lesion_wise the BraTS 2023 lesion-wise Dice and HD95. Writes the CSV (one row per case), a
+JSON summary next to it (mean, std, median and quartiles per column) and prints a table.
+Predictions are `<case_id>.nii.gz` in the references' own label convention.
+"""
+
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from brats_jax import layouts, metrics, volumes
+from brats_jax.errors import DataError, exit_on_data_error
+
+
+def score_case(case: layouts.RawCase, prediction_path: str, lesion_wise: bool = False) -> dict:
+  """One CSV row: every metric of one case, in the reference's geometry and convention."""
+  if not os.path.exists(prediction_path):
+    raise DataError(f"{prediction_path}: missing prediction for case {case.case_id}")
+  reference_raw, reference_affine, spacing = volumes.load_label(case.label)
+  predicted_raw, predicted_affine, _ = volumes.load_label(
+      prediction_path, reference_raw.shape, what="prediction")
+  if not np.allclose(predicted_affine, reference_affine, atol=1e-3):
+    raise DataError(f"{prediction_path}: affine differs from the reference {case.label}")
+  reference = case.convention.encode(reference_raw, case.label)
+  predicted = case.convention.encode(predicted_raw, prediction_path)
+  return {"case_id": case.case_id,
+          **metrics.case_metrics(predicted, reference, spacing, lesion_wise)}
+
+
+def summarise(rows: list) -> dict:
+  columns = [k for k in rows[0] if k != "case_id"]
+  summary = {}
+  for column in columns:
+    values = np.array([row[column] for row in rows], np.float64)
+    summary[column] = {"mean": float(values.mean()), "std": float(values.std()),
+                       "median": float(np.median(values)),
+                       "q25": float(np.percentile(values, 25)),
+                       "q75": float(np.percentile(values, 75))}
+  return summary
+
+
+def format_table(summary: dict) -> str:
+  """Mean of each metric (rows) per region and label (columns)."""
+  names = list(layouts.REGIONS) + ["NCR", "ED"]
+  lines = [" " * 12 + "".join(f"{n:>10}" for n in names)]
+  for metric in metrics.METRICS + ("lesion_dice", "lesion_hd95"):
+    if f"WT_{metric}" in summary:
+      cells = [summary[f"{n}_{metric}"]["mean"] if f"{n}_{metric}" in summary else None
+               for n in names]
+      lines.append(f"{metric:<12}" + "".join(f"{c:>10.4f}" if c is not None else " " * 10
+                                             for c in cells))
+  return "\n".join(lines)
+
+
+def evaluate_folder(predictions: str, references: str, output_csv: str,
+                    lesion_wise: bool = False, layout: str | None = None):
+  """Scores every reference case; returns (rows, summary)."""
+  cases = [c for c in layouts.find_cases(references, layout) if c.label is not None]
+  if not cases:
+    raise DataError(f"{references}: no case with a reference label")
+  rows = [score_case(c, os.path.join(predictions, f"{c.case_id}.nii.gz"), lesion_wise)
+          for c in cases]
+  summary = summarise(rows)
+  folder = os.path.dirname(os.path.abspath(output_csv))
+  os.makedirs(folder, exist_ok=True)
+  tmp = output_csv + ".partial"
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(tmp, output_csv)
+  summary_path = os.path.splitext(output_csv)[0] + "_summary.json"
+  with open(summary_path + ".partial", "w") as f:
+    json.dump({"num_cases": len(rows), "metrics": summary}, f, indent=1)
+  os.replace(summary_path + ".partial", summary_path)
+  return rows, summary
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Defined when the command runs, so importing the module defines no flags."""
+  flags.DEFINE_string("predictions", None, "Folder of <case_id>.nii.gz predictions.")
+  flags.DEFINE_string("references", None, "Raw dataset folder with the reference labels.")
+  flags.DEFINE_string("output", None, "CSV to write (a _summary.json is written beside it).")
+  flags.DEFINE_bool("lesion_wise", False, "Also compute BraTS 2023 lesion-wise Dice and HD95.")
+  flags.DEFINE_enum("layout", None, list(layouts.LAYOUTS), "Reference layout; detected if unset.")
+
+
+@exit_on_data_error
+def main(argv):
+  del argv
+  if not (FLAGS.predictions and FLAGS.references and FLAGS.output):
+    raise app.UsageError("--predictions, --references and --output are required")
+  rows, summary = evaluate_folder(FLAGS.predictions, FLAGS.references, FLAGS.output,
+                                  FLAGS.lesion_wise, FLAGS.layout)
+  print(f"{len(rows)} cases (mean over cases)")
+  print(format_table(summary))
+  print(f"wrote {FLAGS.output}", file=sys.stderr)
+
+
+def run():
+  _define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

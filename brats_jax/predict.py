@@ -1,0 +1,119 @@
+"""Segment whole patients with a trained workdir.
+
+  brats-jax-predict --workdir=RUN --input=RAW_DIR --output=PRED_DIR [--checkpoint=best]
+
+Reads the run's config from the workdir, restores a checkpoint (latest, best or a step) onto
+the devices of this machine, applies exactly the training preprocessing (brain crop, z-score),
+predicts each case with Gaussian-weighted sliding windows (optionally with 8-flip mirror
+test-time augmentation), turns regions back into labels, undoes the crop and writes
+`<case_id>.nii.gz` in the geometry (shape, affine, orientation) and label convention of the
+case's input images, as uint8.
+"""
+
+import dataclasses
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from tqdm import tqdm
+
+from brats_jax import config_io, inference, layouts, prepare, sharding, train_step, volumes
+from brats_jax.checkpointing import Checkpoints
+from brats_jax.errors import DataError, exit_on_data_error
+
+
+def restore_for_inference(workdir: str, checkpoint: str = "latest", mesh=None):
+  """(config, graphdef, state, step) of a workdir's checkpoint, on this machine's devices."""
+  if not os.path.exists(os.path.join(workdir, config_io.WORKDIR_CONFIG)):
+    raise DataError(f"{workdir}: no {config_io.WORKDIR_CONFIG}; not a brats_jax workdir")
+  config = config_io.load_workdir_config(workdir)
+  mesh = mesh or sharding.make_mesh()
+  graphdef, state, _ = train_step.create_train_state(config, mesh)
+  checkpoints = Checkpoints(workdir, read_only=True)
+  steps = checkpoints.all_steps()
+  if checkpoint == "latest":
+    step = checkpoints.latest_step()
+  elif checkpoint == "best":
+    step = checkpoints.best_step()
+  else:
+    step = int(checkpoint)
+    if step not in steps:
+      raise DataError(f"{checkpoints.directory}: no checkpoint at step {step} (have {steps})")
+  if step is None:
+    raise DataError(f"{checkpoints.directory}: no {checkpoint} checkpoint")
+  state, _ = checkpoints.restore(step, state)
+  checkpoints.close()
+  return config, graphdef, state, step
+
+
+def segment_raw_case(predict, state, case: layouts.RawCase, min_enhancing_voxels: int = 0):
+  """(internal labels in the case's original geometry, its affine)."""
+  images, _, affine, _ = prepare.read_raw_case(dataclasses.replace(case, label=None))
+  box = prepare.brain_box(images, None, case.images[0])
+  crop = tuple(slice(lo, hi) for lo, hi in box)
+  probabilities = predict(state, prepare.normalise(images[crop]))
+  labels = np.zeros(images.shape[:3], np.uint8)
+  labels[crop] = inference.regions_to_labels(probabilities, min_enhancing_voxels)
+  return labels, affine
+
+
+def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: str = "latest",
+                   mirror_tta: bool = False, layout: str | None = None,
+                   progress: bool = True) -> list:
+  """Writes one prediction per case of input_dir; returns [(case_id, seconds)]."""
+  cases = layouts.find_cases(input_dir, layout)
+  mesh = sharding.make_mesh()
+  config, graphdef, state, step = restore_for_inference(workdir, checkpoint, mesh)
+  predict = inference.make_case_predictor(graphdef, mesh, config, mirror_tta)
+  os.makedirs(output_dir, exist_ok=True)
+  if progress:
+    print(f"checkpoint step {step}; {len(cases)} cases; {jax.device_count()} devices"
+          + (" with mirror TTA" if mirror_tta else ""), file=sys.stderr)
+  timings = []
+  for case in tqdm(cases, unit="case", desc="predict", disable=not progress):
+    start = time.perf_counter()
+    labels, affine = segment_raw_case(predict, state, case, config.eval.min_enhancing_voxels)
+    volumes.save_label_like(os.path.join(output_dir, f"{case.case_id}.nii.gz"),
+                            case.convention.decode(labels), affine, case.reference_image)
+    timings.append((case.case_id, time.perf_counter() - start))
+    if progress:
+      tqdm.write(f"{case.case_id}: {timings[-1][1]:.1f} s", file=sys.stderr)
+  return timings
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Defined when the command runs, so importing the module defines no flags."""
+  flags.DEFINE_string("workdir", None, "A training workdir (config and checkpoints).")
+  flags.DEFINE_string("input", None, "Raw dataset folder (any supported layout).")
+  flags.DEFINE_string("output", None, "Folder for the <case_id>.nii.gz predictions.")
+  flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
+  flags.DEFINE_bool("tta", False, "Average over the 8 mirror flips (test-time augmentation).")
+  flags.DEFINE_enum("layout", None, list(layouts.LAYOUTS), "Input layout; detected if unset.")
+
+
+@exit_on_data_error
+def main(argv):
+  del argv
+  if not (FLAGS.workdir and FLAGS.input and FLAGS.output):
+    raise app.UsageError("--workdir, --input and --output are required")
+  logging.set_verbosity(logging.WARNING)
+  timings = predict_folder(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint,
+                           FLAGS.tta, FLAGS.layout)
+  seconds = [t for _, t in timings]
+  print(f"wrote {len(timings)} predictions to {FLAGS.output} "
+        f"({np.mean(seconds):.1f} s per case, first {seconds[0]:.1f} s including compilation)")
+
+
+def run():
+  _define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
