@@ -31,16 +31,23 @@ def _resample(volume: jax.Array, coords: jax.Array, order: int) -> jax.Array:
                                            cval=0)
 
 
-def spatial(image, labels, key, config):
+# Every scalar random choice of a sample comes from one uniform draw (fewer PRNG calls
+# compile much faster): u[0:3] rotation angles, u[3] rotate?, u[4] scale, u[5] scale?,
+# u[6:9] mirror per axis; per channel c: u[9+c*8 : 17+c*8] for the intensity transforms.
+_NUM_UNIFORMS = 9 + 8 * 8
+
+
+def _between(u, low_high):
+  return low_high[0] + u * (low_high[1] - low_high[0])
+
+
+def spatial(image, labels, u, config):
   """Random rotation and scaling about the patch centre, then random mirroring."""
   dims = labels.ndim
   shape = labels.shape
-  k_rot, k_rot_on, k_scale, k_scale_on, k_flip = jax.random.split(key, 5)
   max_angle = np.deg2rad(config.max_rotation_deg)
-  angles = jax.random.uniform(k_rot, (3,), minval=-max_angle, maxval=max_angle)
-  angles = jnp.where(jax.random.uniform(k_rot_on) < config.p_rotation, angles, 0.0)
-  scale = jax.random.uniform(k_scale, minval=config.scale_range[0], maxval=config.scale_range[1])
-  scale = jnp.where(jax.random.uniform(k_scale_on) < config.p_scale, scale, 1.0)
+  angles = jnp.where(u[3] < config.p_rotation, (2 * u[0:3] - 1) * max_angle, 0.0)
+  scale = jnp.where(u[5] < config.p_scale, _between(u[4], config.scale_range), 1.0)
   # Output voxel x samples input at R (x - c) / scale + c: scale > 1 zooms in.
   centre = jnp.array([(s - 1) / 2 for s in shape], jnp.float32)
   grid = jnp.stack(jnp.meshgrid(*[jnp.arange(s, dtype=jnp.float32) for s in shape],
@@ -50,39 +57,33 @@ def spatial(image, labels, key, config):
   coords = coords.reshape((dims,) + shape)
   image = jax.vmap(lambda ch: _resample(ch, coords, 1), in_axes=-1, out_axes=-1)(image)
   labels = _resample(labels, coords, 0)
-  flips = jax.random.uniform(k_flip, (dims,)) < config.p_mirror
   for axis in range(dims):
-    image = jnp.where(flips[axis], jnp.flip(image, axis), image)
-    labels = jnp.where(flips[axis], jnp.flip(labels, axis), labels)
+    flip = u[6 + axis] < config.p_mirror
+    image = jnp.where(flip, jnp.flip(image, axis), image)
+    labels = jnp.where(flip, jnp.flip(labels, axis), labels)
   return image, labels
 
 
-def intensity(image, key, config):
+def intensity(image, u, noise, config):
   """Per-channel brightness, contrast, gamma and Gaussian noise (nnU-Net's ranges)."""
   channels = image.shape[-1]
   axes = tuple(range(image.ndim - 1))
-  keys = jax.random.split(key, 9)
+  u = u[9:9 + 8 * channels].reshape(8, channels)
 
-  def maybe(k, p, value, neutral):
-    return jnp.where(jax.random.uniform(k, (channels,)) < p, value, neutral)
+  def maybe(p_u, p, value, neutral):
+    return jnp.where(p_u < p, value, neutral)
 
-  lo, hi = image.min(axes), image.max(axes)
-  brightness = maybe(keys[0], config.p_brightness, jax.random.uniform(
-      keys[1], (channels,), minval=config.brightness_range[0],
-      maxval=config.brightness_range[1]), 1.0)
+  brightness = maybe(u[0], config.p_brightness, _between(u[1], config.brightness_range), 1.0)
   image = image * brightness
-  contrast = maybe(keys[2], config.p_contrast, jax.random.uniform(
-      keys[3], (channels,), minval=config.contrast_range[0], maxval=config.contrast_range[1]), 1.0)
+  contrast = maybe(u[2], config.p_contrast, _between(u[3], config.contrast_range), 1.0)
   mean = image.mean(axes)
   lo, hi = image.min(axes), image.max(axes)
   image = jnp.clip((image - mean) * contrast + mean, lo, hi)
-  gamma = maybe(keys[4], config.p_gamma, jax.random.uniform(
-      keys[5], (channels,), minval=config.gamma_range[0], maxval=config.gamma_range[1]), 1.0)
+  gamma = maybe(u[4], config.p_gamma, _between(u[5], config.gamma_range), 1.0)
   span = jnp.maximum(hi - lo, 1e-6)
   image = ((image - lo) / span) ** gamma * span + lo
-  noise_std = maybe(keys[6], config.p_noise,
-                    jax.random.uniform(keys[7], (channels,), maxval=config.noise_std_max), 0.0)
-  return image + noise_std * jax.random.normal(keys[8], image.shape)
+  noise_std = maybe(u[6], config.p_noise, u[7] * config.noise_std_max, 0.0)
+  return image + noise_std * noise
 
 
 def augment_batch(images, labels, keys, config: ml_collections.ConfigDict):
@@ -90,9 +91,13 @@ def augment_batch(images, labels, keys, config: ml_collections.ConfigDict):
   if not config.enabled:
     return images, labels
 
+  if images.shape[-1] > 8:
+    raise ValueError("augmentation draws for at most 8 channels")
+
   def one(image, label, key):
-    k_spatial, k_intensity = jax.random.split(key)
-    image, label = spatial(image, label, k_spatial, config)
-    return intensity(image, k_intensity, config), label
+    k_uniform, k_noise = jax.random.split(key)
+    u = jax.random.uniform(k_uniform, (_NUM_UNIFORMS,))
+    image, label = spatial(image, label, u, config)
+    return intensity(image, u, jax.random.normal(k_noise, image.shape), config), label
 
   return jax.vmap(one)(images.astype(jnp.float32), labels, keys)

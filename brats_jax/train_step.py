@@ -99,8 +99,12 @@ def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict):
       loss = losses.total_loss(outputs, labels, config.loss)
       return loss, (outputs[0], nnx.state(net, nnx.Not(nnx.Param)))
 
+    # Differentiate with respect to a per-device ("varying") view of the replicated
+    # parameters: otherwise shard_map's autodiff already sums gradients over the data axis
+    # and the mean below would see an N-times-too-large, device-count-dependent gradient.
+    per_device_params = jax.lax.pcast(state["params"], sharding.DATA, to="varying")
     (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"])
+        per_device_params)
     grads = jax.lax.pmean(grads, sharding.DATA)
     loss = jax.lax.pmean(loss, sharding.DATA)
     model_state = jax.lax.pmean(model_state, sharding.DATA)

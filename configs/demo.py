@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.weight_decay = 1e-5
   config.train.schedule = "cosine"
   config.train.warmup_steps = 20
-  config.eval.every_steps = 100
+  config.eval.every_steps = 150
   config.eval.overlap = 0.25
   config.checkpoint.every_steps = 50
   config.log_every_steps = 10

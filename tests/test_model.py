@@ -48,8 +48,11 @@ def test_unet_shapes_3d_and_2d(patch, norm, residual):
   net = model.create_model(train_step.model_config(config), 0)
   x = jnp.ones((2,) + patch + (4,))
 
-  def forward(x):
-    return net(x, train=True, dropout_key=jax.random.key(0))
+  graphdef, variables = nnx.split(net)
+
+  def forward(x):  # as in the train step: a fresh copy of the module inside the transform
+    return nnx.merge(graphdef, variables, copy=True)(x, train=True,
+                                                      dropout_key=jax.random.key(0))
 
   if norm == "batch":  # batch statistics are reduced over the data axis, as in training
     forward = jax.shard_map(forward, mesh=sharding.make_mesh(jax.devices()[:1]),
@@ -111,5 +114,7 @@ def test_losses_reward_the_right_answer():
     np.testing.assert_array_equal(counts["intersection"], counts["reference"])
   config = tiny_config().loss
   config.pixel_loss = "focal"
-  assert losses.segmentation_loss(wrong, labels, config) > 1.0
+  perfect = 20.0 * (losses.region_targets(labels) - 0.5)
+  assert losses.segmentation_loss(perfect, labels, config) < 0.05
+  assert losses.segmentation_loss(-perfect, labels, config) > 1.0
   assert losses.deep_supervision_weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])

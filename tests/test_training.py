@@ -76,6 +76,7 @@ def test_tiny_model_loss_falls(tiny_store):
   config = tiny_config(tiny_store)
   config.augment.enabled = False
   config.data.foreground_fraction = 1.0
+  config.train.learning_rate = 1e-2
   sampler = _sampler(tiny_store, config, 4)
   mesh = sharding.make_mesh(jax.devices()[:1])
   losses, _ = _two_steps(config, [sampler.batch(s) for s in range(40)], mesh)
