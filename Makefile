@@ -1,4 +1,5 @@
-# `make demo`: synthesise a small BraTS-like dataset, prepare it, train on it (CPU is enough).
+# `make demo`: synthesise a small BraTS-like dataset, prepare it, train on it (CPU is enough),
+# then segment 5 new held-out cases, score them and draw them.
 # `make test`: the test suite. Both create .venv and install the package first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,12 +16,21 @@ $(DEMO)/raw/.complete: $(VENV)/.installed
 	$(VENV)/bin/brats-jax-synth --output=$(DEMO)/raw --layout=brats2021 --num_cases=24 --shape=64,64,48 --seed=0
 	touch $@
 
+$(DEMO)/heldout/.complete: $(VENV)/.installed
+	$(VENV)/bin/brats-jax-synth --output=$(DEMO)/heldout --layout=brats2021 --num_cases=5 --shape=64,64,48 --seed=1
+	touch $@
+
 $(DEMO)/store/manifest.json: $(DEMO)/raw/.complete
 	$(VENV)/bin/brats-jax-prepare --input=$(DEMO)/raw --output=$(DEMO)/store --overwrite
 
-demo: $(DEMO)/store/manifest.json
+demo: $(DEMO)/store/manifest.json $(DEMO)/heldout/.complete
 	$(VENV)/bin/brats-jax-train --config=configs/demo.py --workdir=$(DEMO)/workdir \
 	  --config.data.store=$(DEMO)/store
+	$(VENV)/bin/brats-jax-predict --workdir=$(DEMO)/workdir --input=$(DEMO)/heldout \
+	  --output=$(DEMO)/predictions --checkpoint=best
+	$(VENV)/bin/brats-jax-evaluate --predictions=$(DEMO)/predictions \
+	  --references=$(DEMO)/heldout --output=$(DEMO)/heldout_scores.csv --pictures=$(DEMO)/pictures
+	@echo "pictures: $(DEMO)/pictures/*.png, $(DEMO)/workdir/training_curves.png"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 tests

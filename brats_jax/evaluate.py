@@ -13,17 +13,17 @@ Predictions are `<case_id>.nii.gz` in the references' own label convention.
 import csv
 import json
 import os
-import sys
 
 import numpy as np
 from absl import app, flags
+from tqdm import tqdm
 
-from brats_jax import layouts, metrics, volumes
+from brats_jax import layouts, metrics, plots, prepare, volumes
 from brats_jax.errors import DataError, exit_on_data_error
 
 
-def score_case(case: layouts.RawCase, prediction_path: str, lesion_wise: bool = False) -> dict:
-  """One CSV row: every metric of one case, in the reference's geometry and convention."""
+def score_case(case: layouts.RawCase, prediction_path: str, lesion_wise: bool = False):
+  """(CSV row with every metric of one case, predicted and reference internal labels)."""
   if not os.path.exists(prediction_path):
     raise DataError(f"{prediction_path}: missing prediction for case {case.case_id}")
   reference_raw, reference_affine, spacing = volumes.load_label(case.label)
@@ -33,8 +33,9 @@ def score_case(case: layouts.RawCase, prediction_path: str, lesion_wise: bool = 
     raise DataError(f"{prediction_path}: affine differs from the reference {case.label}")
   reference = case.convention.encode(reference_raw, case.label)
   predicted = case.convention.encode(predicted_raw, prediction_path)
-  return {"case_id": case.case_id,
-          **metrics.case_metrics(predicted, reference, spacing, lesion_wise)}
+  row = {"case_id": case.case_id,
+         **metrics.case_metrics(predicted, reference, spacing, lesion_wise)}
+  return row, predicted, reference
 
 
 def summarise(rows: list) -> dict:
@@ -63,13 +64,29 @@ def format_table(summary: dict) -> str:
 
 
 def evaluate_folder(predictions: str, references: str, output_csv: str,
-                    lesion_wise: bool = False, layout: str | None = None):
-  """Scores every reference case; returns (rows, summary)."""
+                    lesion_wise: bool = False, layout: str | None = None,
+                    pictures: str | None = None, max_pictures: int = 8, gifs: bool = False):
+  """Scores every reference case; returns (rows, summary). With `pictures`, also draws the
+  first max_pictures cases and the Dice distribution into that folder."""
   cases = [c for c in layouts.find_cases(references, layout) if c.label is not None]
   if not cases:
     raise DataError(f"{references}: no case with a reference label")
-  rows = [score_case(c, os.path.join(predictions, f"{c.case_id}.nii.gz"), lesion_wise)
-          for c in cases]
+  rows = []
+  for i, case in enumerate(tqdm(cases, unit="case", desc="evaluate", leave=False)):
+    row, predicted, reference = score_case(
+        case, os.path.join(predictions, f"{case.case_id}.nii.gz"), lesion_wise)
+    rows.append(row)
+    if pictures and i < max_pictures:
+      images = prepare.read_raw_case(case)[0]
+      title = (f"{case.case_id}   Dice WT {row['WT_dice']:.3f}  TC {row['TC_dice']:.3f}  "
+               f"ET {row['ET_dice']:.3f}")
+      plots.case_overlay(images, reference, predicted,
+                         os.path.join(pictures, f"{case.case_id}.png"), title)
+      if gifs:
+        plots.case_sweep_gif(images, reference, predicted,
+                             os.path.join(pictures, f"{case.case_id}.gif"))
+  if pictures:
+    plots.dice_distribution(rows, os.path.join(pictures, "dice_distribution.png"))
   summary = summarise(rows)
   folder = os.path.dirname(os.path.abspath(output_csv))
   os.makedirs(folder, exist_ok=True)
@@ -96,6 +113,9 @@ def _define_flags():
   flags.DEFINE_string("output", None, "CSV to write (a _summary.json is written beside it).")
   flags.DEFINE_bool("lesion_wise", False, "Also compute BraTS 2023 lesion-wise Dice and HD95.")
   flags.DEFINE_enum("layout", None, list(layouts.LAYOUTS), "Reference layout; detected if unset.")
+  flags.DEFINE_string("pictures", None, "Folder for case overlays and the Dice distribution.")
+  flags.DEFINE_integer("max_pictures", 8, "Cases drawn (the first ones, by case id).")
+  flags.DEFINE_bool("gifs", False, "Also write an animated GIF per drawn case.")
 
 
 @exit_on_data_error
@@ -104,10 +124,12 @@ def main(argv):
   if not (FLAGS.predictions and FLAGS.references and FLAGS.output):
     raise app.UsageError("--predictions, --references and --output are required")
   rows, summary = evaluate_folder(FLAGS.predictions, FLAGS.references, FLAGS.output,
-                                  FLAGS.lesion_wise, FLAGS.layout)
+                                  FLAGS.lesion_wise, FLAGS.layout, FLAGS.pictures,
+                                  FLAGS.max_pictures, FLAGS.gifs)
   print(f"{len(rows)} cases (mean over cases)")
   print(format_table(summary))
-  print(f"wrote {FLAGS.output}", file=sys.stderr)
+  print(f"wrote {FLAGS.output}" + (f"; pictures in {FLAGS.pictures}" if FLAGS.pictures
+                                    else ""))
 
 
 def run():

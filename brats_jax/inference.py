@@ -162,25 +162,30 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
                          "gaussian", config.eval.sigma_scale)
 
   def predict(state, image: np.ndarray) -> np.ndarray:
-    shape = image.shape[:3]
     # A 2D model sees the volume as a batch of axial slices.
     volume = image.transpose(2, 0, 1, 3) if spatial_dims == 2 else image[None]
     batch, true_size = volume.shape[0], volume.shape[1:-1]
-    size = [max(s, r) for s, r in zip(true_size, roi)]  # as MONAI, pad up to the window
+    # As MONAI: an axis shorter than the window is padded symmetrically up to it. Then the
+    # volume is padded at the end up to its bucket; windows stay inside the first part.
+    before = [max(r - s, 0) // 2 for s, r in zip(true_size, roi)]
+    size = [max(s, r) for s, r in zip(true_size, roi)]
     bucket = [-(-s // SHAPE_BUCKET) * SHAPE_BUCKET for s in size]
     batch_bucket = -(-batch // SHAPE_BUCKET) * SHAPE_BUCKET if spatial_dims == 2 else 1
     volume = np.pad(volume, [(0, batch_bucket - batch)]
-                    + [(0, b - s) for b, s in zip(bucket, true_size)] + [(0, 0)])
-    # Windows lie inside the case itself; their number is padded to that of the whole
-    # bucket, so every case of the bucket runs the same compiled program.
+                    + [(b, total - s - b) for b, s, total in zip(before, true_size, bucket)]
+                    + [(0, 0)])
+    # The number of windows is padded to that of the whole bucket, so every case of the
+    # bucket runs the same compiled program.
     bucket_windows = window_plan(bucket, batch_bucket, roi, config.eval.overlap, sw_batch)[1]
     starts, valid = window_plan(size, batch, roi, config.eval.overlap, sw_batch,
                                 min_windows=bucket_windows.size)
     probabilities = np.asarray(blend(state["params"], state["model_state"],
                                      sharding.replicate(volume, mesh), starts, valid))
+    probabilities = probabilities[(slice(0, batch),) + tuple(
+        slice(b, b + s) for b, s in zip(before, true_size))]
     probabilities = probabilities.transpose(1, 2, 0, 3) if spatial_dims == 2 \
         else probabilities[0]
-    return probabilities[:shape[0], :shape[1], :shape[2]]
+    return probabilities
 
   return predict
 

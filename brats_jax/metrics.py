@@ -116,15 +116,42 @@ def case_metrics(predicted_labels: np.ndarray, reference_labels: np.ndarray, spa
   return row
 
 
+# Candidate thresholds (voxels) for relabelling a small enhancing-tumour prediction as
+# necrosis, the usual BraTS post-processing; the one to use is chosen on validation cases.
+ET_THRESHOLD_CANDIDATES = (0, 25, 50, 100, 200, 300, 500, 750, 1000)
+
+
 def region_dice(predicted_regions: np.ndarray, labels: np.ndarray) -> dict:
-  """predicted_regions [*S, 3] (WT, TC, ET) bool, labels [*S] internal -> {region: Dice}."""
+  """predicted_regions [*S, 3] (WT, TC, ET) bool, labels [*S] internal -> {region: Dice},
+  plus the predicted and reference ET voxel counts (for the ET threshold)."""
   reference = layouts.regions_from_labels(labels)
-  return {r: dice(predicted_regions[..., i], reference[..., i])
-          for i, r in enumerate(layouts.REGIONS)}
+  scores = {r: dice(predicted_regions[..., i], reference[..., i])
+            for i, r in enumerate(layouts.REGIONS)}
+  scores["predicted_ET_voxels"] = int(predicted_regions[..., 2].sum())
+  scores["reference_ET_voxels"] = int(reference[..., 2].sum())
+  return scores
 
 
-def summarise(per_case: list) -> dict:
-  """Mean per region over cases, plus the mean over regions ("mean_dice")."""
-  summary = {r: float(np.mean([c[r] for c in per_case])) for r in layouts.REGIONS}
+def et_dice_after_threshold(case: dict, threshold: int) -> float:
+  """ET Dice once an ET prediction smaller than `threshold` voxels becomes necrosis."""
+  if 0 < case["predicted_ET_voxels"] < threshold:
+    return 1.0 if case["reference_ET_voxels"] == 0 else 0.0
+  return case["ET"]
+
+
+def choose_et_threshold(per_case: list) -> int:
+  """The candidate threshold with the best mean ET Dice over these cases (smallest on ties)."""
+  means = [np.mean([et_dice_after_threshold(c, t) for c in per_case])
+           for t in ET_THRESHOLD_CANDIDATES]
+  return ET_THRESHOLD_CANDIDATES[int(np.argmax(means))]
+
+
+def summarise(per_case: list, et_threshold: int = 0) -> dict:
+  """Mean per region over cases (ET after the threshold), and the mean over regions."""
+  summary = {r: float(np.mean([c[r] for c in per_case])) for r in ("WT", "TC")}
+  summary["ET"] = float(np.mean([et_dice_after_threshold(c, et_threshold) for c in per_case]))
   summary["mean_dice"] = float(np.mean([summary[r] for r in layouts.REGIONS]))
+  if et_threshold:
+    summary["ET_before_threshold"] = float(np.mean([c["ET"] for c in per_case]))
+  summary["min_enhancing_voxels"] = et_threshold
   return summary

@@ -15,7 +15,6 @@ import os
 import sys
 import time
 
-import jax
 import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from brats_jax import config_io, inference, layouts, prepare, sharding, train_step, volumes
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.errors import DataError, exit_on_data_error
+from brats_jax.writers import read_metrics
 
 
 def restore_for_inference(workdir: str, checkpoint: str = "latest", mesh=None):
@@ -49,6 +49,19 @@ def restore_for_inference(workdir: str, checkpoint: str = "latest", mesh=None):
   return config, graphdef, state, step
 
 
+def et_threshold(workdir: str, config, step: int) -> int:
+  """The ET threshold: the config's, or (-1) the one validation chose for this checkpoint."""
+  if config.eval.min_enhancing_voxels >= 0:
+    return int(config.eval.min_enhancing_voxels)
+  chosen = [r["val/min_enhancing_voxels"] for r in read_metrics(workdir)
+            if r["step"] == step and "val/min_enhancing_voxels" in r]
+  if not chosen:
+    print(f"warning: no validation at step {step} chose an ET threshold; using none",
+          file=sys.stderr)
+    return 0
+  return int(chosen[-1])
+
+
 def segment_raw_case(predict, state, case: layouts.RawCase, min_enhancing_voxels: int = 0):
   """(internal labels in the case's original geometry, its affine)."""
   images, _, affine, _ = prepare.read_raw_case(dataclasses.replace(case, label=None))
@@ -62,20 +75,24 @@ def segment_raw_case(predict, state, case: layouts.RawCase, min_enhancing_voxels
 
 def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: str = "latest",
                    mirror_tta: bool = False, layout: str | None = None,
-                   progress: bool = True) -> list:
-  """Writes one prediction per case of input_dir; returns [(case_id, seconds)]."""
+                   progress: bool = True, devices=None) -> list:
+  """Writes one prediction per case of input_dir on `devices` (default: all); returns
+  [(case_id, seconds)]."""
   cases = layouts.find_cases(input_dir, layout)
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(devices)
   config, graphdef, state, step = restore_for_inference(workdir, checkpoint, mesh)
   predict = inference.make_case_predictor(graphdef, mesh, config, mirror_tta)
+  threshold = et_threshold(workdir, config, step)
   os.makedirs(output_dir, exist_ok=True)
   if progress:
-    print(f"checkpoint step {step}; {len(cases)} cases; {jax.device_count()} devices"
-          + (" with mirror TTA" if mirror_tta else ""), file=sys.stderr)
+    print(f"checkpoint step {step}; {len(cases)} cases; {mesh.devices.size} devices"
+          + (" with mirror TTA" if mirror_tta else "")
+          + (f"; ET under {threshold} voxels becomes necrosis" if threshold else ""),
+          file=sys.stderr)
   timings = []
   for case in tqdm(cases, unit="case", desc="predict", disable=not progress):
     start = time.perf_counter()
-    labels, affine = segment_raw_case(predict, state, case, config.eval.min_enhancing_voxels)
+    labels, affine = segment_raw_case(predict, state, case, threshold)
     volumes.save_label_like(os.path.join(output_dir, f"{case.case_id}.nii.gz"),
                             case.convention.decode(labels), affine, case.reference_image)
     timings.append((case.case_id, time.perf_counter() - start))

@@ -10,11 +10,11 @@ import jax
 import ml_collections
 from tqdm import tqdm
 
-from brats_jax import config_io, inference, layouts, metrics, sharding, train_step
+from brats_jax import config_io, inference, layouts, metrics, plots, sharding, train_step
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.input_pipeline import PatchSampler, Prefetcher
 from brats_jax.store import PreparedStore
-from brats_jax.writers import MetricWriter
+from brats_jax.writers import MetricWriter, read_metrics
 
 class StopRequest:
   """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
@@ -34,21 +34,26 @@ class StopRequest:
       signal.signal(s, handler)
 
 
-def evaluate(predict, state, store: PreparedStore, case_ids) -> dict:
-  """Whole-case sliding-window prediction and per-region Dice over the given cases."""
+def evaluate(predict, state, store: PreparedStore, case_ids, min_enhancing_voxels: int) -> dict:
+  """Whole-case sliding-window prediction and per-region Dice over the given cases.
+
+  min_enhancing_voxels < 0 chooses the ET threshold on these cases (reported in the summary).
+  """
   per_case = []
   for case_id in case_ids:
     image, labels = store.read_case(case_id)
     regions = predict(state, image) > 0.5
     per_case.append(metrics.region_dice(regions, labels))
-  return metrics.summarise(per_case)
+  threshold = metrics.choose_et_threshold(per_case) if min_enhancing_voxels < 0 \
+      else min_enhancing_voxels
+  return metrics.summarise(per_case, threshold)
 
 
 def _data_record(config, step: int, train_ids) -> dict:
   digest = zlib.crc32("\n".join(train_ids).encode())
   return {"next_step": int(step), "seed": int(config.seed), "num_train_cases": len(train_ids),
           "train_cases_crc32": digest,
-          "global_batch": int(config.data.batch_per_device * jax.device_count())}
+          "batch_per_device": int(config.data.batch_per_device)}
 
 
 def _log_scalars(sums: dict, seconds: float, global_batch: int, steps: int, lr: float) -> dict:
@@ -66,25 +71,30 @@ def _log_scalars(sums: dict, seconds: float, global_batch: int, steps: int, lr: 
 
 
 def _format_dice(summary: dict) -> str:
-  return "  ".join(f"{r} {summary[r]:.4f}" for r in layouts.REGIONS) + \
+  text = "  ".join(f"{r} {summary[r]:.4f}" for r in layouts.REGIONS) + \
       f"  mean {summary['mean_dice']:.4f}"
+  if summary["min_enhancing_voxels"]:
+    text += (f"  (ET predictions under {summary['min_enhancing_voxels']} voxels relabelled as "
+             f"necrosis; ET before: {summary['ET_before_threshold']:.4f})")
+  return text
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (or resumes) the run in `workdir`; returns the last validation summary."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
+  """Trains (or resumes) the run in `workdir` on `devices` (default: all); returns the last
+  validation summary."""
   is_main = jax.process_index() == 0
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(devices)
   store = PreparedStore(config.data.store)
   val_fold = config.data.val_fold
   train_ids = store.case_ids(exclude_folds=[val_fold] if val_fold >= 0 else None)
   val_ids = store.case_ids(folds=[val_fold]) if val_fold >= 0 else []
   if config.eval.max_cases:
     val_ids = val_ids[:config.eval.max_cases]
-  global_batch = config.data.batch_per_device * jax.device_count()
+  global_batch = config.data.batch_per_device * mesh.devices.size
   if is_main:
     os.makedirs(workdir, exist_ok=True)
     config_io.save_workdir_config(config, workdir)
-    print(f"{jax.device_count()} devices ({jax.devices()[0].platform}), "
+    print(f"{mesh.devices.size} devices ({jax.devices()[0].platform}), "
           f"{jax.process_count()} processes; global batch {global_batch}; "
           f"{len(train_ids)} training and {len(val_ids)} validation cases", flush=True)
 
@@ -145,7 +155,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         sums, log_start, log_step = None, now, done
       val_metrics = None
       if val_ids and (done % config.eval.every_steps == 0 or done == num_steps):
-        summary = evaluate(predict, state, store, val_ids)
+        summary = evaluate(predict, state, store, val_ids, config.eval.min_enhancing_voxels)
         val_metrics = {f"val/{k}": v for k, v in summary.items()}
         writer.write(done, val_metrics)
         bar.write(f"step {done}: validation Dice {_format_dice(summary)}")
@@ -171,7 +181,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.close()
 
   if latest is not None and start >= num_steps and val_ids:
-    summary = evaluate(predict, state, store, val_ids)
+    summary = evaluate(predict, state, store, val_ids, config.eval.min_enhancing_voxels)
+  if is_main:
+    plots.training_curves(read_metrics(workdir), os.path.join(workdir, "training_curves.png"))
   if is_main and summary:
     best = checkpoints.best_step()
     print(f"final validation Dice ({len(val_ids)} held-out cases): {_format_dice(summary)}"

@@ -78,7 +78,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.sigma_scale = 0.125
   config.eval.sw_batch_per_device = 2
   config.eval.max_cases = 0  # 0: the whole validation fold
-  config.eval.min_enhancing_voxels = 0  # smaller ET predictions become necrosis (0: off)
+  # ET predictions smaller than this become necrosis; -1: chosen on the validation fold
+  # (metrics.ET_THRESHOLD_CANDIDATES) at each validation, and used by brats-jax-predict.
+  config.eval.min_enhancing_voxels = -1
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 1000

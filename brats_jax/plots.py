@@ -1,0 +1,147 @@
+"""Pictures: case overlays, Dice distributions and training curves (matplotlib, no display).
+
+Colours are the same everywhere: edema green, necrosis red, enhancing tumour yellow.
+"""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib import animation  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from brats_jax import layouts  # noqa: E402
+
+LABEL_COLOURS = {layouts.ED: (0.1, 0.8, 0.2), layouts.NCR: (0.9, 0.1, 0.1),
+                 layouts.ET: (1.0, 0.85, 0.0), layouts.OTHER: (0.3, 0.5, 1.0)}
+_CMAP = ListedColormap([(0, 0, 0, 0)] + [LABEL_COLOURS[v] + (1.0,) for v in range(1, 5)])
+_LEGEND = [Patch(color=LABEL_COLOURS[v], label=layouts.INTERNAL_NAMES[v])
+           for v in (layouts.ED, layouts.NCR, layouts.ET)]
+PLANES = ("axial", "coronal", "sagittal")
+
+
+def _slice(volume, plane, index):
+  """A 2D view of a [X, Y, Z, ...] volume, rotated so that anterior/superior is up."""
+  view = {"axial": volume[:, :, index], "coronal": volume[:, index, :],
+          "sagittal": volume[index, :, :]}[plane]
+  return np.rot90(view)
+
+
+def tumour_centre(reference, predicted):
+  """Voxel through which the planes are drawn: reference centroid, else prediction's."""
+  for labels in (reference, predicted):
+    if labels is not None and (labels > 0).any():
+      return np.round(np.argwhere(labels > 0).mean(0)).astype(int)
+  return np.array(predicted.shape) // 2
+
+
+def _contrast_limits(channel):
+  values = channel[channel != 0]
+  return np.percentile(values, [1, 99]) if values.size else (0, 1)
+
+
+def case_overlay(images, reference, predicted, path, title=""):
+  """PNG: rows = axial/coronal/sagittal planes through the tumour; columns = FLAIR, T1, T1ce,
+  T2, reference labels over FLAIR, predicted labels over FLAIR. Labels are internal."""
+  centre = tumour_centre(reference, predicted)
+  columns = list(layouts.MODALITIES) + ["reference", "prediction"]
+  limits = [_contrast_limits(images[..., c]) for c in range(images.shape[-1])]
+  fig, axes = plt.subplots(3, len(columns), figsize=(2.2 * len(columns), 7.2),
+                           facecolor="black")
+  for row, plane in enumerate(PLANES):
+    index = centre[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]]
+    for col, name in enumerate(columns):
+      ax = axes[row, col]
+      channel = col if col < 4 else 0
+      ax.imshow(_slice(images[..., channel], plane, index), cmap="gray",
+                vmin=limits[channel][0], vmax=limits[channel][1], interpolation="nearest")
+      labels = {"reference": reference, "prediction": predicted}.get(name)
+      if labels is not None:
+        ax.imshow(_slice(labels, plane, index), cmap=_CMAP, vmin=0, vmax=4, alpha=0.55,
+                  interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if row == 0:
+        ax.set_title(name.upper() if col < 4 else name, color="white", fontsize=10)
+      if col == 0:
+        ax.set_ylabel(f"{plane} {index}", color="white", fontsize=9)
+  fig.legend(handles=_LEGEND, loc="lower center", ncol=3, frameon=False, labelcolor="white")
+  fig.suptitle(title, color="white")
+  fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+  _save(fig, path)
+
+
+def case_sweep_gif(images, reference, predicted, path, fps=8):
+  """Animated GIF sweeping the axial slices that contain tumour: FLAIR, reference, prediction."""
+  tumour = np.flatnonzero(((reference > 0) | (predicted > 0)).any(axis=(0, 1)))
+  indices = range(tumour[0], tumour[-1] + 1) if tumour.size else range(images.shape[2])
+  low, high = _contrast_limits(images[..., 0])
+  fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.9), facecolor="black")
+  frames = []
+  for index in indices:
+    artists = []
+    for ax, labels in zip(axes, (None, reference, predicted)):
+      artists.append(ax.imshow(_slice(images[..., 0], "axial", index), cmap="gray", vmin=low,
+                               vmax=high, animated=True))
+      if labels is not None:
+        artists.append(ax.imshow(_slice(labels, "axial", index), cmap=_CMAP, vmin=0, vmax=4,
+                                 alpha=0.55, animated=True))
+    frames.append(artists)
+  for ax, name in zip(axes, ("FLAIR", "reference", "prediction")):
+    ax.set_title(name, color="white", fontsize=10)
+    ax.axis("off")
+  movie = animation.ArtistAnimation(fig, frames, interval=1000 // fps)
+  tmp = path + ".partial.gif"
+  movie.save(tmp, writer=animation.PillowWriter(fps=fps))
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def dice_distribution(rows, path, title="Dice per region"):
+  """Box plot with every case as a dot, one box per region."""
+  fig, ax = plt.subplots(figsize=(5, 4))
+  data = [[float(r[f"{region}_dice"]) for r in rows] for region in layouts.REGIONS]
+  ax.boxplot(data, tick_labels=layouts.REGIONS, showmeans=True)
+  rng = np.random.default_rng(0)
+  for i, values in enumerate(data):
+    ax.scatter(1 + i + rng.uniform(-0.08, 0.08, len(values)), values, s=12, alpha=0.6)
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_ylabel("Dice")
+  ax.set_title(f"{title} ({len(rows)} cases)")
+  ax.grid(axis="y", alpha=0.3)
+  _save(fig, path)
+
+
+def training_curves(records, path):
+  """Loss, validation Dice per region and samples/s against step, from metrics.jsonl."""
+  train = [r for r in records if "train/loss" in r]
+  val = [r for r in records if "val/mean_dice" in r]
+  fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+  axes[0].plot([r["step"] for r in train], [r["train/loss"] for r in train])
+  axes[0].set_title("training loss")
+  for region in layouts.REGIONS:
+    axes[1].plot([r["step"] for r in val], [r[f"val/{region}"] for r in val], "o-",
+                 label=region)
+    axes[1].plot([r["step"] for r in train], [r[f"train/dice_{region}"] for r in train],
+                 alpha=0.3, color=axes[1].lines[-1].get_color())
+  axes[1].set_ylim(0, 1)
+  axes[1].set_title("Dice (dots: validation cases; faint: training patches)")
+  axes[1].legend()
+  axes[2].plot([r["step"] for r in train], [r["train/samples_per_second"] for r in train])
+  axes[2].set_title("samples / s")
+  for ax in axes:
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+  _save(fig, path)
+
+
+def _save(fig, path):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".partial.png"
+  fig.savefig(tmp, dpi=110, bbox_inches="tight", facecolor=fig.get_facecolor())
+  plt.close(fig)
+  os.replace(tmp, path)

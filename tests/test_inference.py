@@ -1,0 +1,85 @@
+"""Sliding-window inference (MONAI semantics, channels-last) and the case predictor."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from brats_jax import inference, sharding, train_step
+
+from conftest import tiny_config
+
+
+def pointwise(windows):
+  """Translation-equivariant at every voxel: the blend must reproduce it exactly."""
+  return jnp.concatenate([2 * windows + 1, windows.sum(-1, keepdims=True)], -1)
+
+
+@pytest.mark.parametrize("shape", [(13, 9, 7), (16, 16, 16), (5, 20, 3)])
+@pytest.mark.parametrize("mode", ["constant", "gaussian"])
+def test_equals_whole_volume_for_pointwise_predictor(shape, mode):
+  x = jax.random.normal(jax.random.key(0), (2,) + shape + (3,))
+  out = jax.jit(lambda v: inference.sliding_window_inference(
+      v, pointwise, (8, 8, 8), 3, overlap=0.5, mode=mode))(x)
+  np.testing.assert_allclose(out, pointwise(x), rtol=1e-5, atol=1e-5)
+
+
+def test_window_positions_match_monai():
+  assert inference.scan_starts((10,), (4,), 0.25) == [[0, 3, 6]]
+  assert inference.scan_starts((7,), (4,), 0.5) == [[0, 2, 3]]
+  assert inference.scan_starts((4, 9), (4, 4), 0.5) == [[0], [0, 2, 4, 5]]
+
+
+def test_gaussian_blend_by_hand():
+  """1D: image 6, window 4, overlap 0.5 -> windows at 0 and 2, each predicting its mean."""
+  x = jnp.arange(6, dtype=jnp.float32).reshape(1, 6, 1)
+
+  def window_mean(w):
+    return jnp.broadcast_to(w.mean(axis=(1, 2), keepdims=True), w.shape)
+
+  out = inference.sliding_window_inference(x, window_mean, (4,), 1, overlap=0.5,
+                                           mode="gaussian", sigma_scale=0.125)
+  offsets = np.array([-1.5, -0.5, 0.5, 1.5])
+  g = np.exp(-offsets**2 / (2 * 0.5**2))
+  g = np.maximum(g / g.max(), 1e-3)
+  means = {0: 1.5, 2: 3.5}  # mean of [0..3] and of [2..5]
+  expected = []
+  for p in range(6):
+    num = sum(g[p - s] * m for s, m in means.items() if 0 <= p - s < 4)
+    den = sum(g[p - s] for s in means if 0 <= p - s < 4)
+    expected.append(num / den)
+  np.testing.assert_allclose(out[0, :, 0], expected, rtol=1e-5)
+  constant = inference.sliding_window_inference(x, window_mean, (4,), 1, overlap=0.5)
+  np.testing.assert_allclose(constant[0, :, 0], [1.5, 1.5, 2.5, 2.5, 3.5, 3.5], rtol=1e-6)
+
+
+def test_case_predictor_equals_plain_sliding_window():
+  """Shape bucketing and window padding must not change the prediction of a case."""
+  config = tiny_config()
+  config.eval.overlap = 0.5
+  mesh = sharding.make_mesh()
+  graphdef, state, _ = train_step.create_train_state(config, mesh)
+  predict = inference.make_case_predictor(graphdef, mesh, config)
+  image = np.asarray(jax.random.normal(jax.random.key(1), (21, 18, 11, 4)))
+  net = nnx.merge(graphdef, state["params"], state["model_state"])
+  expected = inference.sliding_window_inference(
+      jnp.asarray(image)[None], lambda w: jax.nn.sigmoid(net(w)[0]), (16, 16, 16), 2,
+      overlap=0.5, mode="gaussian")[0]
+  got = predict(state, image)
+  assert got.shape == (21, 18, 11, 3)
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+  # With mirror TTA the result stays a probability map of the same shape.
+  tta = inference.make_case_predictor(graphdef, mesh, config, mirror_tta=True)(state, image)
+  assert tta.shape == got.shape and 0 <= tta.min() and tta.max() <= 1
+  assert not np.allclose(tta, got)
+
+
+def test_regions_to_labels():
+  probabilities = np.zeros((4, 1, 1, 3))
+  probabilities[0] = [0.9, 0.1, 0.1]  # WT only: edema
+  probabilities[1] = [0.9, 0.9, 0.1]  # TC, not ET: necrosis
+  probabilities[2] = [0.9, 0.9, 0.9]  # ET
+  assert inference.regions_to_labels(probabilities)[:, 0, 0].tolist() == [2, 1, 3, 0]
+  # A too-small ET prediction becomes necrosis.
+  assert inference.regions_to_labels(probabilities, 5)[:, 0, 0].tolist() == [2, 1, 1, 0]

@@ -1,0 +1,96 @@
+"""Metrics against hand-computed values, including every empty-mask case."""
+
+import numpy as np
+import pytest
+
+from brats_jax import layouts, metrics
+
+
+def _mask(shape, *boxes):
+  mask = np.zeros(shape, bool)
+  for box in boxes:
+    mask[tuple(slice(a, b) for a, b in box)] = True
+  return mask
+
+
+def test_overlap_metrics_by_hand():
+  reference = _mask((10, 10, 10), [(0, 4), (0, 5), (0, 1)])  # 20 voxels
+  predicted = _mask((10, 10, 10), [(2, 6), (0, 5), (0, 1)])  # 20 voxels, 10 shared
+  m = metrics.binary_metrics(predicted, reference, (1, 1, 1))
+  assert m["dice"] == pytest.approx(2 * 10 / 40)
+  assert m["jaccard"] == pytest.approx(10 / 30)
+  assert m["sensitivity"] == pytest.approx(10 / 20)
+  assert m["precision"] == pytest.approx(10 / 20)
+  assert m["specificity"] == pytest.approx((1000 - 30) / (1000 - 20))
+
+
+def test_empty_mask_conventions():
+  empty, full = np.zeros((5, 5, 5), bool), _mask((5, 5, 5), [(1, 3), (1, 3), (1, 3)])
+  both = metrics.binary_metrics(empty, empty, (1, 1, 1))
+  assert (both["dice"], both["hd95"], both["jaccard"], both["sensitivity"],
+          both["precision"], both["specificity"]) == (1.0, 0.0, 1.0, 1.0, 1.0, 1.0)
+  for predicted, reference in ((full, empty), (empty, full)):
+    one = metrics.binary_metrics(predicted, reference, (1, 1, 1))
+    assert one["dice"] == 0.0 and one["jaccard"] == 0.0
+    assert one["hd95"] == pytest.approx(373.1287, abs=1e-3)
+  assert metrics.binary_metrics(full, empty, (1, 1, 1))["precision"] == 0.0
+  assert metrics.binary_metrics(empty, full, (1, 1, 1))["sensitivity"] == 0.0
+
+
+def test_hd95_uses_anisotropic_spacing():
+  reference = _mask((12, 12, 12), [(5, 6), (5, 6), (5, 6)])
+  predicted = _mask((12, 12, 12), [(5, 6), (5, 6), (8, 9)])  # 3 voxels along z
+  assert metrics.hd95(predicted, reference, (1, 1, 1)) == pytest.approx(3.0)
+  assert metrics.hd95(predicted, reference, (1, 1, 2.5)) == pytest.approx(7.5)
+  assert metrics.hd95(predicted, reference, (0.5, 3, 1)) == pytest.approx(3.0)
+  # Two 4-voxel-wide cubes shifted by 2 voxels in x with 1.5 mm voxels: every surface voxel
+  # of one is within 2 voxels (3 mm) of the other's surface, and the far faces are exactly 2.
+  a = _mask((16, 16, 16), [(4, 8), (4, 8), (4, 8)])
+  b = _mask((16, 16, 16), [(6, 10), (4, 8), (4, 8)])
+  assert metrics.hd95(a, b, (1.5, 1, 1)) == pytest.approx(3.0)
+
+
+def test_case_metrics_regions_and_labels():
+  reference = np.zeros((8, 8, 8), np.uint8)
+  reference[1:7, 1:7, 1:7] = layouts.ED
+  reference[2:5, 2:5, 2:5] = layouts.NCR
+  reference[3:5, 3:5, 3:5] = layouts.ET
+  row = metrics.case_metrics(reference, reference, (1, 1, 1))
+  for name in ("WT", "TC", "ET", "NCR", "ED"):
+    assert row[f"{name}_dice"] == 1.0 and row[f"{name}_hd95"] == 0.0
+  predicted = reference.copy()
+  predicted[predicted == layouts.ET] = layouts.NCR  # ET missed entirely
+  row = metrics.case_metrics(predicted, reference, (1, 1, 1))
+  assert row["ET_dice"] == 0.0 and row["TC_dice"] == 1.0 and row["WT_dice"] == 1.0
+  assert row["ET_hd95"] == pytest.approx(metrics.EMPTY_HD95)
+
+
+def test_lesion_wise():
+  shape = (40, 40, 40)
+  big_a = _mask(shape, [(2, 8), (2, 8), (2, 8)])  # 216 voxels: scored
+  big_b = _mask(shape, [(20, 26), (20, 26), (20, 26)])  # 216 voxels: scored, missed
+  tiny = _mask(shape, [(33, 36), (2, 5), (2, 5)])  # 27 voxels: ignored
+  false_positive = _mask(shape, [(2, 5), (30, 33), (30, 33)])
+  reference = big_a | big_b | tiny
+  predicted = big_a | false_positive
+  scores = metrics.lesion_wise(predicted, reference, (1, 1, 1))
+  # Lesions: big_a (Dice 1, HD95 0), big_b missed (0, 373.13), one false positive (0, 373.13).
+  assert scores["lesion_dice"] == pytest.approx(1 / 3)
+  assert scores["lesion_hd95"] == pytest.approx(2 * metrics.EMPTY_HD95 / 3)
+  empty = np.zeros(shape, bool)
+  assert metrics.lesion_wise(empty, tiny, (1, 1, 1)) == {"lesion_dice": 1.0, "lesion_hd95": 0.0}
+
+
+def test_et_threshold_is_chosen_on_validation_cases():
+  cases = [  # a non-enhancing tumour with a spurious 150-voxel ET, and two real ETs
+      {"WT": 0.9, "TC": 0.9, "ET": 0.0, "predicted_ET_voxels": 150, "reference_ET_voxels": 0},
+      {"WT": 0.9, "TC": 0.9, "ET": 0.8, "predicted_ET_voxels": 400, "reference_ET_voxels": 380},
+      {"WT": 0.9, "TC": 0.9, "ET": 0.7, "predicted_ET_voxels": 260, "reference_ET_voxels": 300},
+  ]
+  assert metrics.choose_et_threshold(cases) == 200  # removes the 150, keeps 260 and 400
+  summary = metrics.summarise(cases, 200)
+  assert summary["ET"] == pytest.approx((1.0 + 0.8 + 0.7) / 3)
+  assert summary["ET_before_threshold"] == pytest.approx(0.5)
+  assert metrics.summarise(cases)["ET"] == pytest.approx(0.5)
+  # Nothing to gain: no threshold.
+  assert metrics.choose_et_threshold(cases[1:]) == 0
