@@ -9,6 +9,7 @@ is what lets a run continue, evaluate or predict on a different number of device
 """
 
 import os
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -58,6 +59,38 @@ class Checkpoints:
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                       data=ocp.args.JsonRestore()))
     return restored["state"], restored["data"]
+
+  def restore_latest_readable(self, abstract_state, log=print):
+    """(step, state, data) of the newest checkpoint that can be read, or None if there are
+    no checkpoints. Unreadable ones are reported and skipped; if checkpoints exist but none
+    can be read, this raises rather than let a run start from scratch."""
+    steps = sorted(self.all_steps(), reverse=True)
+    unreadable = []
+    for step in steps:
+      try:
+        state, data = self.restore(step, abstract_state)
+      except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
+        log(f"warning: checkpoint at step {step} in {self.directory} cannot be read "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); trying an older one")
+        unreadable.append(step)
+        continue
+      self._set_aside(unreadable, log)
+      return step, state, data
+    if steps:
+      raise RuntimeError(f"{self.directory}: none of the checkpoints {steps} can be read; "
+                         "refusing to start from scratch (move them away to do so)")
+    return None
+
+  def _set_aside(self, steps, log):
+    """Renames unreadable checkpoints (kept for inspection) so their steps can be saved
+    again by the resumed run."""
+    if steps and jax.process_index() == 0:
+      for step in steps:
+        path = os.path.join(self.directory, str(step))
+        os.replace(path, f"{path}.unreadable-{int(time.time())}")
+        log(f"moved the unreadable checkpoint to {path}.unreadable-*")
+    if steps:
+      self.manager.reload()
 
   def reached_preemption(self, step: int) -> bool:
     return self.manager.reached_preemption(step)

@@ -179,8 +179,8 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
     bucket_windows = window_plan(bucket, batch_bucket, roi, config.eval.overlap, sw_batch)[1]
     starts, valid = window_plan(size, batch, roi, config.eval.overlap, sw_batch,
                                 min_windows=bucket_windows.size)
-    probabilities = np.asarray(blend(state["params"], state["model_state"],
-                                     sharding.replicate(volume, mesh), starts, valid))
+    probabilities = sharding.host_value(blend(state["params"], state["model_state"],
+                                              sharding.replicate(volume, mesh), starts, valid))
     probabilities = probabilities[(slice(0, batch),) + tuple(
         slice(b, b + s) for b, s in zip(before, true_size))]
     probabilities = probabilities.transpose(1, 2, 0, 3) if spatial_dims == 2 \

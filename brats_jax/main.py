@@ -30,6 +30,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+  # Multi-process runs on CPUs (tests, laptops) need a CPU collectives backend.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if FLAGS.coordinator:
     jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   elif FLAGS.distributed:

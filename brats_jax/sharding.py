@@ -47,3 +47,13 @@ def to_global(local: dict, mesh, global_batch: int) -> dict:
 def replicate(tree, mesh):
   """Host values (the same on every process) -> arrays replicated on every device."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def host_value(tree):
+  """Replicated arrays -> numpy, from this process's own replica.
+
+  (jax.device_get needs every shard to be addressable, which a replicated array of a
+  multi-process run is not.)
+  """
+  return jax.tree.map(
+      lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)

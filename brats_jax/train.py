@@ -12,16 +12,22 @@ from tqdm import tqdm
 
 from brats_jax import config_io, inference, layouts, metrics, plots, sharding, train_step
 from brats_jax.checkpointing import Checkpoints
+from brats_jax.errors import ConfigError
 from brats_jax.input_pipeline import PatchSampler, Prefetcher
 from brats_jax.store import PreparedStore
 from brats_jax.writers import MetricWriter, read_metrics
 
 class StopRequest:
-  """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
+  """Turns SIGINT/SIGTERM into a flag the loop checks between steps.
+
+  With several processes SIGTERM is left to jax.distributed's preemption sync manager, which
+  makes every process stop at the same step (Checkpoints.reached_preemption).
+  """
 
   def __init__(self):
     self.signal = None
-    self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGINT,) if jax.process_count() > 1 else (signal.SIGINT, signal.SIGTERM)
+    self.previous = {s: signal.signal(s, self._handle) for s in signals}
 
   def _handle(self, signum, frame):
     if self.signal is not None:  # a second signal: stop now
@@ -49,6 +55,27 @@ def evaluate(predict, state, store: PreparedStore, case_ids, min_enhancing_voxel
   return metrics.summarise(per_case, threshold)
 
 
+def compile_and_check_memory(step_fn, state, batch, config, mesh):
+  """Compiles the train step ahead of time; refuses a config that cannot fit on a device."""
+  compiled = step_fn.lower(state, batch).compile()
+  analysis = compiled.memory_analysis()
+  limit = config.train.device_memory_gib * 2**30
+  if not limit:
+    stats = mesh.devices.flat[0].memory_stats() or {}
+    limit = stats.get("bytes_limit", 0)
+  if analysis is not None and limit:
+    # Donated state buffers are counted once (alias).
+    needed = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+              + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+    if needed > limit:
+      raise ConfigError(
+          f"the train step needs {needed / 2**30:.2f} GiB per device but the device has "
+          f"{limit / 2**30:.2f} GiB ({(needed - limit) / 2**30:.2f} GiB over): lower "
+          f"data.batch_per_device (now {config.data.batch_per_device}) or data.patch_size "
+          f"(now {tuple(config.data.patch_size)}), or use model.dtype=bfloat16")
+  return compiled
+
+
 def _data_record(config, step: int, train_ids) -> dict:
   digest = zlib.crc32("\n".join(train_ids).encode())
   return {"next_step": int(step), "seed": int(config.seed), "num_train_cases": len(train_ids),
@@ -57,7 +84,7 @@ def _data_record(config, step: int, train_ids) -> dict:
 
 
 def _log_scalars(sums: dict, seconds: float, global_batch: int, steps: int, lr: float) -> dict:
-  sums = jax.device_get(sums)
+  sums = sharding.host_value(sums)
   finite = max(float(sums["finite_steps"]), 1.0)
   scalars = {"train/loss": float(sums["loss"]) / finite,
              "train/nonfinite_steps": float(sums["nonfinite_steps"]),
@@ -101,10 +128,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   graphdef, state, tx = train_step.create_train_state(config, mesh)
   checkpoints = Checkpoints(workdir, config.checkpoint.keep, config.checkpoint.keep_best)
   start = 0
-  latest = checkpoints.latest_step()
-  if latest is not None:
-    state, data = checkpoints.restore(latest, state)
-    start = int(jax.device_get(state["step"]))
+  restored = checkpoints.restore_latest_readable(
+      state, log=lambda m: print(m, file=sys.stderr, flush=True))
+  latest = None
+  if restored is not None:
+    latest, state, data = restored
+    start = int(sharding.host_value(state["step"]))
     if is_main:
       print(f"resumed from checkpoint at step {start}", flush=True)
     if data["train_cases_crc32"] != _data_record(config, 0, train_ids)["train_cases_crc32"]:
@@ -129,12 +158,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   try:
     for step in range(start, num_steps):
       batch = sharding.to_global(next(batches), mesh, global_batch)
+      if step == start:  # before the first step: compile, and check it fits in memory
+        step_fn = compile_and_check_memory(step_fn, state, batch, config, mesh)
       state, step_metrics = step_fn(state, batch)
       done = step + 1
       # Everything read back below belongs to the previous step, which has finished by now
       # or soon will: the device is never made to wait on the host.
       if config.train.on_nonfinite == "stop" and previous_metrics is not None:
-        if float(previous_metrics[0]["nonfinite_steps"]) > 0:
+        if float(sharding.host_value(previous_metrics[0]["nonfinite_steps"])) > 0:
           raise FloatingPointError(f"non-finite loss or gradient at step {previous_metrics[1]}; "
                                    "that update was not applied (train.on_nonfinite=stop)")
       previous_metrics = (step_metrics, done)
@@ -155,7 +186,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
         sums, log_start, log_step = None, now, done
       val_metrics = None
       if val_ids and (done % config.eval.every_steps == 0 or done == num_steps):
+        eval_start = time.time()
         summary = evaluate(predict, state, store, val_ids, config.eval.min_enhancing_voxels)
+        log_start += time.time() - eval_start  # samples/s counts training time only
         val_metrics = {f"val/{k}": v for k, v in summary.items()}
         writer.write(done, val_metrics)
         bar.write(f"step {done}: validation Dice {_format_dice(summary)}")

@@ -9,8 +9,8 @@ import numpy as np
 
 from brats_jax.errors import DataError
 
-# 1024^3 voxels: far beyond any MRI volume; a larger declared size is a corrupt header.
-MAX_VOXELS = 1 << 30
+# 2^28 voxels (e.g. 640^3): far beyond any MRI volume; a larger size is a corrupt header.
+MAX_VOXELS = 1 << 28
 
 
 def load_nifti(path: str, ndim: tuple = (3,), what: str = "image"):
@@ -31,6 +31,12 @@ def load_nifti(path: str, ndim: tuple = (3,), what: str = "image"):
                       f"{' or '.join(str(n) for n in ndim)}")
     if min(shape) < 1 or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
       raise DataError(f"{path}: implausible declared size {shape}")
+    if not path.endswith(".gz"):  # uncompressed: the file must hold what the header declares
+      declared = int(image.header["vox_offset"]) + int(np.prod(shape, dtype=np.int64)) * \
+          image.header.get_data_dtype().itemsize
+      if os.path.getsize(path) < declared:
+        raise DataError(f"{path}: truncated: {os.path.getsize(path)} bytes, the header "
+                        f"declares {declared}")
     data = np.asarray(image.dataobj)
     affine = np.asarray(image.affine, np.float64)
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])

@@ -71,6 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.warmup_steps = 0
   config.train.grad_clip_norm = 12.0
   config.train.on_nonfinite = "skip"  # skip (count and go on) | stop
+  config.train.device_memory_gib = 0.0  # 0: the device's own limit (CPUs report none)
 
   config.eval = ml_collections.ConfigDict()
   config.eval.every_steps = 5000

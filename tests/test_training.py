@@ -110,3 +110,36 @@ def test_stop_and_resume_equals_uninterrupted(tiny_store, tmp_path, num_steps):
   assert data["next_step"] == num_steps
   for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
     assert np.array_equal(a, b)  # bitwise: same device count, same batches
+
+
+def test_nonfinite_step_is_skipped_and_counted(tiny_store):
+  config = tiny_config(tiny_store)
+  mesh = sharding.make_mesh()
+  graphdef, state, tx = train_step.create_train_state(config, mesh)
+  step = train_step.make_train_step(graphdef, tx, mesh, config)
+  batch = _sampler(tiny_store, config, 8).batch(0)
+  before = jax.device_get(state["params"])
+  poisoned = dict(batch, image=batch["image"].copy())
+  poisoned["image"][3, 2, 2, 2, 0] = np.nan
+  state, metrics = step(state, sharding.to_global(poisoned, mesh, 8))
+  assert float(metrics["nonfinite_steps"]) == 1.0 and float(metrics["loss"]) == 0.0
+  assert int(state["step"]) == 1  # the step counts, the update does not
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state["params"]))):
+    assert np.array_equal(a, b)
+  state, metrics = step(state, sharding.to_global(batch, mesh, 8))
+  assert float(metrics["nonfinite_steps"]) == 0.0 and np.isfinite(float(metrics["loss"]))
+
+
+def test_resume_on_another_device_count_and_extend_a_finished_run(tiny_store, tmp_path):
+  config = tiny_config(tiny_store)
+  config.data.val_fold = -1
+  config.train.num_steps = 2
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)  # 8 devices
+  config.train.num_steps = 4  # a finished run, given more steps, continues
+  train.train_and_evaluate(config, workdir, devices=jax.devices()[:2])  # on 2 devices
+  checkpoints = Checkpoints(workdir, read_only=True)
+  assert checkpoints.latest_step() == 4
+  params, data = _final_params(workdir, config)
+  assert data["next_step"] == 4
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
