@@ -20,8 +20,10 @@ from absl import app, flags, logging
 from tqdm import tqdm
 
 from brats_jax import config_io, inference, layouts, prepare, sharding, train_step, volumes
+from brats_jax import store as store_lib
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.errors import DataError, exit_on_data_error
+from brats_jax.store import PreparedStore
 from brats_jax.writers import read_metrics
 
 
@@ -62,42 +64,82 @@ def et_threshold(workdir: str, config, step: int) -> int:
   return int(chosen[-1])
 
 
-def segment_raw_case(predict, state, case: layouts.RawCase, min_enhancing_voxels: int = 0):
-  """(internal labels in the case's original geometry, its affine)."""
-  images, _, affine, _ = prepare.read_raw_case(dataclasses.replace(case, label=None))
-  box = prepare.brain_box(images, None, case.images[0])
-  crop = tuple(slice(lo, hi) for lo, hi in box)
-  probabilities = predict(state, prepare.normalise(images[crop]))
-  labels = np.zeros(images.shape[:3], np.uint8)
-  labels[crop] = inference.regions_to_labels(probabilities, min_enhancing_voxels)
-  return labels, affine
+@dataclasses.dataclass
+class CaseInput:
+  """A case ready for the model: normalised, brain-cropped image and how to undo the crop."""
+
+  case_id: str
+  image: np.ndarray  # [x, y, z, 4], cropped, z-scored
+  crop: tuple  # slices of the original volume
+  original_shape: tuple
+  affine: np.ndarray
+  convention: layouts.LabelConvention
+  reference_image: str | None  # whose NIfTI header codes the prediction copies
+
+
+def raw_inputs(input_dir: str, layout: str | None = None):
+  """CaseInputs of a raw dataset folder: the training preprocessing, applied here."""
+  cases = layouts.find_cases(input_dir, layout)
+
+  def load(case):
+    images, _, affine, _ = prepare.read_raw_case(dataclasses.replace(case, label=None))
+    crop = tuple(slice(lo, hi) for lo, hi in prepare.brain_box(images, None, case.images[0]))
+    return CaseInput(case.case_id, prepare.normalise(images[crop]), crop, images.shape[:3],
+                     affine, case.convention, case.reference_image)
+
+  return [(case.case_id, lambda case=case: load(case)) for case in cases]
+
+
+def store_inputs(store_path: str):
+  """CaseInputs of a prepared store (already cropped and normalised)."""
+  store = PreparedStore(store_path)
+
+  def load(case_id):
+    entry = store.cases[case_id]
+    reference = entry["images"][0] if os.path.exists(entry["images"][0]) else None
+    return CaseInput(case_id, store.read_case(case_id)[0],
+                     tuple(slice(lo, hi) for lo, hi in entry["crop_box"]),
+                     tuple(entry["original_shape"]), np.array(entry["affine"]),
+                     layouts.CONVENTIONS[entry["convention"]], reference)
+
+  return [(cid, lambda cid=cid: load(cid)) for cid in store.case_ids(labelled=False)]
+
+
+def segment(predict, state, case: CaseInput, min_enhancing_voxels: int = 0) -> np.ndarray:
+  """Internal labels of a case in its original (uncropped) geometry."""
+  labels = np.zeros(case.original_shape, np.uint8)
+  labels[case.crop] = inference.regions_to_labels(predict(state, case.image),
+                                                  min_enhancing_voxels)
+  return labels
 
 
 def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: str = "latest",
                    mirror_tta: bool = False, layout: str | None = None,
                    progress: bool = True, devices=None) -> list:
-  """Writes one prediction per case of input_dir on `devices` (default: all); returns
-  [(case_id, seconds)]."""
-  cases = layouts.find_cases(input_dir, layout)
+  """Writes one prediction per case of input_dir (a raw dataset folder or a prepared store)
+  on `devices` (default: all); returns [(case_id, seconds)]."""
+  is_store = os.path.exists(os.path.join(input_dir, store_lib.MANIFEST))
+  inputs = store_inputs(input_dir) if is_store else raw_inputs(input_dir, layout)
   mesh = sharding.make_mesh(devices)
   config, graphdef, state, step = restore_for_inference(workdir, checkpoint, mesh)
   predict = inference.make_case_predictor(graphdef, mesh, config, mirror_tta)
   threshold = et_threshold(workdir, config, step)
   os.makedirs(output_dir, exist_ok=True)
   if progress:
-    print(f"checkpoint step {step}; {len(cases)} cases; {mesh.devices.size} devices"
+    print(f"checkpoint step {step}; {len(inputs)} cases; {mesh.devices.size} devices"
           + (" with mirror TTA" if mirror_tta else "")
           + (f"; ET under {threshold} voxels becomes necrosis" if threshold else ""),
           file=sys.stderr)
   timings = []
-  for case in tqdm(cases, unit="case", desc="predict", disable=not progress):
+  for case_id, load in tqdm(inputs, unit="case", desc="predict", disable=not progress):
     start = time.perf_counter()
-    labels, affine = segment_raw_case(predict, state, case, threshold)
-    volumes.save_label_like(os.path.join(output_dir, f"{case.case_id}.nii.gz"),
-                            case.convention.decode(labels), affine, case.reference_image)
-    timings.append((case.case_id, time.perf_counter() - start))
+    case = load()
+    labels = segment(predict, state, case, threshold)
+    volumes.save_label_like(os.path.join(output_dir, f"{case_id}.nii.gz"),
+                            case.convention.decode(labels), case.affine, case.reference_image)
+    timings.append((case_id, time.perf_counter() - start))
     if progress:
-      tqdm.write(f"{case.case_id}: {timings[-1][1]:.1f} s", file=sys.stderr)
+      tqdm.write(f"{case_id}: {timings[-1][1]:.1f} s", file=sys.stderr)
   return timings
 
 
@@ -107,7 +149,7 @@ FLAGS = flags.FLAGS
 def _define_flags():
   """Defined when the command runs, so importing the module defines no flags."""
   flags.DEFINE_string("workdir", None, "A training workdir (config and checkpoints).")
-  flags.DEFINE_string("input", None, "Raw dataset folder (any supported layout).")
+  flags.DEFINE_string("input", None, "Raw dataset folder (any supported layout) or a store.")
   flags.DEFINE_string("output", None, "Folder for the <case_id>.nii.gz predictions.")
   flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
   flags.DEFINE_bool("tta", False, "Average over the 8 mirror flips (test-time augmentation).")

@@ -88,11 +88,18 @@ def save_nifti(path: str, data: np.ndarray, affine: np.ndarray, header=None) -> 
       os.remove(tmp)
 
 
-def save_label_like(path: str, labels: np.ndarray, affine: np.ndarray, reference: str) -> None:
-  """Writes uint8 labels with the affine and the qform/sform codes of a reference image."""
-  reference_header = nib.load(reference).header
+def save_label_like(path: str, labels: np.ndarray, affine: np.ndarray,
+                    reference: str | None = None) -> None:
+  """Writes uint8 labels with the affine (and the qform/sform codes of a reference image;
+  without one: scanner coordinates, mm)."""
   header = nib.Nifti1Header()
-  header.set_qform(affine, int(reference_header["qform_code"]) or 1)
-  header.set_sform(affine, int(reference_header["sform_code"]) or 1)
-  header.set_xyzt_units(*reference_header.get_xyzt_units())
+  if reference is None:
+    header.set_qform(affine, 1)
+    header.set_sform(affine, 1)
+    header.set_xyzt_units("mm")
+  else:
+    reference_header = nib.load(reference).header
+    header.set_qform(affine, int(reference_header["qform_code"]) or 1)
+    header.set_sform(affine, int(reference_header["sform_code"]) or 1)
+    header.set_xyzt_units(*reference_header.get_xyzt_units())
   save_nifti(path, labels.astype(np.uint8), affine, header)

@@ -109,3 +109,17 @@ def test_evaluate_command(raw_datasets, tmp_path):
   result = _evaluate([f"--predictions={predictions}", f"--references={raw}",
                       f"--output={tmp_path / 'again.csv'}"])
   assert result.returncode == 2 and "shape" in result.stderr and cases[1].case_id in result.stderr
+
+
+def test_predict_from_a_prepared_store(trained_on_8, tiny_store, tmp_path):
+  out = str(tmp_path / "from_store")
+  predict.predict_folder(trained_on_8, tiny_store, out, progress=False)
+  with open(os.path.join(tiny_store, "manifest.json")) as f:
+    manifest = json.load(f)
+  assert sorted(os.listdir(out)) == sorted(f"{c['case_id']}.nii.gz" for c in manifest["cases"])
+  for entry in manifest["cases"][:3]:
+    written = nib.load(os.path.join(out, f"{entry['case_id']}.nii.gz"))
+    source = nib.load(entry["images"][0])
+    assert written.shape == tuple(entry["original_shape"]) == source.shape
+    np.testing.assert_allclose(written.affine, source.affine)
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}  # brats2021 values
