@@ -20,10 +20,9 @@ from absl import app, flags, logging
 from tqdm import tqdm
 
 from brats_jax import config_io, inference, layouts, prepare, sharding, train_step, volumes
-from brats_jax import store as store_lib
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.errors import DataError, exit_on_data_error
-from brats_jax.store import PreparedStore
+from brats_jax.store import MANIFEST, PreparedStore
 from brats_jax.writers import read_metrics
 
 
@@ -83,7 +82,7 @@ def raw_inputs(input_dir: str, layout: str | None = None):
 
   def load(case):
     images, _, affine, _ = prepare.read_raw_case(dataclasses.replace(case, label=None))
-    crop = tuple(slice(lo, hi) for lo, hi in prepare.brain_box(images, None, case.images[0]))
+    crop = prepare.crop_slices(prepare.brain_box(images, None, case.images[0]))
     return CaseInput(case.case_id, prepare.normalise(images[crop]), crop, images.shape[:3],
                      affine, case.convention, case.reference_image)
 
@@ -98,7 +97,7 @@ def store_inputs(store_path: str):
     entry = store.cases[case_id]
     reference = entry["images"][0] if os.path.exists(entry["images"][0]) else None
     return CaseInput(case_id, store.read_case(case_id)[0],
-                     tuple(slice(lo, hi) for lo, hi in entry["crop_box"]),
+                     prepare.crop_slices(entry["crop_box"]),
                      tuple(entry["original_shape"]), np.array(entry["affine"]),
                      layouts.CONVENTIONS[entry["convention"]], reference)
 
@@ -118,7 +117,7 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
                    progress: bool = True, devices=None) -> list:
   """Writes one prediction per case of input_dir (a raw dataset folder or a prepared store)
   on `devices` (default: all); returns [(case_id, seconds)]."""
-  is_store = os.path.exists(os.path.join(input_dir, store_lib.MANIFEST))
+  is_store = os.path.exists(os.path.join(input_dir, MANIFEST))
   inputs = store_inputs(input_dir) if is_store else raw_inputs(input_dir, layout)
   mesh = sharding.make_mesh(devices)
   config, graphdef, state, step = restore_for_inference(workdir, checkpoint, mesh)

@@ -72,6 +72,11 @@ def brain_box(images: np.ndarray, labels, path: str):
   return box
 
 
+def crop_slices(box) -> tuple:
+  """[(lo, hi)] per axis -> the slices that crop (or, on the left side, uncrop) a volume."""
+  return tuple(slice(lo, hi) for lo, hi in box)
+
+
 def normalise(images: np.ndarray) -> np.ndarray:
   """z-score each channel over brain voxels (nonzero in any channel); background stays 0."""
   brain = np.any(images != 0, axis=-1)
@@ -99,7 +104,7 @@ def prepare_case(case: layouts.RawCase, root: str, dtype: str, inner_chunk: int,
   """Reads, crops, normalises and writes one case; returns its manifest entry."""
   images, labels, affine, spacing = read_raw_case(case)
   box = brain_box(images, labels, case.images[0])
-  crop = tuple(slice(lo, hi) for lo, hi in box)
+  crop = crop_slices(box)
   cropped = normalise(images[crop])
   np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
   store.write_array(root, f"images/{case.case_id}", cropped.astype(np_dtype), inner_chunk, dtype)

@@ -83,18 +83,20 @@ def _data_record(config, step: int, train_ids) -> dict:
           "batch_per_device": int(config.data.batch_per_device)}
 
 
-def _log_scalars(sums: dict, seconds: float, global_batch: int, steps: int, lr: float) -> dict:
+def _log_scalars(ready: tuple, global_batch: int, schedule) -> tuple:
+  """(step, scalars) of a logging interval: (device sums, step, seconds, steps in it)."""
+  sums, at, seconds, steps = ready
   sums = sharding.host_value(sums)
   finite = max(float(sums["finite_steps"]), 1.0)
   scalars = {"train/loss": float(sums["loss"]) / finite,
              "train/nonfinite_steps": float(sums["nonfinite_steps"]),
              "train/samples_per_second": steps * global_batch / max(seconds, 1e-9),
-             "train/learning_rate": lr}
+             "train/learning_rate": float(schedule(at))}
   for i, region in enumerate(layouts.REGIONS):
     denominator = sums["predicted"][i] + sums["reference"][i]
     scalars[f"train/dice_{region}"] = (2 * sums["intersection"][i] / denominator
                                        if denominator > 0 else 1.0)
-  return scalars
+  return at, scalars
 
 
 def _format_dice(summary: dict) -> str:
@@ -170,8 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
                                    "that update was not applied (train.on_nonfinite=stop)")
       previous_metrics = (step_metrics, done)
       if ready_to_log is not None:
-        log_sums, at, seconds, steps = ready_to_log
-        scalars = _log_scalars(log_sums, seconds, global_batch, steps, float(schedule(at)))
+        at, scalars = _log_scalars(ready_to_log, global_batch, schedule)
         writer.write(at, scalars)
         bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
                         samples_s=f"{scalars['train/samples_per_second']:.1f}")
@@ -204,8 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
         bar.close()
         sys.exit(128 + signum)
     if ready_to_log is not None:
-      log_sums, at, seconds, steps = ready_to_log
-      writer.write(at, _log_scalars(log_sums, seconds, global_batch, steps, float(schedule(at))))
+      writer.write(*_log_scalars(ready_to_log, global_batch, schedule))
   finally:
     bar.close()
     batches.close()
