@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding
+from orbax.checkpoint import multihost as ocp_multihost
 
 DATA = "data"
 
@@ -57,3 +58,14 @@ def host_value(tree):
   """
   return jax.tree.map(
       lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)
+
+
+def wait_for_all_processes(name: str, timeout_s: int = 3600):
+  """A barrier on jax.distributed's coordination service (no-op with one process).
+
+  Gloo sets up its communicators in the first collective and gives the other processes only
+  30 s to arrive; processes that finish compiling at different times meet here first.
+  """
+  if jax.process_count() > 1:
+    ocp_multihost.sync_global_processes(name, timeout=timeout_s,
+                                        processes=set(range(jax.process_count())))

@@ -18,15 +18,18 @@ from brats_jax.store import PreparedStore
 from brats_jax.writers import MetricWriter, read_metrics
 
 class StopRequest:
-  """Turns SIGINT/SIGTERM into a flag the loop checks between steps.
+  """Turns SIGINT/SIGTERM into a stop at a step boundary, agreed by every process.
 
-  With several processes SIGTERM is left to jax.distributed's preemption sync manager, which
-  makes every process stop at the same step (Checkpoints.reached_preemption).
+  One process: the signal sets a flag the loop checks between steps. Several processes: they
+  must all save the same step, so the stop goes through jax.distributed's preemption sync
+  manager, which owns SIGTERM and makes every process reach the same sync point
+  (Checkpoints.reached_preemption); SIGINT is passed on to it as SIGTERM.
   """
 
   def __init__(self):
     self.signal = None
-    signals = (signal.SIGINT,) if jax.process_count() > 1 else (signal.SIGINT, signal.SIGTERM)
+    self.several_processes = jax.process_count() > 1
+    signals = (signal.SIGINT,) if self.several_processes else (signal.SIGINT, signal.SIGTERM)
     self.previous = {s: signal.signal(s, self._handle) for s in signals}
 
   def _handle(self, signum, frame):
@@ -34,6 +37,18 @@ class StopRequest:
       self.restore()
       raise KeyboardInterrupt
     self.signal = signum
+    if self.several_processes:
+      signal.raise_signal(signal.SIGTERM)
+
+  def should_stop(self, step: int, checkpoints: Checkpoints) -> bool:
+    """Called by every process after every step."""
+    if self.several_processes:
+      return checkpoints.reached_preemption(step)
+    return self.signal is not None or checkpoints.reached_preemption(step)
+
+  def exit_status(self) -> int:
+    """128 + the signal this process received (SIGTERM when another process was stopped)."""
+    return 128 + (self.signal or signal.SIGTERM)
 
   def restore(self):
     for s, handler in self.previous.items():
@@ -55,13 +70,13 @@ def evaluate(predict, state, store: PreparedStore, case_ids, min_enhancing_voxel
   return metrics.summarise(per_case, threshold)
 
 
-def compile_and_check_memory(step_fn, state, batch, config, mesh):
+def compile_and_check_memory(step_fn, state, batch, config):
   """Compiles the train step ahead of time; refuses a config that cannot fit on a device."""
   compiled = step_fn.lower(state, batch).compile()
   analysis = compiled.memory_analysis()
   limit = config.train.device_memory_gib * 2**30
   if not limit:
-    stats = mesh.devices.flat[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}  # other processes' devices: no stats
     limit = stats.get("bytes_limit", 0)
   if analysis is not None and limit:
     # Donated state buffers are counted once (alias).
@@ -73,6 +88,7 @@ def compile_and_check_memory(step_fn, state, batch, config, mesh):
           f"{limit / 2**30:.2f} GiB ({(needed - limit) / 2**30:.2f} GiB over): lower "
           f"data.batch_per_device (now {config.data.batch_per_device}) or data.patch_size "
           f"(now {tuple(config.data.patch_size)}), or use model.dtype=bfloat16")
+  sharding.wait_for_all_processes("brats_jax: train step compiled")
   return compiled
 
 
@@ -161,7 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
     for step in range(start, num_steps):
       batch = sharding.to_global(next(batches), mesh, global_batch)
       if step == start:  # before the first step: compile, and check it fits in memory
-        step_fn = compile_and_check_memory(step_fn, state, batch, config, mesh)
+        step_fn = compile_and_check_memory(step_fn, state, batch, config)
       state, step_metrics = step_fn(state, batch)
       done = step + 1
       # Everything read back below belongs to the previous step, which has finished by now
@@ -192,18 +208,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
         log_start += time.time() - eval_start  # samples/s counts training time only
         val_metrics = {f"val/{k}": v for k, v in summary.items()}
         writer.write(done, val_metrics)
-        bar.write(f"step {done}: validation Dice {_format_dice(summary)}")
+        if is_main:
+          bar.write(f"step {done}: validation Dice {_format_dice(summary)}")
+      stopping = stop.should_stop(done, checkpoints)
       if (done % config.checkpoint.every_steps == 0 or val_metrics is not None
-          or done == num_steps or stop.signal is not None):
+          or done == num_steps or stopping):
         checkpoints.save(done, state, _data_record(config, done, train_ids), val_metrics,
                          force=True)
-      if stop.signal is not None or checkpoints.reached_preemption(done):
+      if stopping:
         checkpoints.wait()
-        signum = stop.signal or signal.SIGTERM
-        bar.write(f"stopped by {signal.Signals(signum).name} after step {done}; checkpoint "
-                  f"saved, run the same command again to continue")
+        status = stop.exit_status()
+        bar.write(f"stopped by {signal.Signals(status - 128).name} after step {done}; "
+                  f"checkpoint saved, run the same command again to continue")
         bar.close()
-        sys.exit(128 + signum)
+        sys.exit(status)
     if ready_to_log is not None:
       writer.write(*_log_scalars(ready_to_log, global_batch, schedule))
   finally:

@@ -1,0 +1,124 @@
+"""Several processes (jax.distributed over localhost, gloo CPU collectives, 4 devices each):
+they train exactly like one process with 8 devices, stop together on a signal to any one of
+them, and their checkpoints resume on a different number of processes."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from conftest import ROOT
+
+TIMEOUT_S = 300
+
+
+def _env(devices: int) -> dict:
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
+  env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+  return env
+
+
+def _command(store, workdir, num_steps, extra=()):
+  return [sys.executable, "-m", "brats_jax.main", f"--config={ROOT}/configs/tiny.py",
+          f"--workdir={workdir}", f"--config.data.store={store}",
+          f"--config.train.num_steps={num_steps}", "--config.log_every_steps=1",
+          "--config.data.val_fold=-1", "--config.train.optimizer=sgd",
+          "--config.train.learning_rate=0.05", "--config.checkpoint.every_steps=1000", *extra]
+
+
+def _start_processes(store, workdir, num_steps, count=2):
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  return [subprocess.Popen(
+      _command(store, workdir, num_steps, [f"--coordinator=localhost:{port}",
+                                           f"--num_processes={count}", f"--process_id={i}"]),
+      env=_env(8 // count), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(count)]
+
+
+def _finish(processes) -> list:
+  try:
+    return [p.communicate(timeout=TIMEOUT_S)[0] for p in processes]
+  finally:
+    for p in processes:
+      p.kill()
+
+
+def _run_one_process(store, workdir, num_steps):
+  result = subprocess.run(_command(store, workdir, num_steps), env=_env(8), capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  return result.stdout
+
+
+def _losses(workdir) -> dict:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    records = [json.loads(line) for line in f]
+  return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
+
+
+def _checkpoint_steps(workdir) -> list:
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+
+
+def test_two_processes_train_like_one_and_resume_on_one(tiny_store, tmp_path):
+  single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
+  _run_one_process(tiny_store, single, 6)
+
+  processes = _start_processes(tiny_store, multi, 4)
+  outputs = _finish(processes)
+  for p, out in zip(processes, outputs):
+    assert p.returncode == 0, out[-3000:]
+  assert "8 devices (cpu), 2 processes" in outputs[0]
+  assert "8 devices" not in outputs[1]  # only process 0 reports and writes metrics
+  expected, got = _losses(single), _losses(multi)
+  assert sorted(got) == [1, 2, 3, 4]
+  np.testing.assert_allclose([got[s] for s in range(1, 5)], [expected[s] for s in range(1, 5)],
+                             rtol=1e-5)
+  # Every process wrote its share of the checkpoint.
+  state_dir = os.path.join(multi, "checkpoints", "4", "state")
+  assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(os.listdir(state_dir))
+
+  # The two-process checkpoint continues in one process (8 devices) as if never interrupted.
+  output = _run_one_process(tiny_store, multi, 6)
+  assert "resumed from checkpoint at step 4" in output
+  got = _losses(multi)
+  np.testing.assert_allclose([got[5], got[6]], [expected[5], expected[6]], rtol=1e-5)
+
+
+def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tiny_store, tmp_path):
+  workdir = str(tmp_path / "run")
+  processes = _start_processes(tiny_store, workdir, 100_000)
+  deadline = time.time() + TIMEOUT_S
+  while len(_losses(workdir)) < 2 and time.time() < deadline:
+    assert all(p.poll() is None for p in processes), _finish(processes)
+    time.sleep(0.5)
+  processes[1].send_signal(signal.SIGINT)  # e.g. Ctrl-C reaching one process first
+  outputs = _finish(processes)
+  # The signalled process exits 128+SIGINT, the other 128+SIGTERM, after the same step.
+  assert [p.returncode for p in processes] == [128 + signal.SIGTERM, 128 + signal.SIGINT], outputs
+  stopped = [re.search(r"stopped by (\w+) after step (\d+); checkpoint saved", out)
+             for out in outputs]
+  assert all(stopped), outputs
+  assert [m.group(1) for m in stopped] == ["SIGTERM", "SIGINT"]
+  step = int(stopped[0].group(2))
+  assert int(stopped[1].group(2)) == step >= 2
+  assert _checkpoint_steps(workdir) == [step]  # checkpoints every 1000 steps: the stop's only
+
+  # The same command (two processes again) continues from there.
+  processes = _start_processes(tiny_store, workdir, step + 1)
+  outputs = _finish(processes)
+  assert [p.returncode for p in processes] == [0, 0], outputs
+  assert f"resumed from checkpoint at step {step}" in outputs[0]
+  assert max(_losses(workdir)) == step + 1
