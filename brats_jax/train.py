@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from brats_jax import config_io, inference, layouts, metrics, plots, sharding, train_step
 from brats_jax.checkpointing import Checkpoints
-from brats_jax.errors import ConfigError
+from brats_jax.errors import ConfigError, NonFiniteError
 from brats_jax.input_pipeline import PatchSampler, Prefetcher
 from brats_jax.store import PreparedStore
 from brats_jax.writers import MetricWriter, read_metrics
@@ -115,6 +115,16 @@ def _log_scalars(ready: tuple, global_batch: int, schedule) -> tuple:
   return at, scalars
 
 
+def _stop_if_nonfinite(step_metrics):
+  """(metrics, step) of a step that has finished or soon will."""
+  if step_metrics is not None and float(sharding.host_value(step_metrics[0]["nonfinite_steps"])):
+    raise NonFiniteError(
+        f"non-finite loss or gradient at step {step_metrics[1]} (train.on_nonfinite=stop); "
+        "that update was not applied and no checkpoint was written after it; lower "
+        "train.learning_rate or check the data, then run again to resume from the last "
+        "checkpoint")
+
+
 def _format_dice(summary: dict) -> str:
   text = "  ".join(f"{r} {summary[r]:.4f}" for r in layouts.REGIONS) + \
       f"  mean {summary['mean_dice']:.4f}"
@@ -182,10 +192,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
       done = step + 1
       # Everything read back below belongs to the previous step, which has finished by now
       # or soon will: the device is never made to wait on the host.
-      if config.train.on_nonfinite == "stop" and previous_metrics is not None:
-        if float(sharding.host_value(previous_metrics[0]["nonfinite_steps"])) > 0:
-          raise FloatingPointError(f"non-finite loss or gradient at step {previous_metrics[1]}; "
-                                   "that update was not applied (train.on_nonfinite=stop)")
+      if config.train.on_nonfinite == "stop":
+        _stop_if_nonfinite(previous_metrics)
       previous_metrics = (step_metrics, done)
       if ready_to_log is not None:
         at, scalars = _log_scalars(ready_to_log, global_batch, schedule)
@@ -213,6 +221,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
       stopping = stop.should_stop(done, checkpoints)
       if (done % config.checkpoint.every_steps == 0 or val_metrics is not None
           or done == num_steps or stopping):
+        if config.train.on_nonfinite == "stop":  # no checkpoint after a non-finite step
+          _stop_if_nonfinite((step_metrics, done))
         checkpoints.save(done, state, _data_record(config, done, train_ids), val_metrics,
                          force=True)
       if stopping:
@@ -224,6 +234,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
         sys.exit(status)
     if ready_to_log is not None:
       writer.write(*_log_scalars(ready_to_log, global_batch, schedule))
+    if config.train.on_nonfinite == "stop":
+      _stop_if_nonfinite(previous_metrics)
   finally:
     bar.close()
     batches.close()

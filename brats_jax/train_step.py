@@ -110,7 +110,9 @@ def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict):
     model_state = jax.lax.pmean(model_state, sharding.DATA)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    finite = jnp.isfinite(loss) & _all_finite(grads)
+    # Finite gradients can still overflow into the new state (a huge learning rate).
+    finite = (jnp.isfinite(loss) & _all_finite(grads)
+              & _all_finite((params, model_state, opt_state)))
 
     def keep_new(new, old):  # a non-finite step leaves the state as it was
       return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from brats_jax import train, volumes
+from brats_jax import errors, train, volumes, writers
 from brats_jax.checkpointing import Checkpoints
-from brats_jax.errors import ConfigError, DataError
+from brats_jax.errors import ConfigError, DataError, NonFiniteError
+from brats_jax.input_pipeline import PatchSampler
 
 from conftest import tiny_config
 
@@ -50,6 +51,48 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_store, tmp
   config.train.num_steps = 8
   with pytest.raises(RuntimeError, match="refusing to start from scratch"):
     train.train_and_evaluate(config, workdir)
+
+
+class _SamplerWithANanAtStep3(PatchSampler):
+  def batch(self, step):
+    batch = super().batch(step)
+    if step == 2:  # the batch of step 3 (steps count from 1)
+      batch["image"][0, 1, 2, 3, 0] = np.nan
+    return batch
+
+
+@pytest.mark.parametrize("on_nonfinite", ["skip", "stop"])
+def test_nan_in_a_batch_skips_the_step_or_stops_the_run(tiny_store, tmp_path, monkeypatch,
+                                                        on_nonfinite):
+  monkeypatch.setattr(train, "PatchSampler", _SamplerWithANanAtStep3)
+  config = tiny_config(tiny_store)
+  config.data.val_fold = -1
+  config.train.num_steps = 6
+  config.log_every_steps = 1
+  config.train.on_nonfinite = on_nonfinite
+  workdir = str(tmp_path / on_nonfinite)
+  if on_nonfinite == "stop":
+    with pytest.raises(NonFiniteError, match="at step 3 "):
+      train.train_and_evaluate(config, workdir)
+    assert Checkpoints(workdir, read_only=True).all_steps() == [2]  # none at or after step 3
+    return
+  train.train_and_evaluate(config, workdir)
+  records = {r["step"]: r for r in writers.read_metrics(workdir) if "train/loss" in r}
+  assert [records[s]["train/nonfinite_steps"] for s in range(1, 7)] == [0, 0, 1, 0, 0, 0]
+  assert all(np.isfinite(records[s]["train/loss"]) for s in range(1, 7))
+  assert Checkpoints(workdir, read_only=True).all_steps() == [2, 4, 6]
+
+
+def test_nonfinite_stop_is_one_line_and_exit_status_3(capsys):
+  @errors.exit_on_data_error
+  def main(argv):
+    raise NonFiniteError("non-finite loss or gradient at step 7 (train.on_nonfinite=stop)")
+
+  with pytest.raises(SystemExit) as exit_info:
+    main([])
+  assert exit_info.value.code == 3
+  assert capsys.readouterr().err == (
+      "error: non-finite loss or gradient at step 7 (train.on_nonfinite=stop)\n")
 
 
 def test_config_that_cannot_fit_is_refused_before_the_first_step(tiny_store, tmp_path):

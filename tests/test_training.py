@@ -130,6 +130,22 @@ def test_nonfinite_step_is_skipped_and_counted(tiny_store):
   assert float(metrics["nonfinite_steps"]) == 0.0 and np.isfinite(float(metrics["loss"]))
 
 
+def test_update_that_overflows_the_state_is_skipped(tiny_store):
+  # Finite loss and gradients, but an infinite learning rate makes the new parameters inf/NaN.
+  config = tiny_config(tiny_store)
+  config.train.optimizer = "sgd"
+  config.train.learning_rate = float("inf")
+  mesh = sharding.make_mesh()
+  graphdef, state, tx = train_step.create_train_state(config, mesh)
+  step = train_step.make_train_step(graphdef, tx, mesh, config)
+  before = jax.device_get(state["params"])
+  state, metrics = step(state, sharding.to_global(_sampler(tiny_store, config, 8).batch(0),
+                                                  mesh, 8))
+  assert float(metrics["nonfinite_steps"]) == 1.0
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state["params"]))):
+    assert np.array_equal(a, b)
+
+
 def test_resume_on_another_device_count_and_extend_a_finished_run(tiny_store, tmp_path):
   config = tiny_config(tiny_store)
   config.data.val_fold = -1
