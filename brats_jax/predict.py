@@ -11,6 +11,7 @@ case's input images, as uint8.
 """
 
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -77,20 +78,22 @@ class CaseInput:
 
 
 def raw_inputs(input_dir: str, layout: str | None = None):
-  """CaseInputs of a raw dataset folder: the training preprocessing, applied here."""
-  cases = layouts.find_cases(input_dir, layout)
+  """[(case_id, check, load)] of a raw dataset folder: `check` reads headers only, `load`
+  applies the training preprocessing. Labels, if present, are not read."""
+  cases = [dataclasses.replace(c, label=None) for c in layouts.find_cases(input_dir, layout)]
 
   def load(case):
-    images, _, affine, _ = prepare.read_raw_case(dataclasses.replace(case, label=None))
+    images, _, affine, _ = prepare.read_raw_case(case)
     crop = prepare.crop_slices(prepare.brain_box(images, None, case.images[0]))
     return CaseInput(case.case_id, prepare.normalise(images[crop]), crop, images.shape[:3],
                      affine, case.convention, case.reference_image)
 
-  return [(case.case_id, lambda case=case: load(case)) for case in cases]
+  return [(case.case_id, functools.partial(prepare.check_raw_case, case),
+           functools.partial(load, case)) for case in cases]
 
 
 def store_inputs(store_path: str):
-  """CaseInputs of a prepared store (already cropped and normalised)."""
+  """[(case_id, check, load)] of a prepared store (checked, cropped and normalised already)."""
   store = PreparedStore(store_path)
 
   def load(case_id):
@@ -101,7 +104,8 @@ def store_inputs(store_path: str):
                      tuple(entry["original_shape"]), np.array(entry["affine"]),
                      layouts.CONVENTIONS[entry["convention"]], reference)
 
-  return [(cid, lambda cid=cid: load(cid)) for cid in store.case_ids(labelled=False)]
+  return [(cid, lambda: None, functools.partial(load, cid))
+          for cid in store.case_ids(labelled=False)]
 
 
 def segment(predict, state, case: CaseInput, min_enhancing_voxels: int = 0) -> np.ndarray:
@@ -113,33 +117,61 @@ def segment(predict, state, case: CaseInput, min_enhancing_voxels: int = 0) -> n
 
 
 def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: str = "latest",
-                   mirror_tta: bool = False, layout: str | None = None,
-                   progress: bool = True, devices=None) -> list:
+                   mirror_tta: bool = False, layout: str | None = None, skip_bad: bool = False,
+                   progress: bool = True, devices=None) -> tuple:
   """Writes one prediction per case of input_dir (a raw dataset folder or a prepared store)
-  on `devices` (default: all); returns [(case_id, seconds)]."""
+  on `devices` (default: all); returns ([(case_id, seconds)], [skipped case errors]).
+
+  A bad case stops the run with a DataError naming the file (earlier cases' predictions are
+  complete files; none is written for the bad case), or with skip_bad is reported and skipped.
+  Every case's headers are checked before the model is loaded, so most bad inputs stop the
+  run before anything is written.
+  """
   is_store = os.path.exists(os.path.join(input_dir, MANIFEST))
   inputs = store_inputs(input_dir) if is_store else raw_inputs(input_dir, layout)
+  skipped = []
+
+  def skip_or_raise(error: DataError):
+    if not skip_bad:
+      raise DataError(f"{error} (--skip_bad predicts the other cases)")
+    skipped.append(str(error))
+    tqdm.write(f"skipped: {error}", file=sys.stderr)
+
+  usable = []
+  for case_id, check, load in inputs:
+    try:
+      check()
+      usable.append((case_id, load))
+    except DataError as e:
+      skip_or_raise(e)
+  if not usable:
+    raise DataError(f"{input_dir}: no usable case")
+
   mesh = sharding.make_mesh(devices)
   config, graphdef, state, step = restore_for_inference(workdir, checkpoint, mesh)
   predict = inference.make_case_predictor(graphdef, mesh, config, mirror_tta)
   threshold = et_threshold(workdir, config, step)
   os.makedirs(output_dir, exist_ok=True)
   if progress:
-    print(f"checkpoint step {step}; {len(inputs)} cases; {mesh.devices.size} devices"
+    print(f"checkpoint step {step}; {len(usable)} cases; {mesh.devices.size} devices"
           + (" with mirror TTA" if mirror_tta else "")
           + (f"; ET under {threshold} voxels becomes necrosis" if threshold else ""),
           file=sys.stderr)
   timings = []
-  for case_id, load in tqdm(inputs, unit="case", desc="predict", disable=not progress):
+  for case_id, load in tqdm(usable, unit="case", desc="predict", disable=not progress):
     start = time.perf_counter()
-    case = load()
+    try:
+      case = load()
+    except DataError as e:
+      skip_or_raise(e)
+      continue
     labels = segment(predict, state, case, threshold)
     volumes.save_label_like(os.path.join(output_dir, f"{case_id}.nii.gz"),
                             case.convention.decode(labels), case.affine, case.reference_image)
     timings.append((case_id, time.perf_counter() - start))
     if progress:
       tqdm.write(f"{case_id}: {timings[-1][1]:.1f} s", file=sys.stderr)
-  return timings
+  return timings, skipped
 
 
 FLAGS = flags.FLAGS
@@ -153,6 +185,7 @@ def _define_flags():
   flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
   flags.DEFINE_bool("tta", False, "Average over the 8 mirror flips (test-time augmentation).")
   flags.DEFINE_enum("layout", None, list(layouts.LAYOUTS), "Input layout; detected if unset.")
+  flags.DEFINE_bool("skip_bad", False, "Report bad cases and go on instead of stopping.")
 
 
 @exit_on_data_error
@@ -161,11 +194,14 @@ def main(argv):
   if not (FLAGS.workdir and FLAGS.input and FLAGS.output):
     raise app.UsageError("--workdir, --input and --output are required")
   logging.set_verbosity(logging.WARNING)
-  timings = predict_folder(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint,
-                           FLAGS.tta, FLAGS.layout)
+  timings, skipped = predict_folder(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint,
+                                    FLAGS.tta, FLAGS.layout, FLAGS.skip_bad)
+  if not timings:
+    raise DataError(f"{FLAGS.input}: no usable case")
   seconds = [t for _, t in timings]
   print(f"wrote {len(timings)} predictions to {FLAGS.output} "
-        f"({np.mean(seconds):.1f} s per case, first {seconds[0]:.1f} s including compilation)")
+        f"({np.mean(seconds):.1f} s per case, first {seconds[0]:.1f} s including compilation)"
+        + (f"; {len(skipped)} bad cases skipped" if skipped else ""))
 
 
 def run():

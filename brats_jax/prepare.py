@@ -26,33 +26,46 @@ from brats_jax.errors import DataError, exit_on_data_error
 FOLD_SEED = 20_211_121
 
 
+def check_raw_case(case: layouts.RawCase) -> None:
+  """Header-level checks of a case, without reading voxels: every file present and sound
+  (volumes.open_nifti), four channels, and one geometry (shape, affine) for all its files."""
+  if case.layout == "msd":
+    image = volumes.open_nifti(case.images[0], ndim=(4,))
+    if image.shape[-1] != 4:
+      raise DataError(f"{case.images[0]}: expected 4 channels (FLAIR, T1w, T1gd, T2w), "
+                      f"found {image.shape[-1]}")
+    first = image
+  else:
+    first = volumes.open_nifti(case.images[0], what="modality")
+    for path in case.images[1:]:
+      _check_same_geometry(volumes.open_nifti(path, what="modality"), first, path,
+                           case.images[0])
+  if case.label:
+    _check_same_geometry(volumes.open_nifti(case.label, what="label"), first, case.label,
+                         case.images[0])
+
+
+def _check_same_geometry(image, reference, path: str, reference_path: str):
+  if image.shape[:3] != reference.shape[:3]:
+    raise DataError(f"{path}: shape {image.shape[:3]} differs from {reference_path} "
+                    f"{reference.shape[:3]}")
+  if not np.allclose(image.affine, reference.affine, atol=1e-3):
+    raise DataError(f"{path}: affine differs from {reference_path}")
+
+
 def read_raw_case(case: layouts.RawCase):
   """Loads and checks one raw case: (images [X,Y,Z,4], internal labels or None, geometry)."""
+  check_raw_case(case)
   if case.layout == "msd":
     data, affine, spacing = volumes.load_nifti(case.images[0], ndim=(4,))
-    if data.shape[-1] != 4:
-      raise DataError(f"{case.images[0]}: expected 4 channels (FLAIR, T1w, T1gd, T2w), "
-                      f"found {data.shape[-1]}")
     images = data.astype(np.float32)
   else:
-    channels = []
-    for path in case.images:
-      data, this_affine, this_spacing = volumes.load_nifti(path, what="modality")
-      if channels:
-        if data.shape != channels[0].shape:
-          raise DataError(f"{path}: shape {data.shape} differs from {case.images[0]} "
-                          f"{channels[0].shape}")
-        if not np.allclose(this_affine, affine, atol=1e-3):
-          raise DataError(f"{path}: affine differs from {case.images[0]}")
-      else:
-        affine, spacing = this_affine, this_spacing
-      channels.append(data.astype(np.float32))
-    images = np.stack(channels, axis=-1)
+    channels = [volumes.load_nifti(path, what="modality") for path in case.images]
+    _, affine, spacing = channels[0]
+    images = np.stack([data.astype(np.float32) for data, _, _ in channels], axis=-1)
   labels = None
   if case.label:
-    raw, label_affine, _ = volumes.load_label(case.label, images.shape[:3])
-    if not np.allclose(label_affine, affine, atol=1e-3):
-      raise DataError(f"{case.label}: affine differs from {case.images[0]}")
+    raw, _, _ = volumes.load_label(case.label)
     labels = case.convention.encode(raw, case.label)
   return images, labels, affine, spacing
 

@@ -1,5 +1,6 @@
 """Reading and writing NIfTI volumes, with one clear error per kind of broken file."""
 
+import contextlib
 import gzip
 import os
 import zlib
@@ -13,8 +14,28 @@ from brats_jax.errors import DataError
 MAX_VOXELS = 1 << 28
 
 
-def load_nifti(path: str, ndim: tuple = (3,), what: str = "image"):
-  """Returns (array, affine, voxel spacing) of a NIfTI file, or raises DataError naming it."""
+@contextlib.contextmanager
+def _reading(path: str):
+  """Turns whatever nibabel, gzip or the OS raise for a broken file into one DataError."""
+  try:
+    yield
+  except DataError:
+    raise
+  except PermissionError:
+    raise DataError(f"{path}: permission denied") from None
+  except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+    raise DataError(f"{path}: truncated or corrupt compressed data ({e})") from None
+  except MemoryError:
+    raise DataError(f"{path}: declared size too large to read") from None
+  except Exception as e:  # nibabel raises many types for malformed headers and data.
+    raise DataError(f"{path}: unreadable NIfTI ({type(e).__name__}: {e})".splitlines()[0]) \
+        from None
+
+
+def open_nifti(path: str, ndim: tuple = (3,), what: str = "image") -> nib.Nifti1Image:
+  """The image of a NIfTI file whose header is sound (no voxel data read yet), or DataError:
+  missing, empty or unreadable file, wrong dimensionality, implausible size, truncated
+  uncompressed data, non-finite affine."""
   if not os.path.exists(path):
     raise DataError(f"{path}: missing {what} file")
   if not os.path.isfile(path):
@@ -23,7 +44,7 @@ def load_nifti(path: str, ndim: tuple = (3,), what: str = "image"):
     raise DataError(f"{path}: empty file")
   if not os.access(path, os.R_OK):
     raise DataError(f"{path}: permission denied")
-  try:
+  with _reading(path):
     image = nib.load(path)
     shape = tuple(int(s) for s in image.shape)
     if len(shape) not in ndim:
@@ -37,24 +58,20 @@ def load_nifti(path: str, ndim: tuple = (3,), what: str = "image"):
       if os.path.getsize(path) < declared:
         raise DataError(f"{path}: truncated: {os.path.getsize(path)} bytes, the header "
                         f"declares {declared}")
+    if not np.all(np.isfinite(image.affine)):
+      raise DataError(f"{path}: non-finite affine")
+  return image
+
+
+def load_nifti(path: str, ndim: tuple = (3,), what: str = "image"):
+  """Returns (array, affine, voxel spacing) of a NIfTI file, or raises DataError naming it."""
+  image = open_nifti(path, ndim, what)
+  with _reading(path):
     data = np.asarray(image.dataobj)
     affine = np.asarray(image.affine, np.float64)
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
-  except DataError:
-    raise
-  except PermissionError:
-    raise DataError(f"{path}: permission denied") from None
-  except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-    raise DataError(f"{path}: truncated or corrupt compressed data ({e})") from None
-  except MemoryError:
-    raise DataError(f"{path}: declared size too large to read") from None
-  except Exception as e:  # nibabel raises many types for malformed headers and data.
-    raise DataError(f"{path}: unreadable NIfTI ({type(e).__name__}: {e})".splitlines()[0]) \
-        from None
-  if data.shape != shape:
-    raise DataError(f"{path}: data shape {data.shape} does not match header {shape}")
-  if not np.all(np.isfinite(affine)):
-    raise DataError(f"{path}: non-finite affine")
+  if data.shape != image.shape:
+    raise DataError(f"{path}: data shape {data.shape} does not match header {image.shape}")
   if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
     raise DataError(f"{path}: contains NaN or Inf voxels")
   return data, affine, spacing

@@ -2,6 +2,7 @@
 no store (final or partial) left behind; --skip_bad reports the case and goes on."""
 
 import gzip
+import io
 import os
 import shutil
 import subprocess
@@ -83,8 +84,45 @@ def _empty_file(root):
   return files["flair"]
 
 
-BREAKERS = [_missing_modality, _shape_mismatch, _affine_mismatch, _nan_voxels,
-            _bad_label_values, _truncated_file, _garbage_file, _empty_file]
+def _inf_voxels(root):
+  _, files = _case_files(root)
+
+  def put_inf(d, a):
+    d = d.astype(np.float32)
+    d[1, 2, 3] = -np.inf
+    return d, a
+
+  _rewrite(files["t2"], put_inf)
+  return files["t2"]
+
+
+def _wrong_dimensionality(root):
+  _, files = _case_files(root)
+  _rewrite(files["t1ce"], lambda d, a: (np.stack([d, d], axis=-1), a))  # 4D in a 3D slot
+  return files["t1ce"]
+
+
+def _huge_declared_size(root):
+  _, files = _case_files(root)
+  header = nib.load(files["flair"]).header.copy()
+  header.set_data_shape((30000, 30000, 30000))
+  buffer = io.BytesIO()
+  header.write_to(buffer)
+  with gzip.open(files["flair"], "wb") as f:
+    f.write(buffer.getvalue() + b"\0" * 1024)
+  return files["flair"]
+
+
+def _directory_instead_of_file(root):
+  _, files = _case_files(root)
+  os.remove(files["t2"])
+  os.makedirs(files["t2"])
+  return files["t2"]
+
+
+BREAKERS = [_missing_modality, _shape_mismatch, _affine_mismatch, _nan_voxels, _inf_voxels,
+            _bad_label_values, _truncated_file, _garbage_file, _empty_file,
+            _wrong_dimensionality, _huge_declared_size, _directory_instead_of_file]
 
 
 def _prepare(args):

@@ -4,6 +4,7 @@ counts; the evaluation command."""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,9 +13,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats_jax import layouts, prepare, predict, train, volumes
+from brats_jax import layouts, prepare, predict, synth, train, volumes
+from brats_jax.errors import DataError
 
-from conftest import tiny_config
+from conftest import TINY_SHAPE, tiny_config
+from test_bad_input import BREAKERS
 
 
 @pytest.mark.parametrize("layout", ["brats2021", "brats2023", "msd"])
@@ -123,3 +126,103 @@ def test_predict_from_a_prepared_store(trained_on_8, tiny_store, tmp_path):
     assert written.shape == tuple(entry["original_shape"]) == source.shape
     np.testing.assert_allclose(written.affine, source.affine)
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}  # brats2021 values
+
+
+def _rename_case(folder: str, new_id: str) -> str:
+  """Renames a per-modality case folder and its files to a new case id; returns the folder."""
+  old_id = os.path.basename(folder)
+  renamed = os.path.join(os.path.dirname(folder), new_id)
+  os.rename(folder, renamed)
+  for name in os.listdir(renamed):
+    os.rename(os.path.join(renamed, name), os.path.join(renamed, name.replace(old_id, new_id)))
+  return renamed
+
+
+@pytest.fixture(scope="module")
+def hostile_folder(tmp_path_factory):
+  """One good case and one case per kind of breakage (labels are not read by predict, so
+  the broken-label case counts as good); {case_id: bad file or None}."""
+  root = str(tmp_path_factory.mktemp("hostile") / "raw")
+  os.makedirs(root)
+  bad_files = {}
+  for i, breaker in enumerate([None, *BREAKERS]):
+    single = str(tmp_path_factory.mktemp("single"))
+    synth.write_dataset(single, "brats2021", num_cases=1, shape=TINY_SHAPE, seed=10 + i)
+    case_id = f"case{i:02d}_{breaker.__name__.strip('_') if breaker else 'good'}"
+    _rename_case(os.path.join(single, os.listdir(single)[0]), case_id)
+    bad = breaker(single) if breaker else None
+    shutil.move(os.path.join(single, case_id), os.path.join(root, case_id))
+    labels_only = breaker is not None and breaker.__name__ == "_bad_label_values"
+    bad_files[case_id] = None if bad is None or labels_only else bad.replace(single, root)
+  return root, bad_files
+
+
+def test_predict_stops_on_a_bad_case_before_writing_anything(trained_on_8, hostile_folder,
+                                                            tmp_path):
+  root, bad_files = hostile_folder
+  out = str(tmp_path / "pred")
+  first_bad = next(f for f in bad_files.values() if f)
+  with pytest.raises(DataError) as error:
+    predict.predict_folder(trained_on_8, root, out, progress=False)
+  assert str(error.value).startswith(first_bad) and "\n" not in str(error.value)
+  assert not os.path.exists(out)  # header checks of every case run before the model loads
+
+
+def test_predict_skip_bad_reports_each_bad_case_and_predicts_the_rest(trained_on_8,
+                                                                     hostile_folder, tmp_path):
+  root, bad_files = hostile_folder
+  out = str(tmp_path / "pred")
+  timings, skipped = predict.predict_folder(trained_on_8, root, out, skip_bad=True,
+                                            progress=False)
+  good = sorted(c for c, f in bad_files.items() if f is None)
+  assert [c for c, _ in timings] == good
+  assert sorted(os.listdir(out)) == [f"{c}.nii.gz" for c in good]  # no partial files either
+  bad = sorted(f for f in bad_files.values() if f)
+  assert len(skipped) == len(bad)
+  for path in bad:
+    assert sum(message.startswith(path + ":") for message in skipped) == 1, (path, skipped)
+
+
+def test_predict_command_bad_input_is_one_line_and_exit_2(trained_on_8, hostile_folder,
+                                                           tmp_path):
+  root, bad_files = hostile_folder
+  out = str(tmp_path / "pred")
+  result = subprocess.run([sys.executable, "-m", "brats_jax.predict", f"--workdir={trained_on_8}",
+                           f"--input={root}", f"--output={out}"],
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr
+  assert "Traceback" not in result.stderr
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and next(f for f in bad_files.values() if f) in errors[0]
+  assert not os.path.exists(out)
+
+
+def test_file_names_that_break_naive_parsing(trained_on_8, tmp_path):
+  # Spaces, '#', '%', glob characters, non-ASCII, dots and modality words inside case ids;
+  # macOS junk (__MACOSX, ._ files, .DS_Store), stray files and a backup copy beside them.
+  odd_ids = ["BraTS 2021 #1 (copy) 100%", "ünï?case[1]*", "t1_flair_seg.v2"]
+  root = str(tmp_path / "raw [2021]")
+  synth.write_dataset(root, "brats2021", num_cases=3, shape=TINY_SHAPE, seed=4)
+  for folder, new_id in zip(sorted(os.listdir(root)), odd_ids):
+    _rename_case(os.path.join(root, folder), new_id)
+  case_dir = os.path.join(root, odd_ids[2])
+  junk = {os.path.join(root, "__MACOSX", odd_ids[2], f"._{odd_ids[2]}_flair.nii.gz"): b"\0\5\26\7",
+          os.path.join(case_dir, f"._{odd_ids[2]}_flair.nii.gz"): b"\0\5\26\7",
+          os.path.join(root, ".DS_Store"): b"\0", os.path.join(root, "notes.txt"): b"hi"}
+  for path, content in junk.items():
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+      f.write(content)
+  shutil.copy(os.path.join(case_dir, f"{odd_ids[2]}_t1.nii.gz"),
+              os.path.join(case_dir, f"{odd_ids[2]}_t1.nii.gz.bak"))
+
+  assert [c.case_id for c in layouts.find_cases(root)] == sorted(odd_ids)
+  store = str(tmp_path / "store #1")
+  manifest = prepare.prepare(root, store, num_workers=1, fg_per_class=50)
+  assert sorted(c["case_id"] for c in manifest["cases"]) == sorted(odd_ids)
+  for source, prepared in ((root, "from_raw"), (store, "from_store")):
+    out = str(tmp_path / prepared)
+    timings, skipped = predict.predict_folder(trained_on_8, source, out, progress=False)
+    assert not skipped and sorted(os.listdir(out)) == sorted(f"{i}.nii.gz" for i in odd_ids)
+    for case_id in odd_ids:
+      assert nib.load(os.path.join(out, f"{case_id}.nii.gz")).shape == TINY_SHAPE
