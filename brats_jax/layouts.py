@@ -7,7 +7,6 @@ know which convention a dataset used.
 """
 
 import dataclasses
-import glob
 import json
 import os
 import re
@@ -108,17 +107,34 @@ LAYOUTS = {
 _NIFTI = r"\.nii(\.gz)?$"
 
 
+def _nifti_paths(root: str):
+  """NIfTI-named paths below root, sorted; hidden entries and macOS __MACOSX folders are
+  skipped, and a folder that cannot be listed is an error rather than silently missing."""
+
+  def fail(error: OSError):
+    raise DataError(f"{error.filename}: cannot list folder ({error.strerror})")
+
+  found = []
+  for folder, dirs, files in os.walk(root, onerror=fail, followlinks=True):
+    dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__MACOSX"]
+    found += [os.path.join(folder, name) for name in files + dirs
+              if not name.startswith(".") and re.search(_NIFTI, name, re.IGNORECASE)]
+  return sorted(found)
+
+
 def _find_per_modality(root: str, layout: Layout) -> list:
   """Cases of a per-modality layout: anchored on the first modality's file, anywhere below root."""
   sep = "-" if layout.name == "brats2023" else "_"
   anchor = re.compile(re.escape(sep + layout.suffixes[0]) + _NIFTI, re.IGNORECASE)
   cases = []
-  for path in sorted(glob.glob(os.path.join(glob.escape(root), "**", "*.nii*"), recursive=True)):
+  for path in _nifti_paths(root):
     name = os.path.basename(path)
     match = anchor.search(name)
     if not match:
       continue
     case_id = name[:match.start()]
+    if not case_id:
+      raise DataError(f"{path}: no case id before '{sep}{layout.suffixes[0]}'")
     folder = os.path.dirname(path)
     images = tuple(_existing(folder, case_id, sep, s, required=True) for s in layout.suffixes)
     label = _existing(folder, case_id, sep, "seg", required=False)
@@ -140,7 +156,11 @@ def _find_msd(root: str) -> list:
   if not os.path.isdir(images_dir):
     images_dir = os.path.join(root, "imagesTs")
   cases = []
-  for path in sorted(os.listdir(images_dir)):
+  try:
+    names = sorted(os.listdir(images_dir))
+  except OSError as e:
+    raise DataError(f"{images_dir}: cannot list folder ({e.strerror})") from None
+  for path in names:
     if path.startswith(".") or not re.search(_NIFTI, path):
       continue
     case_id = re.sub(_NIFTI, "", path)
@@ -157,7 +177,7 @@ def detect_layout(root: str) -> str:
   if os.path.exists(os.path.join(root, "dataset.json")) or os.path.isdir(
       os.path.join(root, "imagesTr")) or os.path.isdir(os.path.join(root, "imagesTs")):
     return "msd"
-  for path in glob.iglob(os.path.join(glob.escape(root), "**", "*.nii*"), recursive=True):
+  for path in _nifti_paths(root):
     name = os.path.basename(path).lower()
     if re.search(r"-t2f" + _NIFTI, name):
       return "brats2023"

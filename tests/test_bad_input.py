@@ -1,6 +1,7 @@
 """Each kind of bad input stops brats-jax-prepare with one line naming the file, exit 2, and
 no store (final or partial) left behind; --skip_bad reports the case and goes on."""
 
+import ctypes
 import gzip
 import io
 import os
@@ -169,3 +170,39 @@ def test_not_a_dataset(tmp_path):
   result = _prepare([f"--input={tmp_path}", f"--output={tmp_path / 'store'}"])
   assert result.returncode == 2 and str(tmp_path) in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def _without_root_file_access():
+  """preexec_fn: as root, drop the capabilities that let root read any file (so permission
+  bits apply); other users need nothing."""
+  if os.geteuid() != 0:
+    return None
+  libc = ctypes.CDLL(None, use_errno=True)
+
+  def drop():
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+      if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+  return drop
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_unreadable_file_or_folder_is_one_clear_line(raw_datasets, tmp_path, what):
+  root = str(tmp_path / "raw")
+  shutil.copytree(raw_datasets["brats2021"], root)
+  case, files = _case_files(root)
+  target = files["t1"] if what == "file" else os.path.dirname(files["t1"])
+  os.chmod(target, 0)
+  output = str(tmp_path / "store")
+  try:
+    result = subprocess.run([sys.executable, "-m", "brats_jax.prepare", f"--input={root}",
+                             f"--output={output}"], capture_output=True, text=True, timeout=120,
+                            preexec_fn=_without_root_file_access())
+  finally:
+    os.chmod(target, 0o755)
+  assert result.returncode == 2, result.stderr
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+  assert errors[0].startswith(f"error: {target}: ") and "denied" in errors[0], errors[0]
+  assert not os.path.exists(output) and not os.path.exists(output + ".incomplete")
