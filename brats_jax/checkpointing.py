@@ -15,6 +15,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from brats_jax import sharding
+
 BEST_METRIC = "val/mean_dice"
 
 
@@ -90,6 +92,7 @@ class Checkpoints:
         os.replace(path, f"{path}.unreadable-{int(time.time())}")
         log(f"moved the unreadable checkpoint to {path}.unreadable-*")
     if steps:
+      sharding.wait_for_all_processes("brats_jax: unreadable checkpoints set aside")
       self.manager.reload()
 
   def reached_preemption(self, step: int) -> bool:

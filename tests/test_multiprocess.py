@@ -33,12 +33,12 @@ def _command(store, workdir, num_steps, extra=()):
           "--config.train.learning_rate=0.05", "--config.checkpoint.every_steps=1000", *extra]
 
 
-def _start_processes(store, workdir, num_steps, count=2):
+def _start_processes(store, workdir, num_steps, extra=(), count=2):
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
   return [subprocess.Popen(
-      _command(store, workdir, num_steps, [f"--coordinator=localhost:{port}",
+      _command(store, workdir, num_steps, [*extra, f"--coordinator=localhost:{port}",
                                            f"--num_processes={count}", f"--process_id={i}"]),
       env=_env(8 // count), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(count)]
@@ -99,7 +99,7 @@ def test_two_processes_train_like_one_and_resume_on_one(tiny_store, tmp_path):
 
 def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tiny_store, tmp_path):
   workdir = str(tmp_path / "run")
-  processes = _start_processes(tiny_store, workdir, 100_000)
+  processes = _start_processes(tiny_store, workdir, 100_000, ["--config.checkpoint.every_steps=1"])
   deadline = time.time() + TIMEOUT_S
   while len(_losses(workdir)) < 2 and time.time() < deadline:
     assert all(p.poll() is None for p in processes), _finish(processes)
@@ -114,11 +114,19 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tiny_store
   assert [m.group(1) for m in stopped] == ["SIGTERM", "SIGINT"]
   step = int(stopped[0].group(2))
   assert int(stopped[1].group(2)) == step >= 2
-  assert _checkpoint_steps(workdir) == [step]  # checkpoints every 1000 steps: the stop's only
+  assert _checkpoint_steps(workdir)[-1] == step
 
-  # The same command (two processes again) continues from there.
+  # Damage process 1's share of that checkpoint: both processes must agree to fall back to
+  # the previous one, and the same command (two processes again) continues from there.
+  shard = os.path.join(workdir, "checkpoints", str(step), "state", "ocdbt.process_1", "d")
+  for name in os.listdir(shard):
+    with open(os.path.join(shard, name), "wb") as f:
+      f.write(b"\0garbage")
   processes = _start_processes(tiny_store, workdir, step + 1)
   outputs = _finish(processes)
   assert [p.returncode for p in processes] == [0, 0], outputs
-  assert f"resumed from checkpoint at step {step}" in outputs[0]
-  assert max(_losses(workdir)) == step + 1
+  assert f"checkpoint at step {step} in" in outputs[0] and "cannot be read" in outputs[0]
+  assert f"resumed from checkpoint at step {step - 1}" in outputs[0]
+  assert max(_losses(workdir)) == step + 1 and _checkpoint_steps(workdir)[-1] == step + 1
+  assert any(d.startswith(f"{step}.unreadable-")
+             for d in os.listdir(os.path.join(workdir, "checkpoints")))
