@@ -107,7 +107,7 @@ def _log_scalars(ready: tuple, global_batch: int, schedule) -> tuple:
   scalars = {"train/loss": float(sums["loss"]) / finite,
              "train/nonfinite_steps": float(sums["nonfinite_steps"]),
              "train/samples_per_second": steps * global_batch / max(seconds, 1e-9),
-             "train/learning_rate": float(schedule(at))}
+             "train/learning_rate": float(schedule(at - 1))}  # used by step `at` (counts from 1)
   for i, region in enumerate(layouts.REGIONS):
     denominator = sums["predicted"][i] + sums["reference"][i]
     scalars[f"train/dice_{region}"] = (2 * sums["intersection"][i] / denominator

@@ -8,6 +8,7 @@ from brats_jax import sharding, train, train_step
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.input_pipeline import PatchSampler, is_foreground_sample
 from brats_jax.store import PreparedStore
+from brats_jax.writers import read_metrics
 
 from conftest import tiny_config
 
@@ -150,8 +151,11 @@ def test_resume_on_another_device_count_and_extend_a_finished_run(tiny_store, tm
   config = tiny_config(tiny_store)
   config.data.val_fold = -1
   config.train.num_steps = 2
+  config.train.schedule = "poly"  # decays to 0 at num_steps: an old schedule would freeze
+  config.log_every_steps = 1
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)  # 8 devices
+  finished, _ = _final_params(workdir, config)
   config.train.num_steps = 4  # a finished run, given more steps, continues
   train.train_and_evaluate(config, workdir, devices=jax.devices()[:2])  # on 2 devices
   checkpoints = Checkpoints(workdir, read_only=True)
@@ -159,3 +163,11 @@ def test_resume_on_another_device_count_and_extend_a_finished_run(tiny_store, tm
   params, data = _final_params(workdir, config)
   assert data["next_step"] == 4
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+  # Steps 3 and 4 follow the 4-step schedule (learning rate > 0), so the parameters moved.
+  schedule = train_step.learning_rate_schedule(config.train)
+  logged = {r["step"]: r["train/learning_rate"] for r in read_metrics(workdir)
+            if "train/learning_rate" in r}
+  np.testing.assert_allclose([logged[3], logged[4]], [schedule(2), schedule(3)], rtol=1e-6)
+  assert schedule(3) > 0
+  assert any(not np.array_equal(a, b)
+             for a, b in zip(jax.tree.leaves(finished), jax.tree.leaves(params)))
