@@ -18,10 +18,13 @@ from conftest import ROOT
 TIMEOUT_S = 300
 
 
-def _env(devices: int) -> dict:
+def _env(devices: int | None) -> dict:
+  """This environment with `devices` fake CPU devices per process (None: not set here)."""
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
-  env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+  if devices:
+    flags += f" --xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = flags.strip()
   return env
 
 
@@ -33,10 +36,14 @@ def _command(store, workdir, num_steps, extra=()):
           "--config.train.learning_rate=0.05", "--config.checkpoint.every_steps=1000", *extra]
 
 
-def _start_processes(store, workdir, num_steps, extra=(), count=2):
+def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
-    port = s.getsockname()[1]
+    return s.getsockname()[1]
+
+
+def _start_processes(store, workdir, num_steps, extra=(), count=2):
+  port = _free_port()
   return [subprocess.Popen(
       _command(store, workdir, num_steps, [*extra, f"--coordinator=localhost:{port}",
                                            f"--num_processes={count}", f"--process_id={i}"]),
@@ -76,10 +83,18 @@ def test_two_processes_train_like_one_and_resume_on_one(tiny_store, tmp_path):
   single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
   _run_one_process(tiny_store, single, 6)
 
-  processes = _start_processes(tiny_store, multi, 4)
-  outputs = _finish(processes)
-  for p, out in zip(processes, outputs):
-    assert p.returncode == 0, out[-3000:]
+  # Through the local launcher, as a user would start it.
+  logs = str(tmp_path / "logs")
+  env = dict(_env(None), DEVICES_PER_PROCESS="4", LOG_DIR=logs, PORT=str(_free_port()),
+             PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+  launcher = subprocess.run(["bash", os.path.join(ROOT, "launch", "local.sh"), "2",
+                             *_command(tiny_store, multi, 4)[3:]],
+                            env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+  outputs = []
+  for i in range(2):
+    with open(os.path.join(logs, f"process_{i}.log")) as f:
+      outputs.append(f.read())
+  assert launcher.returncode == 0, launcher.stdout + outputs[0][-3000:] + outputs[1][-3000:]
   assert "8 devices (cpu), 2 processes" in outputs[0]
   assert "8 devices" not in outputs[1]  # only process 0 reports and writes metrics
   expected, got = _losses(single), _losses(multi)
