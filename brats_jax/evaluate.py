@@ -16,10 +16,10 @@ import os
 
 import numpy as np
 from absl import app, flags
-from tqdm import tqdm
 
 from brats_jax import layouts, metrics, plots, prepare, volumes
 from brats_jax.errors import DataError, exit_on_data_error
+from brats_jax.progress import progress_bar
 
 
 def score_case(case: layouts.RawCase, prediction_path: str, lesion_wise: bool = False):
@@ -72,7 +72,7 @@ def evaluate_folder(predictions: str, references: str, output_csv: str,
   if not cases:
     raise DataError(f"{references}: no case with a reference label")
   rows = []
-  for i, case in enumerate(tqdm(cases, unit="case", desc="evaluate", leave=False)):
+  for i, case in enumerate(progress_bar(cases, unit="case", desc="evaluate", leave=False)):
     row, predicted, reference = score_case(
         case, os.path.join(predictions, f"{case.case_id}.nii.gz"), lesion_wise)
     rows.append(row)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from brats_jax import config_io, inference, layouts, prepare, sharding, train_step, volumes
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.errors import DataError, exit_on_data_error
+from brats_jax.progress import progress_bar
 from brats_jax.store import MANIFEST, PreparedStore
 from brats_jax.writers import read_metrics
 
@@ -158,7 +159,7 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
           + (f"; ET under {threshold} voxels becomes necrosis" if threshold else ""),
           file=sys.stderr)
   timings = []
-  for case_id, load in tqdm(usable, unit="case", desc="predict", disable=not progress):
+  for case_id, load in progress_bar(usable, unit="case", desc="predict", disable=not progress):
     start = time.perf_counter()
     try:
       case = load()

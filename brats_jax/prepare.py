@@ -18,10 +18,10 @@ import zlib
 import ml_dtypes
 import numpy as np
 from absl import app, flags
-from tqdm import tqdm
 
 from brats_jax import layouts, store, volumes
 from brats_jax.errors import DataError, exit_on_data_error
+from brats_jax.progress import progress_bar
 
 FOLD_SEED = 20_211_121
 
@@ -162,8 +162,8 @@ def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str =
     with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
       jobs = {pool.submit(prepare_case, c, tmp, dtype, inner_chunk, fg_per_class): c
               for c in cases}
-      for job in tqdm(concurrent.futures.as_completed(jobs), total=len(jobs), unit="case",
-                      desc="prepare", disable=not progress):
+      for job in progress_bar(concurrent.futures.as_completed(jobs), total=len(jobs),
+                              unit="case", desc="prepare", disable=not progress):
         try:
           entries.append(job.result())
         except DataError as e:

@@ -16,10 +16,10 @@ import shutil
 import numpy as np
 from absl import app, flags
 from scipy import ndimage
-from tqdm import tqdm
 
 from brats_jax import layouts, volumes
 from brats_jax.errors import exit_on_data_error
+from brats_jax.progress import progress_bar
 
 # Mean intensity of each tissue in (FLAIR, T1, T1ce, T2), relative units.
 _CSF, _GM, _WM = 1, 2, 3
@@ -135,8 +135,8 @@ def write_dataset(output, layout, num_cases, shape, seed=0, spacing=(1.0, 1.0, 1
   with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
     jobs = [pool.submit(write_case, tmp, layout, i, shape, seed, spacing, p_non_enhancing)
             for i in range(num_cases)]
-    for job in tqdm(concurrent.futures.as_completed(jobs), total=num_cases, disable=not progress,
-                    desc="synth", unit="case"):
+    for job in progress_bar(concurrent.futures.as_completed(jobs), total=num_cases,
+                            disable=not progress, desc="synth", unit="case"):
       job.result()
   if layout == "msd":
     layouts.write_msd_dataset_json(tmp, num_cases)

@@ -8,14 +8,15 @@ import zlib
 
 import jax
 import ml_collections
-from tqdm import tqdm
 
 from brats_jax import config_io, inference, layouts, metrics, plots, sharding, train_step
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.errors import ConfigError, NonFiniteError
 from brats_jax.input_pipeline import PatchSampler, Prefetcher
+from brats_jax.progress import progress_bar
 from brats_jax.store import PreparedStore
 from brats_jax.writers import MetricWriter, read_metrics
+
 
 class StopRequest:
   """Turns SIGINT/SIGTERM into a stop at a step boundary, agreed by every process.
@@ -181,8 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   summary = {}
   sums, ready_to_log, previous_metrics = None, None, None
   log_start, log_step = time.time(), start
-  bar = tqdm(total=num_steps, initial=start, unit="step", disable=not is_main, dynamic_ncols=True,
-             smoothing=0.1)
+  bar = progress_bar(total=num_steps, initial=start, unit="step", disable=not is_main,
+                     dynamic_ncols=True, smoothing=0.1)
   try:
     for step in range(start, num_steps):
       batch = sharding.to_global(next(batches), mesh, global_batch)
