@@ -172,6 +172,8 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
     timings.append((case_id, time.perf_counter() - start))
     if progress:
       tqdm.write(f"{case_id}: {timings[-1][1]:.1f} s", file=sys.stderr)
+  if not timings:
+    raise DataError(f"{input_dir}: no usable case")
   return timings, skipped
 
 
@@ -197,8 +199,6 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   timings, skipped = predict_folder(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint,
                                     FLAGS.tta, FLAGS.layout, FLAGS.skip_bad)
-  if not timings:
-    raise DataError(f"{FLAGS.input}: no usable case")
   seconds = [t for _, t in timings]
   print(f"wrote {len(timings)} predictions to {FLAGS.output} "
         f"({np.mean(seconds):.1f} s per case, first {seconds[0]:.1f} s including compilation)"

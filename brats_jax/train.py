@@ -89,7 +89,6 @@ def compile_and_check_memory(step_fn, state, batch, config):
           f"{limit / 2**30:.2f} GiB ({(needed - limit) / 2**30:.2f} GiB over): lower "
           f"data.batch_per_device (now {config.data.batch_per_device}) or data.patch_size "
           f"(now {tuple(config.data.patch_size)}), or use model.dtype=bfloat16")
-  sharding.wait_for_all_processes("brats_jax: train step compiled")
   return compiled
 
 
@@ -189,6 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
       batch = sharding.to_global(next(batches), mesh, global_batch)
       if step == start:  # before the first step: compile, and check it fits in memory
         step_fn = compile_and_check_memory(step_fn, state, batch, config)
+        sharding.wait_for_all_processes("brats_jax: train step compiled")
       state, step_metrics = step_fn(state, batch)
       done = step + 1
       # Everything read back below belongs to the previous step, which has finished by now
@@ -223,6 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
       if (done % config.checkpoint.every_steps == 0 or val_metrics is not None
           or done == num_steps or stopping):
         if config.train.on_nonfinite == "stop":  # no checkpoint after a non-finite step
+          # (the last step always saves, so this also checks it)
           _stop_if_nonfinite((step_metrics, done))
         checkpoints.save(done, state, _data_record(config, done, train_ids), val_metrics,
                          force=True)
@@ -235,8 +236,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
         sys.exit(status)
     if ready_to_log is not None:
       writer.write(*_log_scalars(ready_to_log, global_batch, schedule))
-    if config.train.on_nonfinite == "stop":
-      _stop_if_nonfinite(previous_metrics)
   finally:
     bar.close()
     batches.close()
