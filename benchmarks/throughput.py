@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from brats_jax import model, sharding, train_step
+from brats_jax import model, optimizer, sharding, train_state, train_step
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config file.")
@@ -28,7 +28,7 @@ flags.DEFINE_string("plot", None, "Write a scaling plot (PNG) here.")
 
 def analytic_train_flops(config) -> float:
   """FLOPs of one training sample: 3x the forward convolutions (forward + backward)."""
-  mc = train_step.model_config(config)
+  mc = train_state.model_config(config)
   filters = model.level_filters(mc)
   dims, patch = mc.spatial_dims, np.array(config.data.patch_size, np.float64)
   k = 3**dims
@@ -62,7 +62,8 @@ def measure(config, devices, steps: int, warmup: int) -> float:
   """Seconds per training step on `devices`."""
   mesh = sharding.make_mesh(devices)
   global_batch = config.data.batch_per_device * len(devices)
-  graphdef, state, tx = train_step.create_train_state(config, mesh)
+  tx = optimizer.make_optimizer(config.train)
+  graphdef, state = train_state.create_train_state(config, mesh, tx)
   step = train_step.make_train_step(graphdef, tx, mesh, config)
   batch = sharding.to_global(synthetic_batch(config, global_batch), mesh, global_batch)
   for _ in range(warmup):

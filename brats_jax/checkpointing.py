@@ -1,23 +1,27 @@
-"""Orbax checkpoints of the train state and the data position.
+"""Orbax checkpoints of a run: what each holds, saving, and restoring onto any devices.
 
-A checkpoint holds two items: "state" (parameters, normalisation statistics, optimiser state,
-step, RNG key) and "data" (a small JSON record: the next step to read, the seed, the case
-list), so a resumed run reads exactly the batches it would have read. Saves are asynchronous.
-Kept: the latest `keep` checkpoints, plus the best `keep_best` by validation mean Dice.
-Restoring always goes through an abstract target that carries the current shardings, which
-is what lets a run continue, evaluate or predict on a different number of devices.
+A checkpoint holds four items (train_state.py and contract.py describe them):
+  model      {params, model_state}: all that inference restores
+  optimizer  {step, opt_state, rng}
+  data       JSON: the next step to read, the seed, the case list checksum
+  contract   JSON: the inference contract (config, preprocessing, ET threshold, history)
+Saves are asynchronous. Kept: the latest `keep` checkpoints, plus the best `keep_best` by
+validation mean Dice. Restoring always goes through a target that carries the current
+shardings, which is what lets a run continue, validate or predict on any number of devices.
 """
 
 import os
 import time
 
-import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from brats_jax import sharding
+from brats_jax import contract as contract_lib
+from brats_jax import sharding, train_state
+from brats_jax.errors import CheckpointError
 
 BEST_METRIC = "val/mean_dice"
+ITEMS = ("model", "optimizer", "data", "contract")
 
 
 class Checkpoints:
@@ -31,17 +35,20 @@ class Checkpoints:
     ])
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, enable_async_checkpointing=True,
-        cleanup_tmp_directories=not read_only, read_only=read_only, create=not read_only)
+        cleanup_tmp_directories=not read_only, read_only=read_only, create=not read_only,
+        save_interval_steps=0 if read_only else 1)
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=("state", "data"))
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
-  def save(self, step: int, state, data: dict, metrics: dict | None = None,
+  def save(self, step: int, state, data: dict, contract: dict, metrics: dict | None = None,
            force: bool = False) -> bool:
     """Starts an asynchronous save; returns whether one was started."""
+    items = train_state.to_items(state)
     return self.manager.save(
-        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                      data=ocp.args.JsonSave(data)),
+        step, args=ocp.args.Composite(model=ocp.args.StandardSave(items["model"]),
+                                      optimizer=ocp.args.StandardSave(items["optimizer"]),
+                                      data=ocp.args.JsonSave(data),
+                                      contract=ocp.args.JsonSave(contract)),
         metrics=metrics, force=force)
 
   def all_steps(self) -> list:
@@ -53,40 +60,86 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self.manager.best_step()
 
-  def restore(self, step: int, abstract_state):
-    """Restores (state, data) of `step` onto the shardings carried by `abstract_state`."""
-    target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
-    restored = self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
-                                      data=ocp.args.JsonRestore()))
-    return restored["state"], restored["data"]
+  def _check_format(self, step: int) -> None:
+    path = os.path.join(self.directory, str(step))
+    if os.path.isdir(os.path.join(path, "state")) and not os.path.isdir(
+        os.path.join(path, "contract")):
+      raise CheckpointError(
+          f"{path}: a checkpoint of brats_jax 0.1 (no inference contract); predict with "
+          "brats_jax 0.1.0, or train again in a new workdir with this version")
 
-  def restore_latest_readable(self, abstract_state, log=print):
-    """(step, state, data) of the newest checkpoint that can be read, or None if there are
-    no checkpoints. Unreadable ones are reported and skipped; if checkpoints exist but none
-    can be read, this raises rather than let a run start from scratch."""
+  def contract(self, step: int) -> dict:
+    """The inference contract of `step` (a small JSON read)."""
+    self._check_format(step)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        contract=ocp.args.JsonRestore()))
+    return contract_lib.check_version(restored["contract"],
+                                      os.path.join(self.directory, str(step)))
+
+  def latest_contract(self, log=print):
+    """(step, contract) of the newest checkpoint whose contract reads, or None if there are
+    no checkpoints."""
+    steps = sorted(self.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        return step, self.contract(step)
+      except CheckpointError:
+        raise
+      except Exception as e:  # Orbax raises many types for damaged files.
+        log(f"warning: the contract of checkpoint {step} cannot be read ({_first_line(e)})")
+    if steps:
+      raise CheckpointError(f"{self.directory}: none of the checkpoints {steps} can be read; "
+                            "refusing to start from scratch (move them away to do so)")
+    return None
+
+  def restore(self, step: int, state) -> tuple:
+    """(state, data, contract) of `step`, onto the shardings carried by `state` (arrays or
+    ShapeDtypeStructs)."""
+    self._check_format(step)
+    targets = train_state.restore_targets(state)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        model=ocp.args.StandardRestore(targets["model"]),
+        optimizer=ocp.args.StandardRestore(targets["optimizer"]),
+        data=ocp.args.JsonRestore(), contract=ocp.args.JsonRestore()))
+    return (train_state.from_items(restored), restored["data"],
+            contract_lib.check_version(restored["contract"],
+                                       os.path.join(self.directory, str(step))))
+
+  def restore_model(self, step: int, target) -> dict:
+    """{params, model_state} of `step` onto the shardings carried by `target`: inference
+    needs nothing else (no optimiser state is read)."""
+    self._check_format(step)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        model=ocp.args.StandardRestore(target)))
+    return restored["model"]
+
+  def restore_latest_readable(self, state, log=print):
+    """(step, state, data, contract) of the newest checkpoint that can be read, or None if
+    there are no checkpoints. Unreadable ones are reported and set aside; if checkpoints
+    exist but none can be read, this raises rather than let a run start from scratch."""
     steps = sorted(self.all_steps(), reverse=True)
     unreadable = []
     for step in steps:
       try:
-        state, data = self.restore(step, abstract_state)
+        restored = self.restore(step, state)
+      except CheckpointError:
+        raise
       except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
         log(f"warning: checkpoint at step {step} in {self.directory} cannot be read "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); trying an older one")
+            f"({_first_line(e)}); trying an older one")
         unreadable.append(step)
         continue
       self._set_aside(unreadable, log)
-      return step, state, data
+      return (step, *restored)
     if steps:
-      raise RuntimeError(f"{self.directory}: none of the checkpoints {steps} can be read; "
-                         "refusing to start from scratch (move them away to do so)")
+      raise CheckpointError(f"{self.directory}: none of the checkpoints {steps} can be read; "
+                            "refusing to start from scratch (move them away to do so)")
     return None
 
   def _set_aside(self, steps, log):
     """Renames unreadable checkpoints (kept for inspection) so their steps can be saved
     again by the resumed run."""
-    if steps and jax.process_index() == 0:
+    if steps and sharding.is_main_process():
       for step in steps:
         path = os.path.join(self.directory, str(step))
         os.replace(path, f"{path}.unreadable-{int(time.time())}")
@@ -103,3 +156,7 @@ class Checkpoints:
 
   def close(self):
     self.manager.close()
+
+
+def _first_line(error: Exception) -> str:
+  return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"

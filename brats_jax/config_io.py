@@ -1,7 +1,6 @@
-"""Loading config files and the config a workdir was trained with."""
+"""Loading config files, and the human-readable config.json of a workdir."""
 
 import importlib.util
-import json
 import os
 
 import ml_collections
@@ -29,8 +28,3 @@ def save_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> None
   with open(tmp, "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   os.replace(tmp, path)
-
-
-def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
-  with open(os.path.join(workdir, WORKDIR_CONFIG)) as f:
-    return ml_collections.ConfigDict(json.load(f))

@@ -17,8 +17,8 @@ import os
 import numpy as np
 from absl import app, flags
 
-from brats_jax import layouts, metrics, plots, prepare, volumes
-from brats_jax.errors import DataError, exit_on_data_error
+from brats_jax import layouts, metrics, plots, preprocessing, volumes
+from brats_jax.errors import DataError, exit_on_user_error
 from brats_jax.progress import progress_bar
 
 
@@ -38,7 +38,8 @@ def score_case(case: layouts.RawCase, prediction_path: str, lesion_wise: bool = 
   return row, predicted, reference
 
 
-def summarise(rows: list) -> dict:
+def column_statistics(rows: list) -> dict:
+  """Mean, std, median and quartiles of every metric column over the cases."""
   columns = [k for k in rows[0] if k != "case_id"]
   summary = {}
   for column in columns:
@@ -77,7 +78,7 @@ def evaluate_folder(predictions: str, references: str, output_csv: str,
         case, os.path.join(predictions, f"{case.case_id}.nii.gz"), lesion_wise)
     rows.append(row)
     if pictures and i < max_pictures:
-      images = prepare.read_raw_case(case)[0]
+      images = preprocessing.read_raw_case(case)[0]
       title = (f"{case.case_id}   Dice WT {row['WT_dice']:.3f}  TC {row['TC_dice']:.3f}  "
                f"ET {row['ET_dice']:.3f}")
       plots.case_overlay(images, reference, predicted,
@@ -87,7 +88,7 @@ def evaluate_folder(predictions: str, references: str, output_csv: str,
                              os.path.join(pictures, f"{case.case_id}.gif"))
   if pictures:
     plots.dice_distribution(rows, os.path.join(pictures, "dice_distribution.png"))
-  summary = summarise(rows)
+  summary = column_statistics(rows)
   folder = os.path.dirname(os.path.abspath(output_csv))
   os.makedirs(folder, exist_ok=True)
   tmp = output_csv + ".partial"
@@ -118,7 +119,7 @@ def _define_flags():
   flags.DEFINE_bool("gifs", False, "Also write an animated GIF per drawn case.")
 
 
-@exit_on_data_error
+@exit_on_user_error
 def main(argv):
   del argv
   if not (FLAGS.predictions and FLAGS.references and FLAGS.output):

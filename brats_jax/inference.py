@@ -30,18 +30,20 @@ def scan_starts(image_size, roi_size, overlap: float) -> list:
 
 
 def importance_map(roi_size, mode: str = "constant", sigma_scale=0.125) -> np.ndarray:
-  """Per-voxel window weight: ones, or a Gaussian with sigma = sigma_scale * roi (MONAI)."""
+  """Per-voxel window weight: ones, or MONAI's Gaussian (compute_importance_map, MONAI 1.6):
+  the product of 1D exp(-x^2 / 2 sigma^2) with sigma = sigma_scale * roi, centred on the
+  window, in float32 and not normalised, floored at max(its minimum, 1e-3)."""
   if mode == "constant":
     return np.ones(roi_size, np.float32)
   if mode != "gaussian":
     raise ValueError(f"unknown mode {mode!r}; expected constant or gaussian")
   scales = np.broadcast_to(np.asarray(sigma_scale, np.float64), (len(roi_size),))
-  weights = np.ones((), np.float64)
+  weights = None
   for roi, scale in zip(roi_size, scales):
-    x = np.arange(roi, dtype=np.float64) - (roi - 1) / 2
-    weights = np.multiply.outer(weights, np.exp(-x**2 / (2 * (roi * scale)**2)))
-  weights = weights / weights.max()
-  return np.maximum(weights, max(weights.min(), 1e-3)).astype(np.float32)
+    x = np.arange(-(roi - 1) / 2, (roi - 1) / 2 + 1, dtype=np.float32)
+    g = np.exp(x**2 / np.float32(-2 * float(roi * scale)**2))
+    weights = g if weights is None else np.multiply.outer(weights, g)
+  return np.maximum(weights, max(float(weights.min()), 1e-3)).astype(np.float32)
 
 
 def window_plan(image_size, batch: int, roi, overlap: float, sw_batch_size: int,
@@ -124,7 +126,10 @@ SHAPE_BUCKET = 32
 
 
 def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
-  """fn(state, image [X, Y, Z, C] numpy) -> region probabilities [X, Y, Z, 3] numpy.
+  """fn(variables, image [X, Y, Z, C] numpy) -> probabilities [X, Y, Z, K] numpy, where
+  variables holds the model's "params" and "model_state" (a train state does) and K is the
+  model's outputs: region probabilities (WT, TC, ET) for loss.kind=region, class
+  probabilities (background, NCR, ED, ET) for softmax. decode() turns them into labels.
 
   Gaussian-weighted sliding windows (config.eval.overlap, sigma_scale), batched
   (config.eval.sw_batch_per_device per device) and spread over every device of the mesh
@@ -143,12 +148,7 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
     for flip in flips:
       axes = tuple(1 + a for a, f in enumerate(flip) if f)
       logits = jnp.flip(model(jnp.flip(windows, axes), train=False)[0], axes)
-      if kind == "region":
-        total = total + jax.nn.sigmoid(logits)
-      else:  # classes (background, NCR, ED, ET) -> regions WT, TC, ET
-        p = jax.nn.softmax(logits)
-        total = total + jnp.stack([p[..., 1] + p[..., 2] + p[..., 3], p[..., 1] + p[..., 3],
-                                   p[..., 3]], -1)
+      total = total + (jax.nn.sigmoid(logits) if kind == "region" else jax.nn.softmax(logits))
     return total / len(flips)
 
   sharded_forward = jax.shard_map(
@@ -161,7 +161,7 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
                          lambda w: sharded_forward(params, model_state, w), roi,
                          "gaussian", config.eval.sigma_scale)
 
-  def predict(state, image: np.ndarray) -> np.ndarray:
+  def predict(variables, image: np.ndarray) -> np.ndarray:
     # A 2D model sees the volume as a batch of axial slices.
     volume = image.transpose(2, 0, 1, 3) if spatial_dims == 2 else image[None]
     batch, true_size = volume.shape[0], volume.shape[1:-1]
@@ -179,7 +179,7 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
     bucket_windows = window_plan(bucket, batch_bucket, roi, config.eval.overlap, sw_batch)[1]
     starts, valid = window_plan(size, batch, roi, config.eval.overlap, sw_batch,
                                 min_windows=bucket_windows.size)
-    probabilities = sharding.host_value(blend(state["params"], state["model_state"],
+    probabilities = sharding.host_value(blend(variables["params"], variables["model_state"],
                                               sharding.replicate(volume, mesh), starts, valid))
     probabilities = probabilities[(slice(0, batch),) + tuple(
         slice(b, b + s) for b, s in zip(before, true_size))]
@@ -190,15 +190,23 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
   return predict
 
 
-def regions_to_labels(probabilities: np.ndarray, min_enhancing_voxels: int = 0) -> np.ndarray:
-  """Region probabilities [..., 3] -> internal labels: ET where ET, the rest of TC is necrosis,
-  the rest of WT is edema. An ET prediction of fewer than min_enhancing_voxels voxels is
-  relabelled as necrosis (the usual BraTS post-processing; 0 disables it)."""
-  wt, tc, et = (probabilities[..., i] > 0.5 for i in range(3))
-  labels = np.zeros(probabilities.shape[:-1], np.uint8)
-  labels[wt] = layouts.ED
-  labels[tc] = layouts.NCR
-  labels[et] = layouts.ET
-  if 0 < et.sum() < min_enhancing_voxels:
+def decode(probabilities: np.ndarray, kind: str, min_enhancing_voxels: int = 0) -> np.ndarray:
+  """Model probabilities [..., K] -> internal labels, as validation and prediction both do.
+
+  region (WT, TC, ET sigmoids): ET where p(ET) > 0.5, the rest of TC (p > 0.5) necrosis,
+  the rest of WT edema. softmax (background, NCR, ED, ET): the most probable class, so ET
+  wins with p = 0.4 when no other class is more probable. Then an ET prediction of fewer
+  than min_enhancing_voxels voxels becomes necrosis (BraTS post-processing; 0 disables it).
+  """
+  if kind == "region":
+    wt, tc, et = (probabilities[..., i] > 0.5 for i in range(3))
+    labels = np.zeros(probabilities.shape[:-1], np.uint8)
+    labels[wt] = layouts.ED
+    labels[tc] = layouts.NCR
+    labels[et] = layouts.ET
+  else:  # class index = internal label (0 background, 1 NCR, 2 ED, 3 ET)
+    labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
+  et_voxels = int((labels == layouts.ET).sum())
+  if 0 < et_voxels < min_enhancing_voxels:
     labels[labels == layouts.ET] = layouts.NCR
   return labels

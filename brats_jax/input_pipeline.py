@@ -12,8 +12,11 @@ import concurrent.futures
 import functools
 import math
 
+import jax
+import ml_dtypes
 import numpy as np
 
+from brats_jax import sharding
 from brats_jax.store import PreparedStore
 
 
@@ -70,6 +73,18 @@ class PatchSampler:
       images, labels = images[:, :, :, 0], labels[:, :, :, 0]
     return {"image": images, "label": labels,
             "aug_seed": np.array([d[2] for d in described], np.uint32)}
+
+
+def batch_shapes(config, global_batch: int, mesh, image_dtype: str) -> dict:
+  """Shapes, dtypes and shardings of the global batch PatchSampler.batch builds (for
+  compiling the train step before any data is read)."""
+  spatial = tuple(config.data.patch_size)
+  rows = sharding.batch_sharded(mesh)
+  dtype = ml_dtypes.bfloat16 if image_dtype == "bfloat16" else np.dtype(image_dtype)
+  return {"image": jax.ShapeDtypeStruct((global_batch, *spatial, config.model.in_channels),
+                                        dtype, sharding=rows),
+          "label": jax.ShapeDtypeStruct((global_batch, *spatial), np.uint8, sharding=rows),
+          "aug_seed": jax.ShapeDtypeStruct((global_batch,), np.uint32, sharding=rows)}
 
 
 class Prefetcher:

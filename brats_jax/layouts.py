@@ -94,9 +94,12 @@ class Layout:
   convention: str
   suffixes: tuple  # file suffix per internal modality, or () for one 4D image
 
+  @property
+  def separator(self) -> str:
+    return "-" if self.name == "brats2023" else "_"
+
   def file_name(self, case_id: str, suffix: str) -> str:
-    sep = "-" if self.name == "brats2023" else "_"
-    return f"{case_id}{sep}{suffix}.nii.gz"
+    return f"{case_id}{self.separator}{suffix}.nii.gz"
 
 
 LAYOUTS = {
@@ -123,32 +126,29 @@ def _nifti_paths(root: str):
 
 
 def _find_per_modality(root: str, layout: Layout) -> list:
-  """Cases of a per-modality layout: anchored on the first modality's file, anywhere below root."""
-  sep = "-" if layout.name == "brats2023" else "_"
-  anchor = re.compile(re.escape(sep + layout.suffixes[0]) + _NIFTI, re.IGNORECASE)
-  cases = []
+  """Cases of a per-modality layout, anywhere below root. Files are grouped by (folder, case
+  id) whichever modality they are, so a folder that lacks one of a case's files (even the
+  first modality) still yields the case; its missing files are reported when it is read."""
+  sep = layout.separator
+  suffixes = layout.suffixes + ("seg",)
+  pattern = re.compile(r"^(.*)" + re.escape(sep) + "(" + "|".join(map(re.escape, suffixes))
+                       + ")" + _NIFTI, re.IGNORECASE)
+  groups = {}
   for path in _nifti_paths(root):
-    name = os.path.basename(path)
-    match = anchor.search(name)
+    match = pattern.match(os.path.basename(path))
     if not match:
       continue
-    case_id = name[:match.start()]
+    case_id, suffix = match.group(1), match.group(2).lower()
     if not case_id:
-      raise DataError(f"{path}: no case id before '{sep}{layout.suffixes[0]}'")
-    folder = os.path.dirname(path)
-    images = tuple(_existing(folder, case_id, sep, s, required=True) for s in layout.suffixes)
-    label = _existing(folder, case_id, sep, "seg", required=False)
-    cases.append(RawCase(case_id, layout.name, images, label))
+      raise DataError(f"{path}: no case id before '{sep}{suffix}'")
+    groups.setdefault((os.path.dirname(path), case_id), {})[suffix] = path
+  cases = []
+  for (folder, case_id), found in groups.items():
+    # A missing modality keeps the path it should have, so reading it says what is missing.
+    images = tuple(found.get(s, os.path.join(folder, layout.file_name(case_id, s)))
+                   for s in layout.suffixes)
+    cases.append(RawCase(case_id, layout.name, images, found.get("seg")))
   return cases
-
-
-def _existing(folder, case_id, sep, suffix, required):
-  for ext in (".nii.gz", ".nii"):
-    path = os.path.join(folder, f"{case_id}{sep}{suffix}{ext}")
-    if os.path.exists(path):
-      return path
-  # A missing modality is reported when the case is read, so --skip_bad can go on past it.
-  return os.path.join(folder, f"{case_id}{sep}{suffix}.nii.gz") if required else None
 
 
 def _find_msd(root: str) -> list:
@@ -179,10 +179,11 @@ def detect_layout(root: str) -> str:
     return "msd"
   for path in _nifti_paths(root):
     name = os.path.basename(path).lower()
-    if re.search(r"-t2f" + _NIFTI, name):
-      return "brats2023"
-    if re.search(r"_flair" + _NIFTI, name):
-      return "brats2021"
+    for layout in ("brats2023", "brats2021"):  # any modality's name tells the layout
+      spec = LAYOUTS[layout]
+      if re.search(re.escape(spec.separator) + "(" + "|".join(spec.suffixes) + ")" + _NIFTI,
+                   name):
+        return layout
   raise DataError(f"{root}: no BraTS 2018-2021, BraTS 2023+ or Decathlon files found")
 
 

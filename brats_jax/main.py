@@ -12,8 +12,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from brats_jax import train
-from brats_jax.errors import exit_on_data_error
+from brats_jax import config_checks, train
+from brats_jax.errors import exit_on_user_error
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -25,18 +25,19 @@ flags.DEFINE_integer("process_id", None, "This process's index, with --coordinat
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-@exit_on_data_error
+@exit_on_user_error
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+  config_checks.validate(FLAGS.config)  # the rules against the store and devices come later
+  logging.set_verbosity(logging.ERROR)  # Orbax logs every save at INFO
   # Multi-process runs on CPUs (tests, laptops) need a CPU collectives backend.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if FLAGS.coordinator:
     jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   elif FLAGS.distributed:
     jax.distributed.initialize()
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  train.train_and_validate(FLAGS.config, FLAGS.workdir)
 
 
 def run():

@@ -146,7 +146,7 @@ def choose_et_threshold(per_case: list) -> int:
   return ET_THRESHOLD_CANDIDATES[int(np.argmax(means))]
 
 
-def summarise(per_case: list, et_threshold: int = 0) -> dict:
+def validation_summary(per_case: list, et_threshold: int = 0) -> dict:
   """Mean per region over cases (ET after the threshold), and the mean over regions."""
   summary = {r: float(np.mean([c[r] for c in per_case])) for r in ("WT", "TC")}
   summary["ET"] = float(np.mean([et_dice_after_threshold(c, et_threshold) for c in per_case]))

@@ -20,49 +20,68 @@ import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
-from brats_jax import config_io, inference, layouts, prepare, sharding, train_step, volumes
+from brats_jax import (config_checks, contract, inference, layouts, preprocessing, sharding,
+                       train_state, volumes)
 from brats_jax.checkpointing import Checkpoints
-from brats_jax.errors import DataError, exit_on_data_error
+from brats_jax.errors import DataError, exit_on_user_error
 from brats_jax.progress import progress_bar
 from brats_jax.store import MANIFEST, PreparedStore
-from brats_jax.writers import read_metrics
 
 
-def restore_for_inference(workdir: str, checkpoint: str = "latest", mesh=None):
-  """(config, graphdef, state, step) of a workdir's checkpoint, on this machine's devices."""
-  if not os.path.exists(os.path.join(workdir, config_io.WORKDIR_CONFIG)):
-    raise DataError(f"{workdir}: no {config_io.WORKDIR_CONFIG}; not a brats_jax workdir")
-  config = config_io.load_workdir_config(workdir)
-  mesh = mesh or sharding.make_mesh()
-  graphdef, state, _ = train_step.create_train_state(config, mesh)
+@dataclasses.dataclass
+class TrainedModel:
+  """A checkpoint's model, restored for inference on this machine's devices."""
+
+  config: object  # the ConfigDict the run trained with (from the inference contract)
+  contract: dict
+  graphdef: object
+  variables: dict  # {"params", "model_state"}, replicated on the mesh
+  step: int
+
+  def et_threshold(self) -> int:
+    """The ET threshold: the config's, or (-1) the one validation chose (contract)."""
+    if self.config.eval.min_enhancing_voxels >= 0:
+      return int(self.config.eval.min_enhancing_voxels)
+    chosen = self.contract["et_threshold"]
+    return int(chosen["voxels"]) if chosen else 0
+
+
+def read_contract(workdir: str, checkpoint: str = "latest") -> tuple:
+  """(step, inference contract) of a workdir's checkpoint: latest, best or a step number.
+  A small JSON read: nothing else of the checkpoint is opened."""
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise DataError(f"{workdir}: no checkpoints folder; not a brats_jax workdir")
   checkpoints = Checkpoints(workdir, read_only=True)
-  steps = checkpoints.all_steps()
-  if checkpoint == "latest":
-    step = checkpoints.latest_step()
-  elif checkpoint == "best":
-    step = checkpoints.best_step()
-  else:
-    step = int(checkpoint)
-    if step not in steps:
-      raise DataError(f"{checkpoints.directory}: no checkpoint at step {step} (have {steps})")
-  if step is None:
-    raise DataError(f"{checkpoints.directory}: no {checkpoint} checkpoint")
-  state, _ = checkpoints.restore(step, state)
-  checkpoints.close()
-  return config, graphdef, state, step
+  try:
+    steps = checkpoints.all_steps()
+    step = {"latest": checkpoints.latest_step, "best": checkpoints.best_step}.get(
+        checkpoint, lambda: int(checkpoint) if str(checkpoint).isdigit() else None)()
+    if step is None or step not in steps:
+      raise DataError(f"{checkpoints.directory}: no {checkpoint} checkpoint (have steps "
+                      f"{steps}; --checkpoint takes latest, best or one of them)")
+    run_contract = checkpoints.contract(step)
+  finally:
+    checkpoints.close()
+  config = contract.config_of(run_contract)
+  config_checks.validate(config)
+  preprocessing.check_supported(run_contract["preprocessing"],
+                                f"{checkpoints.directory}/{step}")
+  return step, run_contract
 
 
-def et_threshold(workdir: str, config, step: int) -> int:
-  """The ET threshold: the config's, or (-1) the one validation chose for this checkpoint."""
-  if config.eval.min_enhancing_voxels >= 0:
-    return int(config.eval.min_enhancing_voxels)
-  chosen = [r["val/min_enhancing_voxels"] for r in read_metrics(workdir)
-            if r["step"] == step and "val/min_enhancing_voxels" in r]
-  if not chosen:
-    print(f"warning: no validation at step {step} chose an ET threshold; using none",
-          file=sys.stderr)
-    return 0
-  return int(chosen[-1])
+def restore_for_inference(workdir: str, checkpoint: str = "latest", mesh=None) -> TrainedModel:
+  """The model of a workdir's checkpoint, through its inference contract: only the
+  parameters and model state are read, no optimiser is built, no log is read."""
+  step, run_contract = read_contract(workdir, checkpoint)
+  config = contract.config_of(run_contract)
+  mesh = mesh or sharding.make_mesh()
+  graphdef, target = train_state.abstract_model(config, mesh)
+  checkpoints = Checkpoints(workdir, read_only=True)
+  try:
+    variables = checkpoints.restore_model(step, target)
+  finally:
+    checkpoints.close()
+  return TrainedModel(config, run_contract, graphdef, variables, step)
 
 
 @dataclasses.dataclass
@@ -84,24 +103,28 @@ def raw_inputs(input_dir: str, layout: str | None = None):
   cases = [dataclasses.replace(c, label=None) for c in layouts.find_cases(input_dir, layout)]
 
   def load(case):
-    images, _, affine, _ = prepare.read_raw_case(case)
-    crop = prepare.crop_slices(prepare.brain_box(images, None, case.images[0]))
-    return CaseInput(case.case_id, prepare.normalise(images[crop]), crop, images.shape[:3],
+    images, _, affine, _ = preprocessing.read_raw_case(case)
+    image, _, box = preprocessing.preprocess(images, None, case.images[0])
+    return CaseInput(case.case_id, image, preprocessing.crop_slices(box), images.shape[:3],
                      affine, case.convention, case.reference_image)
 
-  return [(case.case_id, functools.partial(prepare.check_raw_case, case),
+  return [(case.case_id, functools.partial(preprocessing.check_raw_case, case),
            functools.partial(load, case)) for case in cases]
 
 
-def store_inputs(store_path: str):
-  """[(case_id, check, load)] of a prepared store (checked, cropped and normalised already)."""
+def store_inputs(store_path: str, trained_preprocessing: dict):
+  """[(case_id, check, load)] of a prepared store (checked, cropped and normalised already,
+  which must be the way the model's training store was)."""
   store = PreparedStore(store_path)
+  if store.preprocessing != trained_preprocessing:
+    raise DataError(f"{store_path}: prepared with {store.preprocessing}, but the model was "
+                    f"trained on data prepared with {trained_preprocessing}")
 
   def load(case_id):
     entry = store.cases[case_id]
     reference = entry["images"][0] if os.path.exists(entry["images"][0]) else None
     return CaseInput(case_id, store.read_case(case_id)[0],
-                     prepare.crop_slices(entry["crop_box"]),
+                     preprocessing.crop_slices(entry["crop_box"]),
                      tuple(entry["original_shape"]), np.array(entry["affine"]),
                      layouts.CONVENTIONS[entry["convention"]], reference)
 
@@ -109,11 +132,12 @@ def store_inputs(store_path: str):
           for cid in store.case_ids(labelled=False)]
 
 
-def segment(predict, state, case: CaseInput, min_enhancing_voxels: int = 0) -> np.ndarray:
+def segment(predict, model: TrainedModel, case: CaseInput,
+            min_enhancing_voxels: int = 0) -> np.ndarray:
   """Internal labels of a case in its original (uncropped) geometry."""
   labels = np.zeros(case.original_shape, np.uint8)
-  labels[case.crop] = inference.regions_to_labels(predict(state, case.image),
-                                                  min_enhancing_voxels)
+  labels[case.crop] = inference.decode(predict(model.variables, case.image),
+                                       model.config.loss.kind, min_enhancing_voxels)
   return labels
 
 
@@ -128,8 +152,10 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
   Every case's headers are checked before the model is loaded, so most bad inputs stop the
   run before anything is written.
   """
+  step, run_contract = read_contract(workdir, checkpoint)
   is_store = os.path.exists(os.path.join(input_dir, MANIFEST))
-  inputs = store_inputs(input_dir) if is_store else raw_inputs(input_dir, layout)
+  inputs = store_inputs(input_dir, run_contract["preprocessing"]) if is_store \
+      else raw_inputs(input_dir, layout)
   skipped = []
 
   def skip_or_raise(error: DataError):
@@ -149,9 +175,9 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
     raise DataError(f"{input_dir}: no usable case")
 
   mesh = sharding.make_mesh(devices)
-  config, graphdef, state, step = restore_for_inference(workdir, checkpoint, mesh)
-  predict = inference.make_case_predictor(graphdef, mesh, config, mirror_tta)
-  threshold = et_threshold(workdir, config, step)
+  model = restore_for_inference(workdir, str(step), mesh)
+  predict = inference.make_case_predictor(model.graphdef, mesh, model.config, mirror_tta)
+  threshold = model.et_threshold()
   os.makedirs(output_dir, exist_ok=True)
   if progress:
     print(f"checkpoint step {step}; {len(usable)} cases; {mesh.devices.size} devices"
@@ -166,7 +192,7 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
     except DataError as e:
       skip_or_raise(e)
       continue
-    labels = segment(predict, state, case, threshold)
+    labels = segment(predict, model, case, threshold)
     volumes.save_label_like(os.path.join(output_dir, f"{case_id}.nii.gz"),
                             case.convention.decode(labels), case.affine, case.reference_image)
     timings.append((case_id, time.perf_counter() - start))
@@ -191,12 +217,12 @@ def _define_flags():
   flags.DEFINE_bool("skip_bad", False, "Report bad cases and go on instead of stopping.")
 
 
-@exit_on_data_error
+@exit_on_user_error
 def main(argv):
   del argv
   if not (FLAGS.workdir and FLAGS.input and FLAGS.output):
     raise app.UsageError("--workdir, --input and --output are required")
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)
   timings, skipped = predict_folder(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint,
                                     FLAGS.tta, FLAGS.layout, FLAGS.skip_bad)
   seconds = [t for _, t in timings]

@@ -19,86 +19,11 @@ import ml_dtypes
 import numpy as np
 from absl import app, flags
 
-from brats_jax import layouts, store, volumes
-from brats_jax.errors import DataError, exit_on_data_error
+from brats_jax import layouts, preprocessing, store
+from brats_jax.errors import DataError, exit_on_user_error
 from brats_jax.progress import progress_bar
 
 FOLD_SEED = 20_211_121
-
-
-def check_raw_case(case: layouts.RawCase) -> None:
-  """Header-level checks of a case, without reading voxels: every file present and sound
-  (volumes.open_nifti), four channels, and one geometry (shape, affine) for all its files."""
-  if case.layout == "msd":
-    image = volumes.open_nifti(case.images[0], ndim=(4,))
-    if image.shape[-1] != 4:
-      raise DataError(f"{case.images[0]}: expected 4 channels (FLAIR, T1w, T1gd, T2w), "
-                      f"found {image.shape[-1]}")
-    first = image
-  else:
-    first = volumes.open_nifti(case.images[0], what="modality")
-    for path in case.images[1:]:
-      _check_same_geometry(volumes.open_nifti(path, what="modality"), first, path,
-                           case.images[0])
-  if case.label:
-    _check_same_geometry(volumes.open_nifti(case.label, what="label"), first, case.label,
-                         case.images[0])
-
-
-def _check_same_geometry(image, reference, path: str, reference_path: str):
-  if image.shape[:3] != reference.shape[:3]:
-    raise DataError(f"{path}: shape {image.shape[:3]} differs from {reference_path} "
-                    f"{reference.shape[:3]}")
-  if not np.allclose(image.affine, reference.affine, atol=1e-3):
-    raise DataError(f"{path}: affine differs from {reference_path}")
-
-
-def read_raw_case(case: layouts.RawCase):
-  """Loads and checks one raw case: (images [X,Y,Z,4], internal labels or None, geometry)."""
-  check_raw_case(case)
-  if case.layout == "msd":
-    data, affine, spacing = volumes.load_nifti(case.images[0], ndim=(4,))
-    images = data.astype(np.float32)
-  else:
-    channels = [volumes.load_nifti(path, what="modality") for path in case.images]
-    _, affine, spacing = channels[0]
-    images = np.stack([data.astype(np.float32) for data, _, _ in channels], axis=-1)
-  labels = None
-  if case.label:
-    raw, _, _ = volumes.load_label(case.label)
-    labels = case.convention.encode(raw, case.label)
-  return images, labels, affine, spacing
-
-
-def brain_box(images: np.ndarray, labels, path: str):
-  """Bounding box [(lo, hi)] of nonzero voxels in any channel (and of any labelled voxel)."""
-  mask = np.any(images != 0, axis=-1)
-  if labels is not None:
-    mask |= labels > 0
-  if not mask.any():
-    raise DataError(f"{path}: image is empty (no nonzero voxel)")
-  box = []
-  for axis in range(3):
-    other = tuple(a for a in range(3) if a != axis)
-    nonzero = np.flatnonzero(mask.any(axis=other))
-    box.append((int(nonzero[0]), int(nonzero[-1]) + 1))
-  return box
-
-
-def crop_slices(box) -> tuple:
-  """[(lo, hi)] per axis -> the slices that crop (or, on the left side, uncrop) a volume."""
-  return tuple(slice(lo, hi) for lo, hi in box)
-
-
-def normalise(images: np.ndarray) -> np.ndarray:
-  """z-score each channel over brain voxels (nonzero in any channel); background stays 0."""
-  brain = np.any(images != 0, axis=-1)
-  out = np.zeros_like(images)
-  for c in range(images.shape[-1]):
-    values = images[..., c][brain]
-    std = values.std()
-    out[..., c][brain] = (values - values.mean()) / (std if std > 1e-8 else 1.0)
-  return out
 
 
 def foreground_samples(labels: np.ndarray, rng, per_class: int) -> np.ndarray:
@@ -115,10 +40,8 @@ def foreground_samples(labels: np.ndarray, rng, per_class: int) -> np.ndarray:
 def prepare_case(case: layouts.RawCase, root: str, dtype: str, inner_chunk: int,
                  fg_per_class: int) -> dict:
   """Reads, crops, normalises and writes one case; returns its manifest entry."""
-  images, labels, affine, spacing = read_raw_case(case)
-  box = brain_box(images, labels, case.images[0])
-  crop = crop_slices(box)
-  cropped = normalise(images[crop])
+  images, labels, affine, spacing = preprocessing.read_raw_case(case)
+  cropped, labels, box = preprocessing.preprocess(images, labels, case.images[0])
   np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
   store.write_array(root, f"images/{case.case_id}", cropped.astype(np_dtype), inner_chunk, dtype)
   entry = {
@@ -129,7 +52,6 @@ def prepare_case(case: layouts.RawCase, root: str, dtype: str, inner_chunk: int,
       "cropped_shape": list(cropped.shape[:3]), "has_label": labels is not None,
   }
   if labels is not None:
-    labels = np.ascontiguousarray(labels[crop])
     store.write_array(root, f"labels/{case.case_id}", labels, inner_chunk)
     rng = np.random.default_rng(zlib.crc32(case.case_id.encode()))
     store.write_array(root, f"foreground/{case.case_id}",
@@ -182,7 +104,8 @@ def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str =
     manifest = {
         "format_version": store.FORMAT_VERSION, "source": os.path.abspath(input_dir),
         "layout": entries[0]["layout"], "dtype": dtype, "num_folds": num_folds,
-        "channels": list(layouts.MODALITIES), "label_values": layouts.INTERNAL_NAMES,
+        "channels": list(layouts.MODALITIES), "preprocessing": preprocessing.describe(),
+        "label_values": layouts.INTERNAL_NAMES,
         "skipped": skipped, "cases": entries,
     }
     with open(os.path.join(tmp, store.MANIFEST), "w") as f:
@@ -213,7 +136,7 @@ def _define_flags():
   flags.DEFINE_integer("fg_per_class", 10_000, "Foreground locations kept per label and case.")
 
 
-@exit_on_data_error
+@exit_on_user_error
 def main(argv):
   del argv
   if not FLAGS.input or not FLAGS.output:

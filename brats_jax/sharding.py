@@ -69,3 +69,8 @@ def wait_for_all_processes(name: str, timeout_s: int = 3600):
   if jax.process_count() > 1:
     ocp_multihost.sync_global_processes(name, timeout=timeout_s,
                                         processes=set(range(jax.process_count())))
+
+
+def is_main_process() -> bool:
+  """Process 0 prints, logs, draws and renames; every process computes."""
+  return jax.process_index() == 0

@@ -18,6 +18,7 @@ import threading
 import numpy as np
 import tensorstore as ts
 
+from brats_jax import layouts, preprocessing
 from brats_jax.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -85,6 +86,12 @@ class PreparedStore:
       raise DataError(f"{manifest_path}: store format {self.manifest.get('format_version')}, "
                       f"this version reads {FORMAT_VERSION}; prepare it again")
     self.cases = {c["case_id"]: c for c in self.manifest["cases"]}
+    # Stores written before the preprocessing was recorded used this version's.
+    self.preprocessing = self.manifest.get("preprocessing") or preprocessing.describe(
+        self.manifest.get("channels", layouts.MODALITIES))
+    self.num_folds = int(self.manifest.get("num_folds", 5))
+    self.num_channels = len(self.preprocessing["channels"])
+    self.image_dtype = self.manifest.get("dtype", "float16")
     self._context = ts.Context({"cache_pool": {"total_bytes_limit": _CACHE_BYTES}})
     self._handles = {}
     self._lock = threading.Lock()

@@ -18,7 +18,7 @@ from absl import app, flags
 from scipy import ndimage
 
 from brats_jax import layouts, volumes
-from brats_jax.errors import exit_on_data_error
+from brats_jax.errors import exit_on_user_error
 from brats_jax.progress import progress_bar
 
 # Mean intensity of each tissue in (FLAIR, T1, T1ce, T2), relative units.
@@ -159,7 +159,7 @@ def _define_flags():
   flags.DEFINE_integer("num_workers", 2, "Cases written in parallel.")
 
 
-@exit_on_data_error
+@exit_on_user_error
 def main(argv):
   del argv
   if not FLAGS.output:

@@ -1,4 +1,10 @@
-"""The training loop: data, steps, logging, validation, checkpoints, resume and clean stops."""
+"""The training loop: data, steps, logging, validation, checkpoints, resume and clean stops.
+
+Everything that can refuse a run happens before the workdir is touched: validate(config)
+against the store and the devices, the relaunch rules against the run's last inference
+contract, and the ahead-of-time memory check of the compiled step. Only then are
+checkpoints restored and config.json, logs and checkpoints written.
+"""
 
 import os
 import signal
@@ -9,66 +15,30 @@ import zlib
 import jax
 import ml_collections
 
-from brats_jax import config_io, inference, layouts, metrics, plots, sharding, train_step
+from brats_jax import (config_checks, config_io, contract, inference, input_pipeline, layouts,
+                       metrics, optimizer, plots, preprocessing, sharding, train_state,
+                       train_step)
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.errors import ConfigError, NonFiniteError
 from brats_jax.input_pipeline import PatchSampler, Prefetcher
 from brats_jax.progress import progress_bar
+from brats_jax.stop_request import StopRequest
 from brats_jax.store import PreparedStore
 from brats_jax.writers import MetricWriter, read_metrics
 
 
-class StopRequest:
-  """Turns SIGINT/SIGTERM into a stop at a step boundary, agreed by every process.
-
-  One process: the signal sets a flag the loop checks between steps. Several processes: they
-  must all save the same step, so the stop goes through jax.distributed's preemption sync
-  manager, which owns SIGTERM and makes every process reach the same sync point
-  (Checkpoints.reached_preemption); SIGINT is passed on to it as SIGTERM.
-  """
-
-  def __init__(self):
-    self.signal = None
-    self.several_processes = jax.process_count() > 1
-    signals = (signal.SIGINT,) if self.several_processes else (signal.SIGINT, signal.SIGTERM)
-    self.previous = {s: signal.signal(s, self._handle) for s in signals}
-
-  def _handle(self, signum, frame):
-    if self.signal is not None:  # a second signal: stop now
-      self.restore()
-      raise KeyboardInterrupt
-    self.signal = signum
-    if self.several_processes:
-      signal.raise_signal(signal.SIGTERM)
-
-  def should_stop(self, step: int, checkpoints: Checkpoints) -> bool:
-    """Called by every process after every step."""
-    if self.several_processes:
-      return checkpoints.reached_preemption(step)
-    return self.signal is not None or checkpoints.reached_preemption(step)
-
-  def exit_status(self) -> int:
-    """128 + the signal this process received (SIGTERM when another process was stopped)."""
-    return 128 + (self.signal or signal.SIGTERM)
-
-  def restore(self):
-    for s, handler in self.previous.items():
-      signal.signal(s, handler)
-
-
-def evaluate(predict, state, store: PreparedStore, case_ids, min_enhancing_voxels: int) -> dict:
-  """Whole-case sliding-window prediction and per-region Dice over the given cases.
-
-  min_enhancing_voxels < 0 chooses the ET threshold on these cases (reported in the summary).
-  """
+def validate(predict, variables, store: PreparedStore, case_ids, kind: str,
+             min_enhancing_voxels: int) -> dict:
+  """Whole-case sliding-window prediction, decoded as predict decodes it, and per-region
+  Dice over the given cases. min_enhancing_voxels < 0 chooses the ET threshold on them."""
   per_case = []
   for case_id in case_ids:
     image, labels = store.read_case(case_id)
-    regions = predict(state, image) > 0.5
-    per_case.append(metrics.region_dice(regions, labels))
+    predicted = inference.decode(predict(variables, image), kind)
+    per_case.append(metrics.region_dice(layouts.regions_from_labels(predicted), labels))
   threshold = metrics.choose_et_threshold(per_case) if min_enhancing_voxels < 0 \
       else min_enhancing_voxels
-  return metrics.summarise(per_case, threshold)
+  return metrics.validation_summary(per_case, threshold)
 
 
 def compile_and_check_memory(step_fn, state, batch, config):
@@ -92,10 +62,13 @@ def compile_and_check_memory(step_fn, state, batch, config):
   return compiled
 
 
+def _cases_checksum(train_ids) -> int:
+  return zlib.crc32("\n".join(train_ids).encode())
+
+
 def _data_record(config, step: int, train_ids) -> dict:
-  digest = zlib.crc32("\n".join(train_ids).encode())
   return {"next_step": int(step), "seed": int(config.seed), "num_train_cases": len(train_ids),
-          "train_cases_crc32": digest,
+          "train_cases_crc32": _cases_checksum(train_ids),
           "batch_per_device": int(config.data.batch_per_device)}
 
 
@@ -134,18 +107,70 @@ def _format_dice(summary: dict) -> str:
   return text
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
+def _check_relaunch(config, workdir: str, train_ids, log):
+  """The run's last contract and the accepted changes, or (None, {}) for a new run; a
+  relaunch that would change the trained run raises before anything is written."""
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    return None, {}
+  checkpoints = Checkpoints(workdir, read_only=True)
+  try:
+    latest = checkpoints.latest_contract(log)
+  finally:
+    checkpoints.close()
+  if latest is None:
+    return None, {}
+  step, run_contract = latest
+  changes = contract.check_relaunch(run_contract, config, _cases_checksum(train_ids),
+                                    f"{workdir} (checkpoint {step})")
+  return run_contract, changes
+
+
+def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
   """Trains (or resumes) the run in `workdir` on `devices` (default: all); returns the last
   validation summary."""
-  is_main = jax.process_index() == 0
+  is_main = sharding.is_main_process()
+  log = (lambda m: print(m, file=sys.stderr, flush=True)) if is_main else (lambda m: None)
   mesh = sharding.make_mesh(devices)
   store = PreparedStore(config.data.store)
+  config_checks.validate(config, num_channels=store.num_channels, num_folds=store.num_folds,
+                         num_devices=mesh.devices.size, num_processes=jax.process_count())
+  preprocessing.check_supported(store.preprocessing, store.path)
   val_fold = config.data.val_fold
   train_ids = store.case_ids(exclude_folds=[val_fold] if val_fold >= 0 else None)
   val_ids = store.case_ids(folds=[val_fold]) if val_fold >= 0 else []
+  if not train_ids:
+    raise ConfigError(f"config field data.val_fold={val_fold}: the store {store.path} has no "
+                      "labelled case outside that fold to train on")
   if config.eval.max_cases:
     val_ids = val_ids[:config.eval.max_cases]
   global_batch = config.data.batch_per_device * mesh.devices.size
+  run_contract, changes = _check_relaunch(config, workdir, train_ids, log)
+
+  tx = optimizer.make_optimizer(config.train)
+  graphdef, state = train_state.create_train_state(config, mesh, tx)
+  step_fn = train_step.make_train_step(graphdef, tx, mesh, config)
+  step_fn = compile_and_check_memory(step_fn, state, input_pipeline.batch_shapes(
+      config, global_batch, mesh, store.image_dtype), config)
+  sharding.wait_for_all_processes("brats_jax: train step compiled")
+
+  # Nothing was written before this point; from here on the run is accepted.
+  checkpoints = Checkpoints(workdir, config.checkpoint.keep, config.checkpoint.keep_best)
+  start, history, et_threshold = 0, [], None
+  restored = checkpoints.restore_latest_readable(state, log)
+  latest = None
+  if restored is not None:
+    latest, state, _, run_contract = restored
+    start = int(sharding.host_value(state["step"]))
+    history, et_threshold = run_contract["history"], run_contract["et_threshold"]
+    if is_main:
+      print(f"resumed from checkpoint at step {start}" + (
+          "; changed: " + ", ".join(f"{f} {a!r} -> {b!r}" for f, (a, b) in changes.items())
+          if changes else ""), flush=True)
+  history = history + [{"start_step": start, "num_devices": int(mesh.devices.size),
+                        "num_processes": jax.process_count(),
+                        "changes": {f: list(v) for f, v in changes.items()}}]
+  training_data = {"store": store.path, "num_train_cases": len(train_ids),
+                   "train_cases_crc32": _cases_checksum(train_ids)}
   if is_main:
     os.makedirs(workdir, exist_ok=True)
     config_io.save_workdir_config(config, workdir)
@@ -153,24 +178,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
           f"{jax.process_count()} processes; global batch {global_batch}; "
           f"{len(train_ids)} training and {len(val_ids)} validation cases", flush=True)
 
-  graphdef, state, tx = train_step.create_train_state(config, mesh)
-  checkpoints = Checkpoints(workdir, config.checkpoint.keep, config.checkpoint.keep_best)
-  start = 0
-  restored = checkpoints.restore_latest_readable(
-      state, log=lambda m: print(m, file=sys.stderr, flush=True))
-  latest = None
-  if restored is not None:
-    latest, state, data = restored
-    start = int(sharding.host_value(state["step"]))
-    if is_main:
-      print(f"resumed from checkpoint at step {start}", flush=True)
-    if data["train_cases_crc32"] != _data_record(config, 0, train_ids)["train_cases_crc32"]:
-      print("warning: the training cases differ from those of the checkpointed run",
-            file=sys.stderr)
-
-  step_fn = train_step.make_train_step(graphdef, tx, mesh, config)
   predict = inference.make_case_predictor(graphdef, mesh, config)
-  schedule = train_step.learning_rate_schedule(config.train)
+  schedule = optimizer.learning_rate_schedule(config.train)
   sampler = PatchSampler(store, train_ids, config.data.patch_size, global_batch,
                          sharding.process_batch_slice(global_batch),
                          config.data.foreground_fraction, config.seed)
@@ -186,9 +195,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   try:
     for step in range(start, num_steps):
       batch = sharding.to_global(next(batches), mesh, global_batch)
-      if step == start:  # before the first step: compile, and check it fits in memory
-        step_fn = compile_and_check_memory(step_fn, state, batch, config)
-        sharding.wait_for_all_processes("brats_jax: train step compiled")
       state, step_metrics = step_fn(state, batch)
       done = step + 1
       # Everything read back below belongs to the previous step, which has finished by now
@@ -213,9 +219,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
       val_metrics = None
       if val_ids and (done % config.eval.every_steps == 0 or done == num_steps):
         eval_start = time.time()
-        summary = evaluate(predict, state, store, val_ids, config.eval.min_enhancing_voxels)
+        summary = validate(predict, state, store, val_ids, config.loss.kind,
+                           config.eval.min_enhancing_voxels)
         log_start += time.time() - eval_start  # samples/s counts training time only
         val_metrics = {f"val/{k}": v for k, v in summary.items()}
+        if config.eval.min_enhancing_voxels < 0:
+          et_threshold = {"voxels": summary["min_enhancing_voxels"], "chosen_at_step": done}
         writer.write(done, val_metrics)
         if is_main:
           bar.write(f"step {done}: validation Dice {_format_dice(summary)}")
@@ -225,8 +234,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
         if config.train.on_nonfinite == "stop":  # no checkpoint after a non-finite step
           # (the last step always saves, so this also checks it)
           _stop_if_nonfinite((step_metrics, done))
-        checkpoints.save(done, state, _data_record(config, done, train_ids), val_metrics,
-                         force=True)
+        checkpoints.save(done, state, _data_record(config, done, train_ids),
+                         contract.make(config, store.preprocessing, training_data,
+                                       et_threshold, history),
+                         val_metrics, force=True)
       if stopping:
         checkpoints.wait()
         status = stop.exit_status()
@@ -244,7 +255,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
     writer.close()
 
   if latest is not None and start >= num_steps and val_ids:
-    summary = evaluate(predict, state, store, val_ids, config.eval.min_enhancing_voxels)
+    summary = validate(predict, state, store, val_ids, config.loss.kind,
+                       config.eval.min_enhancing_voxels)
   if is_main:
     plots.training_curves(read_metrics(workdir), os.path.join(workdir, "training_curves.png"))
   if is_main and summary:

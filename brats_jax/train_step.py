@@ -1,4 +1,4 @@
-"""The train state, the optimiser, and the pure data-parallel train step.
+"""The pure data-parallel train step.
 
 The step is written per device with `shard_map`: each device augments and differentiates its
 own rows of the global batch, gradients are averaged across the data axis with an explicit
@@ -13,67 +13,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from brats_jax import augment, losses, model, sharding
-
-
-def learning_rate_schedule(config: ml_collections.ConfigDict):
-  """Linear warm-up, then cosine or polynomial (nnU-Net's 0.9) decay to the last step."""
-  decay_steps = max(config.num_steps - config.warmup_steps, 1)
-  if config.schedule == "cosine":
-    decay = optax.cosine_decay_schedule(config.learning_rate, decay_steps)
-  elif config.schedule == "poly":
-    decay = optax.polynomial_schedule(config.learning_rate, 0.0, 0.9, decay_steps)
-  elif config.schedule == "constant":
-    decay = optax.constant_schedule(config.learning_rate)
-  else:
-    raise ValueError(f"unknown schedule {config.schedule!r}")
-  if config.warmup_steps == 0:
-    return decay
-  warmup = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
-  return optax.join_schedules([warmup, decay], [config.warmup_steps])
-
-
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  schedule = learning_rate_schedule(config)
-  if config.optimizer == "adamw":
-    opt = optax.adamw(schedule, weight_decay=config.weight_decay)
-  elif config.optimizer == "sgd":
-    opt = optax.chain(optax.add_decayed_weights(config.weight_decay),
-                      optax.sgd(schedule, momentum=config.momentum, nesterov=True))
-  else:
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; expected adamw or sgd")
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
-
-
-def model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The model section with the derived fields (dims, output channels) filled in."""
-  mc = config.model.copy_and_resolve_references()
-  with mc.unlocked():
-    mc.spatial_dims = len(config.data.patch_size)
-    mc.out_channels = losses.num_outputs(config.loss)
-  return mc
-
-
-def create_train_state(config: ml_collections.ConfigDict, mesh):
-  """(graphdef, state) with every array created directly, replicated, on the mesh devices.
-
-  Shapes come first (eval_shape), then shardings, then the arrays themselves.
-  """
-  tx = make_optimizer(config.train)
-  mc = model_config(config)
-
-  def init():
-    net = model.create_model(mc, config.seed)
-    _, params, model_state = nnx.split(net, nnx.Param, ...)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "model_state": model_state,
-            "opt_state": tx.init(params),
-            "rng": jax.random.key_data(jax.random.key(config.seed))}
-
-  graphdef = nnx.split(nnx.eval_shape(lambda: model.create_model(mc, config.seed)))[0]
-  abstract = jax.eval_shape(init)
-  shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-  state = jax.jit(init, out_shardings=shardings)()
-  return graphdef, state, tx
+from brats_jax import augment, losses, sharding
 
 
 def _all_finite(tree) -> jax.Array:

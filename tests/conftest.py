@@ -13,7 +13,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
 
-from brats_jax import config_io, prepare, synth  # noqa: E402
+from brats_jax import config_io, optimizer, prepare, synth, train_state  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SHAPE = (32, 32, 24)
@@ -23,6 +23,13 @@ def tiny_config(store: str = ""):
   config = config_io.load_config_file(os.path.join(ROOT, "configs", "tiny.py"))
   config.data.store = store
   return config
+
+
+def new_train_state(config, mesh):
+  """(graphdef, state, optimiser) of a fresh run of `config` on `mesh`."""
+  tx = optimizer.make_optimizer(config.train)
+  graphdef, state = train_state.create_train_state(config, mesh, tx)
+  return graphdef, state, tx
 
 
 @pytest.fixture(scope="session")

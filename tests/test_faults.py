@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 
 from brats_jax import errors, train, volumes, writers
 from brats_jax.checkpointing import Checkpoints
-from brats_jax.errors import ConfigError, DataError, NonFiniteError
+from brats_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from brats_jax.input_pipeline import PatchSampler
 
 from conftest import tiny_config
 
 
 def _damage_checkpoint(workdir, step):
-  for folder, _, files in os.walk(os.path.join(workdir, "checkpoints", str(step), "state")):
+  for folder, _, files in os.walk(os.path.join(workdir, "checkpoints", str(step), "model")):
     for name in files:
       with open(os.path.join(folder, name), "wb") as f:
         f.write(b"\0garbage")
@@ -31,12 +31,12 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_store, tmp
   config.data.val_fold = -1
   config.train.num_steps = 4
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
+  train.train_and_validate(config, workdir)
   assert Checkpoints(workdir, read_only=True).all_steps() == [2, 4]
   _damage_checkpoint(workdir, 4)
   capsys.readouterr()
   config.train.num_steps = 6
-  train.train_and_evaluate(config, workdir)
+  train.train_and_validate(config, workdir)
   out = capsys.readouterr()
   assert "checkpoint at step 4" in out.err and "cannot be read" in out.err
   assert "resumed from checkpoint at step 2" in out.out
@@ -49,8 +49,8 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_store, tmp
   for step in Checkpoints(workdir, read_only=True).all_steps():
     _damage_checkpoint(workdir, step)
   config.train.num_steps = 8
-  with pytest.raises(RuntimeError, match="refusing to start from scratch"):
-    train.train_and_evaluate(config, workdir)
+  with pytest.raises(CheckpointError, match="refusing to start from scratch"):
+    train.train_and_validate(config, workdir)
 
 
 class _SamplerWithANanAtStep3(PatchSampler):
@@ -73,10 +73,10 @@ def test_nan_in_a_batch_skips_the_step_or_stops_the_run(tiny_store, tmp_path, mo
   workdir = str(tmp_path / on_nonfinite)
   if on_nonfinite == "stop":
     with pytest.raises(NonFiniteError, match="at step 3 "):
-      train.train_and_evaluate(config, workdir)
+      train.train_and_validate(config, workdir)
     assert Checkpoints(workdir, read_only=True).all_steps() == [2]  # none at or after step 3
     return
-  train.train_and_evaluate(config, workdir)
+  train.train_and_validate(config, workdir)
   records = {r["step"]: r for r in writers.read_metrics(workdir) if "train/loss" in r}
   assert [records[s]["train/nonfinite_steps"] for s in range(1, 7)] == [0, 0, 1, 0, 0, 0]
   assert all(np.isfinite(records[s]["train/loss"]) for s in range(1, 7))
@@ -84,7 +84,7 @@ def test_nan_in_a_batch_skips_the_step_or_stops_the_run(tiny_store, tmp_path, mo
 
 
 def test_nonfinite_stop_is_one_line_and_exit_status_3(capsys):
-  @errors.exit_on_data_error
+  @errors.exit_on_user_error
   def main(argv):
     raise NonFiniteError("non-finite loss or gradient at step 7 (train.on_nonfinite=stop)")
 
@@ -100,7 +100,7 @@ def test_config_that_cannot_fit_is_refused_before_the_first_step(tiny_store, tmp
   config.data.val_fold = -1
   config.train.device_memory_gib = 0.001  # 1 MiB "device"
   with pytest.raises(ConfigError, match=r"GiB over\): lower data.batch_per_device"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+    train.train_and_validate(config, str(tmp_path / "run"))
   assert not os.path.exists(os.path.join(tmp_path, "run", "checkpoints", "1"))
 
 

@@ -1,14 +1,16 @@
 """Sliding-window inference (MONAI semantics, channels-last) and the case predictor."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from brats_jax import inference, sharding, train_step
+from brats_jax import inference, sharding
 
-from conftest import tiny_config
+from conftest import new_train_state, tiny_config
 
 
 def pointwise(windows):
@@ -41,8 +43,7 @@ def test_gaussian_blend_by_hand():
   out = inference.sliding_window_inference(x, window_mean, (4,), 1, overlap=0.5,
                                            mode="gaussian", sigma_scale=0.125)
   offsets = np.array([-1.5, -0.5, 0.5, 1.5])
-  g = np.exp(-offsets**2 / (2 * 0.5**2))
-  g = np.maximum(g / g.max(), 1e-3)
+  g = np.maximum(np.exp(-offsets**2 / (2 * 0.5**2)), 1e-3)  # MONAI: not normalised
   means = {0: 1.5, 2: 3.5}  # mean of [0..3] and of [2..5]
   expected = []
   for p in range(6):
@@ -59,7 +60,7 @@ def test_case_predictor_equals_plain_sliding_window():
   config = tiny_config()
   config.eval.overlap = 0.5
   mesh = sharding.make_mesh()
-  graphdef, state, _ = train_step.create_train_state(config, mesh)
+  graphdef, state, _ = new_train_state(config, mesh)
   predict = inference.make_case_predictor(graphdef, mesh, config)
   image = np.asarray(jax.random.normal(jax.random.key(1), (21, 18, 11, 4)))
   net = nnx.merge(graphdef, state["params"], state["model_state"])
@@ -75,11 +76,53 @@ def test_case_predictor_equals_plain_sliding_window():
   assert not np.allclose(tta, got)
 
 
-def test_regions_to_labels():
+def test_decode_regions_by_threshold_and_classes_by_argmax():
   probabilities = np.zeros((4, 1, 1, 3))
   probabilities[0] = [0.9, 0.1, 0.1]  # WT only: edema
   probabilities[1] = [0.9, 0.9, 0.1]  # TC, not ET: necrosis
   probabilities[2] = [0.9, 0.9, 0.9]  # ET
-  assert inference.regions_to_labels(probabilities)[:, 0, 0].tolist() == [2, 1, 3, 0]
+  assert inference.decode(probabilities, "region")[:, 0, 0].tolist() == [2, 1, 3, 0]
   # A too-small ET prediction becomes necrosis.
-  assert inference.regions_to_labels(probabilities, 5)[:, 0, 0].tolist() == [2, 1, 1, 0]
+  assert inference.decode(probabilities, "region", 5)[:, 0, 0].tolist() == [2, 1, 1, 0]
+  # Softmax classes (background, NCR, ED, ET): the largest wins, even below 0.5. p(ET) = 0.4
+  # as the largest class is ET; summing into regions and thresholding would say edema.
+  classes = np.array([[0.2, 0.1, 0.3, 0.4],  # ET with p 0.4
+                      [0.3, 0.35, 0.05, 0.3],  # necrosis with p 0.35
+                      [0.1, 0.2, 0.6, 0.1],  # edema
+                      [0.7, 0.1, 0.1, 0.1]])  # background
+  assert inference.decode(classes, "softmax").tolist() == [3, 1, 2, 0]
+  assert inference.decode(classes, "softmax", 2).tolist() == [1, 1, 2, 0]
+
+
+MONAI_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "monai_sliding_window.npz")
+
+
+def _ramp_predictor(windows):
+  """tests/fixtures/make_monai_fixture.py's predictor, channels-last: window * its mean + a
+  ramp across the window, so the blend depends on the weight of every window at every voxel."""
+  spatial = windows.shape[1:-1]
+  ramp = sum(jnp.linspace(0, 1, n).reshape([n if i == a else 1 for i in range(len(spatial))])
+             for a, n in enumerate(spatial))
+  mean = windows.mean(axis=tuple(range(1, windows.ndim)), keepdims=True)
+  return windows * mean + ramp[None, ..., None]
+
+
+@pytest.mark.parametrize("name,roi,overlap,mode,sigma,sw_batch", [
+    ("gaussian_cubic", (8, 8, 8), 0.5, "gaussian", 0.125, 3),
+    ("gaussian_padded", (7, 10, 12), 0.25, "gaussian", 0.2, 2),
+    ("constant", (8, 8, 8), 0.5, "constant", 0.125, 4)])
+def test_sliding_window_matches_monai(name, roi, overlap, mode, sigma, sw_batch):
+  """Against outputs MONAI 1.6 itself produced (tests/fixtures/make_monai_fixture.py)."""
+  fixture = np.load(MONAI_FIXTURE)
+  inputs = np.moveaxis(fixture["inputs"], 1, -1)  # MONAI is channels-first
+  out = inference.sliding_window_inference(jnp.asarray(inputs), _ramp_predictor, roi,
+                                           sw_batch, overlap=overlap, mode=mode,
+                                           sigma_scale=sigma)
+  np.testing.assert_allclose(np.moveaxis(np.asarray(out), -1, 1), fixture[name], atol=1e-5,
+                             rtol=0)
+  for map_name, map_roi, map_sigma in (("map_8_8_8", (8, 8, 8), 0.125),
+                                       ("map_7_10_12", (7, 10, 12), 0.2),
+                                       ("map_16_16", (16, 16), 0.125),
+                                       ("map_5_6_7", (5, 6, 7), 0.5)):
+    np.testing.assert_allclose(inference.importance_map(map_roi, "gaussian", map_sigma),
+                               fixture[map_name], rtol=1e-6, atol=0)

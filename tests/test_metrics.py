@@ -88,9 +88,9 @@ def test_et_threshold_is_chosen_on_validation_cases():
       {"WT": 0.9, "TC": 0.9, "ET": 0.7, "predicted_ET_voxels": 260, "reference_ET_voxels": 300},
   ]
   assert metrics.choose_et_threshold(cases) == 200  # removes the 150, keeps 260 and 400
-  summary = metrics.summarise(cases, 200)
+  summary = metrics.validation_summary(cases, 200)
   assert summary["ET"] == pytest.approx((1.0 + 0.8 + 0.7) / 3)
   assert summary["ET_before_threshold"] == pytest.approx(0.5)
-  assert metrics.summarise(cases)["ET"] == pytest.approx(0.5)
+  assert metrics.validation_summary(cases)["ET"] == pytest.approx(0.5)
   # Nothing to gain: no threshold.
   assert metrics.choose_et_threshold(cases[1:]) == 0

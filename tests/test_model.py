@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from brats_jax import layouts, losses, model, sharding, train_step
+from brats_jax import layouts, losses, model, sharding, train_state, train_step
 
-from conftest import tiny_config
+from conftest import new_train_state, tiny_config
 
 
 def test_upsample_equals_stride_2_transposed_convolution():
@@ -30,7 +30,7 @@ def test_upsample_equals_stride_2_transposed_convolution():
     expected = expected + jnp.tile(bias, x.shape[1:-1] + (1,))[None]
     np.testing.assert_allclose(up(x), expected, rtol=1e-5, atol=1e-5)
   # Nothing in the model lowers to XLA's transposed convolution.
-  net = model.create_model(train_step.model_config(tiny_config()), 0)
+  net = model.create_model(train_state.model_config(tiny_config()), 0)
   hlo = jax.jit(lambda x: net(x)[0]).lower(jnp.ones((1, 16, 16, 16, 4))).as_text()
   dilations = re.findall(r"lhs_dilate = \[([0-9, ]*)\]", hlo)
   assert len(dilations) >= 10 and set(dilations) == {"1, 1, 1"}
@@ -45,7 +45,7 @@ def test_unet_shapes_3d_and_2d(patch, norm, residual):
   config.model.norm, config.model.residual = norm, residual
   config.model.dilated_bottleneck = True
   config.model.dropout = 0.1
-  net = model.create_model(train_step.model_config(config), 0)
+  net = model.create_model(train_state.model_config(config), 0)
   x = jnp.ones((2,) + patch + (4,))
 
   graphdef, variables = nnx.split(net)
@@ -66,7 +66,7 @@ def test_unet_shapes_3d_and_2d(patch, norm, residual):
 def test_bf16_compute_keeps_float32_parameters():
   config = tiny_config()
   config.model.dtype = "bfloat16"
-  net = model.create_model(train_step.model_config(config), 0)
+  net = model.create_model(train_state.model_config(config), 0)
   params = nnx.state(net, nnx.Param)
   assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
   hlo = jax.jit(lambda x: net(x)[0]).lower(jnp.ones((1, 16, 16, 16, 4))).as_text()
@@ -84,7 +84,7 @@ def test_batch_norm_statistics_are_global_across_devices(tiny_store):
            "aug_seed": np.arange(8, dtype=np.uint32)}
   results = []
   for mesh in (sharding.make_mesh(), sharding.make_mesh(jax.devices()[:1])):
-    graphdef, state, tx = train_step.create_train_state(config, mesh)
+    graphdef, state, tx = new_train_state(config, mesh)
     before = jax.tree.leaves(jax.device_get(state["model_state"]))
     state, _ = train_step.make_train_step(graphdef, tx, mesh, config)(
         state, sharding.to_global(batch, mesh, 8))

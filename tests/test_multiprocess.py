@@ -102,7 +102,7 @@ def test_two_processes_train_like_one_and_resume_on_one(tiny_store, tmp_path):
   np.testing.assert_allclose([got[s] for s in range(1, 5)], [expected[s] for s in range(1, 5)],
                              rtol=1e-5)
   # Every process wrote its share of the checkpoint.
-  state_dir = os.path.join(multi, "checkpoints", "4", "state")
+  state_dir = os.path.join(multi, "checkpoints", "4", "model")
   assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(os.listdir(state_dir))
 
   # The two-process checkpoint continues in one process (8 devices) as if never interrupted.
@@ -133,7 +133,7 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tiny_store
 
   # Damage process 1's share of that checkpoint: both processes must agree to fall back to
   # the previous one, and the same command (two processes again) continues from there.
-  shard = os.path.join(workdir, "checkpoints", str(step), "state", "ocdbt.process_1", "d")
+  shard = os.path.join(workdir, "checkpoints", str(step), "model", "ocdbt.process_1", "d")
   for name in os.listdir(shard):
     with open(os.path.join(shard, name), "wb") as f:
       f.write(b"\0garbage")

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats_jax import layouts, prepare, predict, synth, train, volumes
+from brats_jax import layouts, prepare, predict, preprocessing, synth, train, volumes
 from brats_jax.errors import DataError
 
 from conftest import TINY_SHAPE, tiny_config
@@ -24,7 +24,7 @@ from test_bad_input import BREAKERS
 def test_reference_labels_written_through_the_prediction_path_round_trip(
     raw_datasets, layout, tmp_path):
   for case in layouts.find_cases(raw_datasets[layout]):
-    _, internal, affine, _ = prepare.read_raw_case(case)
+    _, internal, affine, _ = preprocessing.read_raw_case(case)
     out = str(tmp_path / f"{case.case_id}.nii.gz")
     volumes.save_label_like(out, case.convention.decode(internal), affine, case.reference_image)
     written, reference = nib.load(out), nib.load(case.label)
@@ -40,7 +40,7 @@ def trained_on_8(tiny_store, tmp_path_factory):
   config = tiny_config(tiny_store)
   config.train.num_steps = 4
   config.eval.max_cases = 1
-  train.train_and_evaluate(config, workdir)
+  train.train_and_validate(config, workdir)
   return workdir
 
 
@@ -65,7 +65,7 @@ def test_checkpoint_from_8_devices_predicts_on_1_and_back(trained_on_8, raw_data
   config = tiny_config(tiny_store)
   config.train.num_steps = 2
   config.data.val_fold = -1
-  train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+  train.train_and_validate(config, workdir, devices=jax.devices()[:1])
   out = str(tmp_path / "from1")
   predict.predict_folder(workdir, raw, out, progress=False)
   assert len(os.listdir(out)) == 3

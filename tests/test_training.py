@@ -4,13 +4,13 @@ import jax
 import numpy as np
 import pytest
 
-from brats_jax import sharding, train, train_step
+from brats_jax import optimizer, sharding, train, train_step
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.input_pipeline import PatchSampler, is_foreground_sample
 from brats_jax.store import PreparedStore
 from brats_jax.writers import read_metrics
 
-from conftest import tiny_config
+from conftest import new_train_state, tiny_config
 
 
 def _sampler(store_path, config, global_batch, rows=None):
@@ -41,7 +41,7 @@ def test_batches_are_a_function_of_seed_and_step(tiny_store):
 
 
 def _two_steps(config, batches, mesh):
-  graphdef, state, tx = train_step.create_train_state(config, mesh)
+  graphdef, state, tx = new_train_state(config, mesh)
   step = train_step.make_train_step(graphdef, tx, mesh, config)
   losses = []
   for batch in batches:
@@ -68,7 +68,7 @@ def test_step_on_8_devices_equals_1_device(tiny_store):
   for a, b in zip(flat8, flat1):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   # And the step did change the parameters.
-  _, initial, _ = train_step.create_train_state(config, sharding.make_mesh())
+  _, initial, _ = new_train_state(config, sharding.make_mesh())
   assert any(not np.allclose(a, b) for a, b in
              zip(flat8, jax.tree.leaves(jax.device_get(initial["params"]))))
 
@@ -85,9 +85,9 @@ def test_tiny_model_loss_falls(tiny_store):
 
 
 def _final_params(workdir, config):
-  graphdef, state, _ = train_step.create_train_state(config, sharding.make_mesh())
+  graphdef, state, _ = new_train_state(config, sharding.make_mesh())
   checkpoints = Checkpoints(workdir, read_only=True)
-  restored, data = checkpoints.restore(checkpoints.latest_step(), state)
+  restored, data, _ = checkpoints.restore(checkpoints.latest_step(), state)
   return jax.device_get(restored["params"]), data
 
 
@@ -97,13 +97,13 @@ def test_stop_and_resume_equals_uninterrupted(tiny_store, tmp_path, num_steps):
   config.eval.max_cases = 1
   config.train.num_steps = num_steps
   straight = str(tmp_path / "straight")
-  train.train_and_evaluate(config, straight)
+  train.train_and_validate(config, straight)
 
   resumed = str(tmp_path / "resumed")
   first_half = config.copy_and_resolve_references()
   first_half.train.num_steps = num_steps // 2
-  train.train_and_evaluate(first_half, resumed)
-  summary = train.train_and_evaluate(config, resumed)
+  train.train_and_validate(first_half, resumed)
+  summary = train.train_and_validate(config, resumed)
   assert {"WT", "TC", "ET", "mean_dice", "min_enhancing_voxels"} <= set(summary)
 
   expected, _ = _final_params(straight, config)
@@ -116,7 +116,7 @@ def test_stop_and_resume_equals_uninterrupted(tiny_store, tmp_path, num_steps):
 def test_nonfinite_step_is_skipped_and_counted(tiny_store):
   config = tiny_config(tiny_store)
   mesh = sharding.make_mesh()
-  graphdef, state, tx = train_step.create_train_state(config, mesh)
+  graphdef, state, tx = new_train_state(config, mesh)
   step = train_step.make_train_step(graphdef, tx, mesh, config)
   batch = _sampler(tiny_store, config, 8).batch(0)
   before = jax.device_get(state["params"])
@@ -137,7 +137,7 @@ def test_update_that_overflows_the_state_is_skipped(tiny_store):
   config.train.optimizer = "sgd"
   config.train.learning_rate = float("inf")
   mesh = sharding.make_mesh()
-  graphdef, state, tx = train_step.create_train_state(config, mesh)
+  graphdef, state, tx = new_train_state(config, mesh)
   step = train_step.make_train_step(graphdef, tx, mesh, config)
   before = jax.device_get(state["params"])
   state, metrics = step(state, sharding.to_global(_sampler(tiny_store, config, 8).batch(0),
@@ -154,17 +154,17 @@ def test_resume_on_another_device_count_and_extend_a_finished_run(tiny_store, tm
   config.train.schedule = "poly"  # decays to 0 at num_steps: an old schedule would freeze
   config.log_every_steps = 1
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)  # 8 devices
+  train.train_and_validate(config, workdir)  # 8 devices
   finished, _ = _final_params(workdir, config)
   config.train.num_steps = 4  # a finished run, given more steps, continues
-  train.train_and_evaluate(config, workdir, devices=jax.devices()[:2])  # on 2 devices
+  train.train_and_validate(config, workdir, devices=jax.devices()[:2])  # on 2 devices
   checkpoints = Checkpoints(workdir, read_only=True)
   assert checkpoints.latest_step() == 4
   params, data = _final_params(workdir, config)
   assert data["next_step"] == 4
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
   # Steps 3 and 4 follow the 4-step schedule (learning rate > 0), so the parameters moved.
-  schedule = train_step.learning_rate_schedule(config.train)
+  schedule = optimizer.learning_rate_schedule(config.train)
   logged = {r["step"]: r["train/learning_rate"] for r in read_metrics(workdir)
             if "train/learning_rate" in r}
   np.testing.assert_allclose([logged[3], logged[4]], [schedule(2), schedule(3)], rtol=1e-6)

@@ -1,0 +1,220 @@
+"""validate(config): every rule the code assumes of a config, checked before anything runs.
+
+The table below lists every field the code reads, with what it admits; a field that is
+missing, unknown (a typo in a config file) or out of range is a ConfigError naming it, so
+every command turns it into one line and exit 2 before it touches a file. Rules between
+fields (patch size against depth, fold against the store, batch against processes) follow.
+"""
+
+import math
+import numbers
+
+import ml_collections
+
+from brats_jax.errors import ConfigError
+
+ACTIVATIONS = ("leaky_relu", "relu", "gelu", "silu")
+NORMS = ("instance", "group", "batch")
+LOSS_KINDS = ("region", "softmax")
+PIXEL_LOSSES = ("bce", "focal")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("poly", "cosine", "constant")
+ON_NONFINITE = ("skip", "stop")
+DTYPES = ("float32", "bfloat16")
+
+
+def _fail(field, value, what):
+  raise ConfigError(f"config field {field}={value!r}: {what}")
+
+
+def _integer(low=None, high=None):
+  def check(field, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+      _fail(field, value, "must be an integer")
+    if low is not None and value < low:
+      _fail(field, value, f"must be at least {low}")
+    if high is not None and value > high:
+      _fail(field, value, f"must be at most {high}")
+  return check
+
+
+def _number(low=None, high=None, high_open=False, low_open=False):
+  def check(field, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+      _fail(field, value, "must be a finite number")
+    if low is not None and (value <= low if low_open else value < low):
+      _fail(field, value, f"must be {'above' if low_open else 'at least'} {low}")
+    if high is not None and (value >= high if high_open else value > high):
+      _fail(field, value, f"must be {'below' if high_open else 'at most'} {high}")
+  return check
+
+
+def _choice(*names):
+  def check(field, value):
+    if value not in names:
+      _fail(field, value, f"must be one of {', '.join(names)}")
+  return check
+
+
+def _boolean(field, value):
+  if not isinstance(value, bool):
+    _fail(field, value, "must be True or False")
+
+
+def _string(field, value):
+  if not isinstance(value, str):
+    _fail(field, value, "must be a string")
+
+
+def _range(low=None, high=None):
+  """A (low, high) pair with low <= high inside [low, high]."""
+  def check(field, value):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+      _fail(field, value, "must be a pair (low, high)")
+    for v in value:
+      _number(low, high)(field, v)
+    if value[0] > value[1]:
+      _fail(field, value, "low must not exceed high")
+  return check
+
+
+def _patch_size(field, value):
+  if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
+    _fail(field, value, "must have 3 sizes (3D model) or 2 (2D model on axial slices)")
+  for v in value:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+      _fail(field, value, "sizes must be positive integers")
+
+
+_PROBABILITY = _number(0, 1)
+RULES = {
+    "seed": _integer(0),
+    "log_every_steps": _integer(1),
+    "data.store": _string,
+    "data.val_fold": _integer(-1),
+    "data.patch_size": _patch_size,
+    "data.batch_per_device": _integer(1),
+    "data.foreground_fraction": _PROBABILITY,
+    "data.prefetch": _integer(1, 64),
+    "model.in_channels": _integer(1),
+    "model.base_filters": _integer(1),
+    "model.max_filters": _integer(1),
+    "model.depth": _integer(2, 8),
+    "model.norm": _choice(*NORMS),
+    "model.activation": _choice(*ACTIVATIONS),
+    "model.residual": _boolean,
+    "model.dropout": _number(0, 1, high_open=True),
+    "model.deep_supervision": _integer(0),
+    "model.dilated_bottleneck": _boolean,
+    "model.dtype": _choice(*DTYPES),
+    "loss.kind": _choice(*LOSS_KINDS),
+    "loss.pixel_loss": _choice(*PIXEL_LOSSES),
+    "loss.dice_smooth": _number(0),
+    "loss.focal_alpha": _PROBABILITY,
+    "loss.focal_gamma": _number(0),
+    "augment.enabled": _boolean,
+    "augment.p_rotation": _PROBABILITY,
+    "augment.max_rotation_deg": _number(0, 180),
+    "augment.p_scale": _PROBABILITY,
+    "augment.scale_range": _range(0.01, 100),
+    "augment.p_mirror": _PROBABILITY,
+    "augment.p_brightness": _PROBABILITY,
+    "augment.brightness_range": _range(0, 100),
+    "augment.p_contrast": _PROBABILITY,
+    "augment.contrast_range": _range(0, 100),
+    "augment.p_gamma": _PROBABILITY,
+    "augment.gamma_range": _range(0.01, 100),
+    "augment.p_noise": _PROBABILITY,
+    "augment.noise_std_max": _number(0),
+    "train.num_steps": _integer(1),
+    "train.optimizer": _choice(*OPTIMIZERS),
+    "train.learning_rate": _number(0, low_open=True),
+    "train.momentum": _number(0, 1, high_open=True),
+    "train.weight_decay": _number(0),
+    "train.schedule": _choice(*SCHEDULES),
+    "train.warmup_steps": _integer(0),
+    "train.grad_clip_norm": _number(0, low_open=True),
+    "train.on_nonfinite": _choice(*ON_NONFINITE),
+    "train.device_memory_gib": _number(0),
+    "eval.every_steps": _integer(1),
+    "eval.overlap": _number(0, 1, high_open=True),
+    "eval.sigma_scale": _number(0, low_open=True),
+    "eval.sw_batch_per_device": _integer(1),
+    "eval.max_cases": _integer(0),
+    "eval.min_enhancing_voxels": _integer(-1),
+    "checkpoint.every_steps": _integer(1),
+    "checkpoint.keep": _integer(1),
+    "checkpoint.keep_best": _integer(1),
+}
+
+
+def _flatten(config, prefix="") -> dict:
+  flat = {}
+  for key, value in config.items():
+    name = prefix + key
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      flat.update(_flatten(value, name + "."))
+    else:
+      flat[name] = value
+  return flat
+
+
+def nearest_valid_sizes(size: int, multiple: int) -> list:
+  """The multiples of `multiple` nearest to `size` (below and above; one if size is one)."""
+  below = max(multiple, size // multiple * multiple)
+  return sorted({below, below + multiple} if below < size else {below})
+
+
+def validate(config: ml_collections.ConfigDict, *, num_channels: int | None = None,
+             num_folds: int | None = None, num_devices: int | None = None,
+             num_processes: int = 1) -> None:
+  """Raises ConfigError naming the first field that breaks a rule.
+
+  The store's channel count and fold count, and the device and process counts, are checked
+  when given.
+  """
+  flat = _flatten(config)
+  unknown = sorted(set(flat) - set(RULES))
+  if unknown:
+    raise ConfigError(f"config field {unknown[0]} is not a field brats_jax reads "
+                      "(a typo, or a config written for another version?)")
+  for field, check in RULES.items():
+    if field not in flat:
+      raise ConfigError(f"config field {field} is missing (start configs from "
+                        "configs/default.py)")
+    check(field, flat[field])
+
+  model, data, loss, train = config.model, config.data, config.loss, config.train
+  if model.max_filters < model.base_filters:
+    _fail("model.max_filters", model.max_filters,
+          f"must be at least model.base_filters ({model.base_filters})")
+  if model.deep_supervision > model.depth - 2:
+    _fail("model.deep_supervision", model.deep_supervision,
+          f"a depth-{model.depth} U-Net has at most {model.depth - 2} lower-resolution outputs")
+  multiple = 2**(model.depth - 1)
+  if any(s % multiple for s in data.patch_size):
+    options = [nearest_valid_sizes(s, multiple) for s in data.patch_size]
+    low = tuple(o[0] for o in options)
+    high = tuple(o[-1] for o in options)
+    nearest = f"{low} or {high}" if low != high else f"{low}"
+    _fail("data.patch_size", tuple(data.patch_size),
+          f"every size must be divisible by 2^(model.depth-1) = {multiple} "
+          f"(model.depth={model.depth}); nearest valid: {nearest}")
+  if loss.pixel_loss == "focal" and loss.kind != "region":
+    _fail("loss.pixel_loss", loss.pixel_loss, "focal is for loss.kind=region (softmax uses "
+          "cross-entropy)")
+  if train.warmup_steps >= train.num_steps:
+    _fail("train.warmup_steps", train.warmup_steps,
+          f"must be below train.num_steps ({train.num_steps})")
+  if config.augment.enabled and model.in_channels > 8:
+    _fail("model.in_channels", model.in_channels, "augmentation draws for at most 8 channels")
+  if num_channels is not None and model.in_channels != num_channels:
+    _fail("model.in_channels", model.in_channels,
+          f"the store {data.store} holds {num_channels} channels")
+  if num_folds is not None and data.val_fold >= num_folds:
+    _fail("data.val_fold", data.val_fold,
+          f"the store {data.store} has folds 0-{num_folds - 1} (-1: no validation)")
+  if num_devices is not None and (data.batch_per_device * num_devices) % num_processes:
+    _fail("data.batch_per_device", data.batch_per_device,
+          f"the global batch ({data.batch_per_device} x {num_devices} devices) must split "
+          f"evenly over {num_processes} processes")

@@ -1,0 +1,104 @@
+"""The inference contract saved with every checkpoint, and the rules for relaunching a run.
+
+The contract is a small JSON item of each checkpoint: everything needed to use the model
+without the training machinery or its logs:
+
+    format_version   CONTRACT_VERSION
+    config           the resolved config the run trained with (model, loss, data, ...)
+    preprocessing    what the store applied (preprocessing.describe()); predict applies it
+    training_data    the store, the number and checksum of the training cases
+    et_threshold     {"voxels": N, "chosen_at_step": S} chosen by validation, or None
+    history          one entry per launch: first step, devices, processes, accepted changes
+
+Relaunching a workdir compares the new config with the contract's: fields in RESUMABLE may
+change (they are recorded in the history); any other change would silently alter a trained
+model, its loss or its data, and is refused in one line before the workdir is touched.
+"""
+
+import ml_collections
+
+from brats_jax.errors import ConfigError
+
+CONTRACT_VERSION = 1
+
+# Fields a relaunch may change: how long and how often, not what is trained.
+RESUMABLE = (
+    "train.num_steps", "train.warmup_steps",  # the schedule's length
+    "train.on_nonfinite", "train.device_memory_gib",
+    "log_every_steps", "eval.", "checkpoint.",  # logging, validation and saving cadence
+    "data.batch_per_device",  # the global batch; sample i of step s stays f(seed, s, i)
+    "data.prefetch", "data.store",  # where the data is read from (the cases are checked)
+)
+
+
+def is_resumable(field: str) -> bool:
+  return any(field == r or (r.endswith(".") and field.startswith(r)) for r in RESUMABLE)
+
+
+def make(config, preprocessing: dict, training_data: dict, et_threshold: dict | None,
+         history: list) -> dict:
+  return {"format_version": CONTRACT_VERSION, "config": config.to_dict(),
+          "preprocessing": preprocessing, "training_data": training_data,
+          "et_threshold": et_threshold, "history": history}
+
+
+def check_version(contract: dict, where: str) -> dict:
+  if contract.get("format_version") != CONTRACT_VERSION:
+    raise ConfigError(f"{where}: inference contract version {contract.get('format_version')}; "
+                      f"this version of brats_jax reads version {CONTRACT_VERSION}")
+  return contract
+
+
+def config_of(contract: dict) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(_as_tuples(contract["config"]))
+
+
+def _as_tuples(tree):
+  """JSON turns tuples into lists; configs hold tuples (patch sizes, ranges)."""
+  if isinstance(tree, dict):
+    return {k: _as_tuples(v) for k, v in tree.items()}
+  if isinstance(tree, list):
+    return tuple(_as_tuples(v) for v in tree)
+  return tree
+
+
+def _flatten(tree, prefix="") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[prefix + key] = _as_tuples(value)
+  return flat
+
+
+def config_changes(run_config, new_config) -> dict:
+  """{field: (run's value, new value)} of every field that differs."""
+  old, new = _flatten(_plain(run_config)), _flatten(_plain(new_config))
+  return {f: (old.get(f), new.get(f)) for f in sorted(set(old) | set(new))
+          if old.get(f) != new.get(f)}
+
+
+def _plain(config) -> dict:
+  return config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+
+
+def check_relaunch(contract: dict, new_config, train_cases_crc32: int, where: str) -> dict:
+  """The accepted changes of a relaunch; a change that would alter the trained run is a
+  ConfigError naming every such field (and nothing has been written)."""
+  changes = config_changes(contract["config"], new_config)
+  refused = [f for f in changes if not is_resumable(f)]
+  if refused:
+    described = "; ".join(f"{f} {changes[f][0]!r} -> {changes[f][1]!r}" for f in refused)
+    raise ConfigError(
+        f"{where} was trained with other settings: {described}. These change the model, "
+        "loss or data of a trained run; use a new --workdir (a relaunch may change only "
+        "steps, schedule length, logging, validation and checkpoint cadence, batch per "
+        "device, the store path and the device count)")
+  if train_cases_crc32 != contract["training_data"]["train_cases_crc32"]:
+    raise ConfigError(
+        f"{where} was trained on other cases than data.store={new_config.data.store} gives "
+        f"for training ({contract['training_data']['num_train_cases']} cases, checksum "
+        f"{contract['training_data']['train_cases_crc32']} vs {train_cases_crc32}); point "
+        "data.store at the run's store or use a new --workdir")
+  return changes
