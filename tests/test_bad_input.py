@@ -33,6 +33,13 @@ def _missing_modality(root):
   return files["t1ce"]
 
 
+def _missing_flair(root):
+  """The first modality: case discovery once keyed on it and lost such cases silently."""
+  _, files = _case_files(root)
+  os.remove(files["flair"])
+  return files["flair"]
+
+
 def _shape_mismatch(root):
   _, files = _case_files(root)
   _rewrite(files["t2"], lambda d, a: (d[:-2], a))
@@ -121,7 +128,7 @@ def _directory_instead_of_file(root):
   return files["t2"]
 
 
-BREAKERS = [_missing_modality, _shape_mismatch, _affine_mismatch, _nan_voxels, _inf_voxels,
+BREAKERS = [_missing_modality, _missing_flair, _shape_mismatch, _affine_mismatch, _nan_voxels, _inf_voxels,
             _bad_label_values, _truncated_file, _garbage_file, _empty_file,
             _wrong_dimensionality, _huge_declared_size, _directory_instead_of_file]
 
@@ -151,6 +158,20 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(raw_datasets, tmp_path, 
   assert result.returncode == 0, result.stderr
   assert bad_file in result.stderr
   assert len(os.listdir(os.path.join(output, "images"))) == 2
+
+
+def test_a_folder_with_only_some_of_a_cases_files_is_reported(raw_datasets, tmp_path):
+  """Whichever files a case folder lacks (every modality here), it is named, not skipped."""
+  root = str(tmp_path / "raw")
+  shutil.copytree(raw_datasets["brats2023"], root)
+  case, _ = _case_files(root)
+  for path in case.images:
+    os.remove(path)
+  cases = layouts.find_cases(root)
+  assert [c.case_id for c in cases][0] == case.case_id and len(cases) == 3
+  result = _prepare([f"--input={root}", f"--output={tmp_path / 'store'}"])
+  assert result.returncode == 2 and f"error: {case.images[0]}: missing modality file" in \
+      result.stderr
 
 
 def test_rerun_after_crash_starts_clean(raw_datasets, tmp_path):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -25,6 +27,7 @@ def _logged_steps(workdir):
     return [json.loads(line)["step"] for line in f if '"train/loss"' in line]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_the_same_command_resumes(tiny_store, tmp_path):
   workdir = str(tmp_path / "run")
   env = dict(os.environ, PYTHONUNBUFFERED="1")

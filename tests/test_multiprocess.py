@@ -12,8 +12,11 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 300
 

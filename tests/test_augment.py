@@ -1,0 +1,65 @@
+"""Augmentation keeps image and label aligned: an image made from the label still matches
+its label after every spatial transform, in 3D and 2D."""
+
+import jax
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from brats_jax import augment
+
+from conftest import tiny_config
+
+
+def _blobs(shape, seed):
+  """Smooth random labels 0-3 (large regions, so boundaries are a small part)."""
+  rng = np.random.default_rng(seed)
+  field = ndimage.gaussian_filter(rng.standard_normal((4,) + shape), [0] + [6] * len(shape),
+                                mode="wrap")
+  return np.argmax(field, axis=0).astype(np.uint8)
+
+
+def _spatial_only(transform):
+  config = tiny_config().augment
+  for p in ("p_rotation", "p_scale", "p_mirror", "p_brightness", "p_contrast", "p_gamma",
+            "p_noise"):
+    setattr(config, p, 0.0)
+  for p in transform:
+    setattr(config, p, 1.0)
+  config.max_rotation_deg = 45.0
+  config.scale_range = (0.7, 1.4)
+  return config
+
+
+@pytest.mark.parametrize("shape", [(40, 36, 32), (48, 40)])
+@pytest.mark.parametrize("transform", [("p_mirror",), ("p_rotation",), ("p_scale",),
+                                       ("p_rotation", "p_scale", "p_mirror")])
+def test_spatial_transforms_move_image_and_label_together(shape, transform):
+  labels = np.stack([_blobs(shape, seed) for seed in range(4)])
+  images = np.eye(4, dtype=np.float32)[labels]  # channel c = (label == c)
+  keys = jax.vmap(jax.random.key)(np.arange(10, 14, dtype=np.uint32))
+  config = _spatial_only(transform)
+  out_images, out_labels = jax.jit(lambda i, l, k: augment.augment_batch(i, l, k, config))(
+      images, labels, keys)
+  out_images, out_labels = np.asarray(out_images), np.asarray(out_labels)
+  assert not np.array_equal(out_labels, labels)  # something moved
+  inside = out_images.sum(-1) > 0.99  # voxels sampled from inside the patch
+  assert _misaligned_voxels(out_images, out_labels, inside, exact=transform == ("p_mirror",)) == 0
+  # The check has teeth: the same pair with the label flipped once more (a transform applied
+  # to one and not the other) fails it.
+  assert _misaligned_voxels(out_images, np.flip(out_labels, axis=1), inside, exact=False) > 20
+
+
+def _misaligned_voxels(images, labels, inside, exact: bool) -> int:
+  """Voxels where the label-derived image disagrees with the label. A flip moves voxels
+  exactly (every voxel must agree); linear (image) and nearest (label) resampling may differ
+  only on region borders: voxels with another label within 2 voxels, or within 2 voxels of
+  the patch edge (beyond which the labels are unknown here)."""
+  disagree = (np.argmax(images, -1) != labels) & inside
+  if not exact:
+    size = (1,) + (5,) * (labels.ndim - 1)
+    border = (ndimage.maximum_filter(labels, size, mode="constant", cval=255)
+              != ndimage.minimum_filter(labels, size, mode="constant", cval=0))
+    assert (inside & ~border).mean() > 0.1  # enough voxels are checked (thousands)
+    disagree &= ~border
+  return int(disagree.sum())

@@ -1,0 +1,127 @@
+"""Every validate() rule refuses a bad value with one line naming the field."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from brats_jax import config_checks, config_io
+from brats_jax.errors import ConfigError
+
+from conftest import ROOT
+
+# One bad value per field the code reads (a type or range the code cannot run with).
+BAD_VALUES = {
+    "seed": -1, "log_every_steps": 0, "data.store": 3, "data.val_fold": -2,
+    "data.patch_size": (16, 16, 16, 16), "data.batch_per_device": 0,
+    "data.foreground_fraction": 1.5, "data.prefetch": 0, "model.in_channels": 0,
+    "model.base_filters": 0, "model.max_filters": 0, "model.depth": 1, "model.norm": "layer",
+    "model.activation": "tanh", "model.residual": "yes", "model.dropout": 1.0,
+    "model.deep_supervision": -1, "model.dilated_bottleneck": 1, "model.dtype": "float64",
+    "loss.kind": "dice", "loss.pixel_loss": "bogus", "loss.dice_smooth": -1.0,
+    "loss.focal_alpha": 2.0, "loss.focal_gamma": -1.0, "augment.enabled": "true",
+    "augment.p_rotation": -0.1, "augment.max_rotation_deg": 360.0, "augment.p_scale": 2.0,
+    "augment.scale_range": (1.4, 0.7), "augment.p_mirror": 1.1,
+    "augment.p_brightness": -1.0, "augment.brightness_range": (0.75,),
+    "augment.p_contrast": 7.0, "augment.contrast_range": (-1.0, 1.0), "augment.p_gamma": 1.01,
+    "augment.gamma_range": (0.0, 1.5), "augment.p_noise": float("nan"),
+    "augment.noise_std_max": -0.1, "train.num_steps": 0, "train.optimizer": "lamb",
+    "train.learning_rate": 0.0, "train.momentum": 1.0, "train.weight_decay": -1e-5,
+    "train.schedule": "linear", "train.warmup_steps": -1, "train.grad_clip_norm": 0.0,
+    "train.on_nonfinite": "halt", "train.device_memory_gib": -1.0, "eval.every_steps": 0,
+    "eval.overlap": 1.0, "eval.sigma_scale": 0.0, "eval.sw_batch_per_device": 0,
+    "eval.max_cases": -1, "eval.min_enhancing_voxels": -2, "checkpoint.every_steps": 0,
+    "checkpoint.keep": 0, "checkpoint.keep_best": 0,
+}
+
+
+def _default():
+  return config_io.load_config_file(os.path.join(ROOT, "configs", "default.py"))
+
+
+def _with(config, field, value):
+  """A copy of config with field set to value, whatever its type (as a config file could)."""
+  plain = config.to_dict()
+  *sections, name = field.split(".")
+  target = plain
+  for section in sections:
+    target = target[section]
+  target[name] = value
+  return ml_collections.ConfigDict(plain, type_safe=False)
+
+
+def test_every_field_has_a_rule_and_every_rule_a_test():
+  assert set(BAD_VALUES) == set(config_checks.RULES)
+  assert set(config_checks._flatten(_default())) == set(config_checks.RULES)
+
+
+@pytest.mark.parametrize("field", sorted(BAD_VALUES))
+def test_a_bad_value_is_refused_naming_the_field(field):
+  with pytest.raises(ConfigError) as error:
+    config_checks.validate(_with(_default(), field, BAD_VALUES[field]))
+  assert str(error.value).startswith(f"config field {field}=") and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))))
+def test_every_shipped_config_is_valid(path):
+  config_checks.validate(config_io.load_config_file(path))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("model.max_filters", 16, "at least model.base_filters"),
+    ("model.deep_supervision", 5, "at most 4 lower-resolution outputs"),
+    ("data.patch_size", (128, 128, 100),
+     r"divisible by 2\^\(model.depth-1\) = 32 .* nearest valid: \(128, 128, 96\) or "
+     r"\(128, 128, 128\)"),
+    ("data.patch_size", (20, 20), r"nearest valid: \(32, 32\)$"),
+    ("train.warmup_steps", 250_000, "below train.num_steps"),
+    ("model.in_channels", 9, "at most 8 channels"),
+])
+def test_rules_between_fields(field, value, message):
+  with pytest.raises(ConfigError, match=message):
+    config_checks.validate(_with(_default(), field, value))
+
+
+def test_focal_is_for_region_losses():
+  config = _with(_default(), "loss.pixel_loss", "focal")
+  config_checks.validate(config)
+  with pytest.raises(ConfigError, match="loss.pixel_loss='focal': focal is for loss.kind=region"):
+    config_checks.validate(_with(config, "loss.kind", "softmax"))
+
+
+def test_rules_against_the_store_and_the_devices():
+  config = _default()
+  with pytest.raises(ConfigError, match="model.in_channels=4: the store .* holds 1 channels"):
+    config_checks.validate(config, num_channels=1)
+  with pytest.raises(ConfigError, match="data.val_fold=5: the store .* has folds 0-4"):
+    config_checks.validate(_with(config, "data.val_fold", 5), num_folds=5)
+  with pytest.raises(ConfigError, match=r"global batch \(2 x 3 devices\) must split evenly "
+                                        "over 4 processes"):
+    config_checks.validate(config, num_devices=3, num_processes=4)
+  config_checks.validate(config, num_channels=4, num_folds=5, num_devices=4, num_processes=2)
+
+
+def test_unknown_and_missing_fields():
+  plain = _default().to_dict()
+  plain["model"]["base_filter"] = 16  # a typo in a config file
+  with pytest.raises(ConfigError, match="model.base_filter is not a field brats_jax reads"):
+    config_checks.validate(ml_collections.ConfigDict(plain))
+  plain = _default().to_dict()
+  del plain["train"]["schedule"]
+  with pytest.raises(ConfigError, match="train.schedule is missing"):
+    config_checks.validate(ml_collections.ConfigDict(plain))
+
+
+def test_the_training_command_reports_one_line_and_exit_2(tmp_path):
+  workdir = str(tmp_path / "run")
+  result = subprocess.run([sys.executable, "-m", "brats_jax.main",
+                           f"--config={ROOT}/configs/tiny.py", f"--workdir={workdir}",
+                           "--config.loss.pixel_loss=bogus"],
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  assert result.stderr == ("error: config field loss.pixel_loss='bogus': must be one of bce, "
+                           "focal\n")
+  assert not os.path.exists(workdir)
