@@ -1,11 +1,12 @@
 # `make demo`: synthesise a small BraTS-like dataset, prepare it, train on it (CPU is enough),
 # then segment 5 new held-out cases, score them and draw them.
-# `make test`: the test suite. Both create .venv and install the package first.
+# `make test`: the test suite's fast tier; `make test-slow`: the slow tier (several processes,
+# signals). CI runs both. Each target creates .venv and installs the package first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO := demo_out
 
-.PHONY: demo test clean
+.PHONY: demo test test-slow clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,7 +34,10 @@ demo: $(DEMO)/store/manifest.json $(DEMO)/heldout/.complete
 	@echo "pictures: $(DEMO)/pictures/*.png, $(DEMO)/workdir/training_curves.png"
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -n 2 -m "not slow" tests
+
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -n 2 -m slow tests
 
 clean:
 	rm -rf $(DEMO)

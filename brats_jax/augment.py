@@ -26,9 +26,34 @@ def _rotation(angles: jax.Array, dims: int) -> jax.Array:
   return matrix
 
 
-def _resample(volume: jax.Array, coords: jax.Array, order: int) -> jax.Array:
-  return jax.scipy.ndimage.map_coordinates(volume, list(coords), order=order, mode="constant",
-                                           cval=0)
+def _inside(index, shape):
+  return jnp.all((index >= 0) & (index < jnp.array(shape)[:, None]), axis=0)
+
+
+def _resample(image: jax.Array, labels: jax.Array, coords: jax.Array):
+  """image [*S, C] sampled linearly and labels [*S] at the nearest voxel, at coords [d, *S];
+  outside the volume both are 0. (jax.scipy.ndimage.map_coordinates with order 1 and 0, but
+  the indices and weights are computed once and each gather moves all channels.)"""
+  shape, channels = labels.shape, image.shape[-1]
+  points = coords.reshape(len(shape), -1)
+  flat_image = image.reshape(-1, channels)
+  strides = jnp.array([int(np.prod(shape[a + 1:])) for a in range(len(shape))])
+
+  def gather(flat, index):
+    valid = _inside(index, shape)
+    values = flat[jnp.where(valid, jnp.sum(index * strides[:, None], 0), 0)]
+    return jnp.where(valid.reshape(valid.shape + (1,) * (values.ndim - 1)), values, 0)
+
+  lower = jnp.floor(points)
+  upper_weight = points - lower
+  lower = lower.astype(jnp.int32)
+  out = 0.0
+  for corner in np.ndindex(*(2,) * len(shape)):
+    offset = jnp.array(corner)[:, None]
+    weight = jnp.prod(jnp.where(offset == 1, upper_weight, 1 - upper_weight), axis=0)
+    out = out + weight[:, None] * gather(flat_image, lower + offset)
+  nearest = gather(labels.reshape(-1), jax.lax.round(points).astype(jnp.int32))
+  return out.reshape(image.shape), nearest.reshape(shape)
 
 
 # Every scalar random choice of a sample comes from one uniform draw (fewer PRNG calls
@@ -41,8 +66,13 @@ def _between(u, low_high):
   return low_high[0] + u * (low_high[1] - low_high[0])
 
 
-def spatial(image, labels, u, config):
-  """Random rotation and scaling about the patch centre, then random mirroring."""
+def _needs_resampling(u, config):
+  return (u[3] < config.p_rotation) | (u[5] < config.p_scale)
+
+
+def resample(image, labels, u, config):
+  """Random rotation and scaling about the patch centre (the identity when neither is drawn:
+  linear and nearest sampling at integer coordinates return the voxels themselves)."""
   dims = labels.ndim
   shape = labels.shape
   max_angle = np.deg2rad(config.max_rotation_deg)
@@ -55,9 +85,12 @@ def spatial(image, labels, u, config):
   offsets = grid.reshape(dims, -1) - centre[:, None]
   coords = (_rotation(angles, dims) @ offsets) / scale + centre[:, None]
   coords = coords.reshape((dims,) + shape)
-  image = jax.vmap(lambda ch: _resample(ch, coords, 1), in_axes=-1, out_axes=-1)(image)
-  labels = _resample(labels, coords, 0)
-  for axis in range(dims):
+  return _resample(image, labels, coords)
+
+
+def mirror(image, labels, u, config):
+  """Random flips of each spatial axis."""
+  for axis in range(labels.ndim):
     flip = u[6 + axis] < config.p_mirror
     image = jnp.where(flip, jnp.flip(image, axis), image)
     labels = jnp.where(flip, jnp.flip(labels, axis), labels)
@@ -94,10 +127,21 @@ def augment_batch(images, labels, keys, config: ml_collections.ConfigDict):
   if images.shape[-1] > 8:
     raise ValueError("augmentation draws for at most 8 channels")
 
-  def one(image, label, key):
+  def draws(key):
     k_uniform, k_noise = jax.random.split(key)
-    u = jax.random.uniform(k_uniform, (_NUM_UNIFORMS,))
-    image, label = spatial(image, label, u, config)
-    return intensity(image, u, jax.random.normal(k_noise, image.shape), config), label
+    return jax.random.uniform(k_uniform, (_NUM_UNIFORMS,)), k_noise
 
-  return jax.vmap(one)(images.astype(jnp.float32), labels, keys)
+  u, noise_keys = jax.vmap(draws)(keys)
+  images = images.astype(jnp.float32)
+  # Resampling is most of augmentation's cost and most samples draw no rotation or scaling:
+  # skip it when no sample of this device's batch needs it (it would be the identity).
+  images, labels = jax.lax.cond(
+      jnp.any(jax.vmap(lambda v: _needs_resampling(v, config))(u)),
+      lambda: jax.vmap(lambda i, l, v: resample(i, l, v, config))(images, labels, u),
+      lambda: (images, labels))
+
+  def rest(image, label, v, noise_key):
+    image, label = mirror(image, label, v, config)
+    return intensity(image, v, jax.random.normal(noise_key, image.shape), config), label
+
+  return jax.vmap(rest)(images, labels, u, noise_keys)

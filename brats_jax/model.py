@@ -7,10 +7,17 @@ from plain matrix products, because XLA's 3D transposed-convolution gradient is 
 path (jax-ml/jax#31662).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
+
+from brats_jax import convolution
+
+# Every convolution of the model: lax's, except 3D on CPUs (convolution.py says why).
+Conv = functools.partial(nnx.Conv, conv_general_dilated=convolution.conv_general_dilated)
 
 _ACTIVATIONS = {"leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01), "relu": jax.nn.relu,
                 "gelu": jax.nn.gelu, "silu": jax.nn.silu}
@@ -38,7 +45,7 @@ class ConvNormAct(nnx.Module):
   """Convolution (no bias: the norm follows) -> norm -> activation."""
 
   def __init__(self, cin, cout, dims, config, rngs, strides=1, dilation=1):
-    self.conv = nnx.Conv(cin, cout, (3,) * dims, strides=strides, kernel_dilation=dilation,
+    self.conv = Conv(cin, cout, (3,) * dims, strides=strides, kernel_dilation=dilation,
                          use_bias=False, dtype=config.dtype, rngs=rngs)
     self.norm = _norm(config.norm, cout, config.dtype, rngs)
     self.is_batch_norm = config.norm == "batch"
@@ -57,7 +64,7 @@ class ConvBlock(nnx.Module):
     self.first = ConvNormAct(cin, cout, dims, config, rngs, strides, dilations[0])
     self.second = ConvNormAct(cout, cout, dims, config, rngs, 1, dilations[1])
     needs_projection = config.residual and (cin != cout or strides != 1)
-    self.skip = nnx.Conv(cin, cout, (1,) * dims, strides=strides, use_bias=False,
+    self.skip = Conv(cin, cout, (1,) * dims, strides=strides, use_bias=False,
                          dtype=config.dtype, rngs=rngs) if needs_projection else None
     self.residual = config.residual
 
@@ -72,7 +79,7 @@ class UpSample(nnx.Module):
   """2x up-sampling: a 1x1 conv to 2^d * cout channels, then depth-to-space."""
 
   def __init__(self, cin, cout, dims, config, rngs):
-    self.conv = nnx.Conv(cin, cout * 2**dims, (1,) * dims, dtype=config.dtype, rngs=rngs)
+    self.conv = Conv(cin, cout * 2**dims, (1,) * dims, dtype=config.dtype, rngs=rngs)
     self.dims, self.cout = dims, cout
 
   def __call__(self, x):
@@ -109,7 +116,7 @@ class UNet(nnx.Module):
       self.decoder.append(ConvBlock(2 * filters[level], filters[level], dims, config, rngs))
     # heads[k] reads the decoder output at resolution level k (0 = full resolution).
     for level in range(1 + config.deep_supervision):
-      self.heads.append(nnx.Conv(filters[level], config.out_channels, (1,) * dims,
+      self.heads.append(Conv(filters[level], config.out_channels, (1,) * dims,
                                  dtype=config.dtype, rngs=rngs))
     self.dropout = nnx.Dropout(config.dropout) if config.dropout > 0 else None
 
