@@ -53,12 +53,7 @@ def _with_sharding(tree, mesh):
                       tree)
 
 
-def create_train_state(config: ml_collections.ConfigDict, mesh,
-                       tx: optax.GradientTransformation):
-  """(graphdef, state) with every array created directly, replicated, on the mesh devices.
-
-  Shapes come first (eval_shape), then shardings, then the arrays themselves.
-  """
+def _state_initialiser(config: ml_collections.ConfigDict, tx: optax.GradientTransformation):
   mc = model_config(config)
 
   def init():
@@ -67,10 +62,26 @@ def create_train_state(config: ml_collections.ConfigDict, mesh,
             "opt_state": tx.init(variables["params"]),
             "rng": jax.random.key_data(jax.random.key(config.seed))}
 
+  return init
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, mesh,
+                         tx: optax.GradientTransformation):
+  """(graphdef, shapes of the state carrying replicated shardings): enough to compile the
+  train step for devices this machine does not have (benchmarks/aot.py)."""
   graphdef, _ = abstract_model(config, mesh)
-  abstract = jax.eval_shape(init)
-  shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-  return graphdef, jax.jit(init, out_shardings=shardings)()
+  return graphdef, _with_sharding(jax.eval_shape(_state_initialiser(config, tx)), mesh)
+
+
+def create_train_state(config: ml_collections.ConfigDict, mesh,
+                       tx: optax.GradientTransformation):
+  """(graphdef, state) with every array created directly, replicated, on the mesh devices.
+
+  Shapes come first (eval_shape), then shardings, then the arrays themselves.
+  """
+  graphdef, abstract = abstract_train_state(config, mesh, tx)
+  init = _state_initialiser(config, tx)
+  return graphdef, jax.jit(init, out_shardings=jax.tree.map(lambda x: x.sharding, abstract))()
 
 
 def to_items(state: dict) -> dict:

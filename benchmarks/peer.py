@@ -1,0 +1,361 @@
+"""The same network and recipe in brats_jax and in PyTorch/MONAI, side by side on this machine.
+
+  pip install -e ".[peer]"          # CPU torch and MONAI (optional; never needed to train)
+  python benchmarks/peer.py [--data=RAW_DIR --heldout=RAW_DIR] [--steps=250]
+      [--train_seconds=300] [--out=benchmarks/results/peer.json]
+
+Without --data, synthetic BraTS 2021-layout cases are written first (24 to train on, 5 held
+out, 64x64x48, as `make demo`). Each side runs in its own process, one after the other:
+
+  step      one train step on a fixed batch (same network, float32, batch 2, config patch)
+  train     the usual pipeline of each, end to end: brats_jax prepares a store and trains
+            with configs/demo.py; MONAI caches the cases (CacheDataset), crops patches with
+            RandCropByPosNegLabeld and augments on the CPU in a DataLoader worker
+  predict   whole-case Gaussian sliding-window inference of every held-out case
+  score     mean region Dice (WT, TC, ET) of those predictions against their labels
+
+The network is configs/demo.py's U-Net, and in MONAI a DynUNet of the same levels, filters,
+kernels and strides (instance norm, leaky ReLU, 2 deep-supervision heads), trained with Dice
++ cross-entropy on softmax classes, AdamW, warm-up then cosine. With --train_seconds both
+sides train for that many seconds' worth of steps (from their own measured step time)
+instead of --steps: the same CPU budget, which is what decides accuracy on a laptop.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+START = time.time()
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from brats_jax import layouts, metrics  # noqa: E402  (neither imports jax or torch)
+
+
+def _config():
+  from brats_jax import config_io
+  return config_io.load_config_file(os.path.join(ROOT, "configs", "demo.py"))
+
+
+def _peak_rss_gib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _region_dice(predicted_internal, reference_internal) -> dict:
+  scores = metrics.region_dice(layouts.regions_from_labels(predicted_internal),
+                               reference_internal)
+  return {r: scores[r] for r in layouts.REGIONS}
+
+
+def _summary(per_case: list) -> dict:
+  means = {r: float(np.mean([c[r] for c in per_case])) for r in layouts.REGIONS}
+  return {**means, "mean": float(np.mean(list(means.values())))}
+
+
+# ---- brats_jax ---------------------------------------------------------------------------
+
+
+def run_jax(args) -> dict:
+  import jax
+
+  import throughput
+  from brats_jax import prepare, predict, preprocessing, train
+
+  config = _config()
+  result = {"side": "brats_jax", "jax": jax.__version__, "devices": jax.device_count()}
+  result["step_seconds"] = throughput.measure(config, jax.devices()[:1], steps=10, warmup=2)
+  steps = args.steps if not args.train_seconds else max(
+      int(args.train_seconds / result["step_seconds"]), 20)
+  work = tempfile.mkdtemp(prefix="peer_jax_")
+  started = time.time()
+  prepare.prepare(args.data, os.path.join(work, "store"), num_workers=2)
+  result["prepare_seconds"] = time.time() - started
+  config.data.store = os.path.join(work, "store")
+  config.data.val_fold = -1
+  config.train.num_steps = steps
+  config.log_every_steps = 1
+  config.checkpoint.every_steps = steps
+  workdir = os.path.join(work, "run")
+  started = time.time()
+  train.train_and_validate(config, workdir, devices=jax.devices()[:1])
+  result["train_seconds"] = time.time() - started
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  first = next(r for r in records if r["step"] == 1)
+  result["first_step_after_seconds"] = first["time"] - START
+  result["steps"] = steps
+  steady = [r["train/samples_per_second"] for r in records if r["step"] > 10]
+  result["train_samples_per_second"] = float(np.median(steady))
+  timings, _ = predict.predict_folder(workdir, args.heldout, os.path.join(work, "pred"),
+                                      progress=False, devices=jax.devices()[:1])
+  result["predict_seconds_per_case"] = float(np.mean([t for _, t in timings[1:]]))
+  result["predict_first_case_seconds"] = timings[0][1]
+  per_case = []
+  for case in layouts.find_cases(args.heldout):
+    reference = preprocessing.read_raw_case(case)[1]
+    predicted, _, _ = _read_prediction(os.path.join(work, "pred", f"{case.case_id}.nii.gz"),
+                                       case)
+    per_case.append(_region_dice(predicted, reference))
+  result["heldout_dice"] = _summary(per_case)
+  result["peak_rss_gib"] = _peak_rss_gib()
+  return result
+
+
+def _read_prediction(path, case):
+  from brats_jax import volumes
+  raw, affine, spacing = volumes.load_label(path)
+  return case.convention.encode(raw, path), affine, spacing
+
+
+# ---- PyTorch / MONAI ---------------------------------------------------------------------
+
+
+def _monai_network(config):
+  from monai.networks.nets import DynUNet
+  from brats_jax import model
+  filters = model.level_filters(config.model)
+  return DynUNet(3, config.model.in_channels, 4, kernel_size=[3] * len(filters),
+                 strides=[1] + [2] * (len(filters) - 1),
+                 upsample_kernel_size=[2] * (len(filters) - 1), filters=filters,
+                 norm_name=("INSTANCE", {"affine": True}), deep_supervision=True,
+                 deep_supr_num=config.model.deep_supervision, trans_bias=True)
+
+
+def _monai_loss():
+  from monai.losses import DiceCELoss
+  dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+
+  def loss(outputs, labels):  # deep supervision: weights halving per level, normalised
+    weights = np.array([0.5**i for i in range(outputs.shape[1])])
+    weights = weights / weights.sum()
+    return sum(w * dice_ce(outputs[:, i], labels) for i, w in enumerate(weights))
+
+  return loss
+
+
+def _monai_optimizer(net, config, steps):
+  import torch
+  optimizer = torch.optim.AdamW(net.parameters(), lr=config.train.learning_rate,
+                                weight_decay=config.train.weight_decay)
+  warmup = config.train.warmup_steps
+
+  def factor(step):  # linear warm-up, then cosine to zero: optax's schedule of the config
+    if step < warmup:
+      return step / warmup
+    return 0.5 * (1 + np.cos(np.pi * min(step - warmup, steps - warmup) / (steps - warmup)))
+
+  return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _monai_step_seconds(config) -> float:
+  import torch
+  net, loss = _monai_network(config), _monai_loss()
+  optimizer, _ = _monai_optimizer(net, config, 100)
+  shape = (config.data.batch_per_device, config.model.in_channels) + tuple(
+      config.data.patch_size)
+  images = torch.randn(shape)
+  labels = torch.randint(0, 4, (shape[0], 1) + shape[2:]).float()
+  net.train()
+  times = []
+  for i in range(12):
+    started = time.perf_counter()
+    optimizer.zero_grad()
+    value = loss(net(images), labels)
+    value.backward()
+    optimizer.step()
+    if i >= 2:
+      times.append(time.perf_counter() - started)
+  return float(np.mean(times))
+
+
+def _monai_case_dicts(root):
+  return [{"image": list(c.images), "label": c.label, "case_id": c.case_id}
+          for c in layouts.find_cases(root)]
+
+
+def _monai_base_transforms(with_label=True):
+  from monai import transforms as mt
+  keys = ["image", "label"] if with_label else ["image"]
+  steps = [mt.LoadImaged(keys=["image"], image_only=True),
+           mt.EnsureChannelFirstd(keys=["image"])]
+  if with_label:  # separate loaders: one LoadImaged for both corrupted channels in MONAI 1.6.1
+    steps += [mt.LoadImaged(keys=["label"], image_only=True),
+              mt.EnsureChannelFirstd(keys=["label"]),
+              mt.MapLabelValued(keys=["label"], orig_labels=[0, 1, 2, 4],
+                                target_labels=[0, 1, 2, 3])]  # BraTS 2021 -> classes
+  steps += [mt.CropForegroundd(keys=keys, source_key="image", allow_smaller=True),
+            mt.NormalizeIntensityd(keys=["image"], nonzero=True, channel_wise=True),
+            mt.EnsureTyped(keys=keys, track_meta=False)]
+  return steps
+
+
+def _monai_train_transforms(config):
+  from monai import transforms as mt
+  a = config.augment
+  keys = ["image", "label"]
+  return mt.Compose(_monai_base_transforms() + [
+      mt.RandCropByPosNegLabeld(keys=keys, label_key="label",
+                                spatial_size=tuple(config.data.patch_size),
+                                pos=config.data.foreground_fraction,
+                                neg=1 - config.data.foreground_fraction, num_samples=1),
+      mt.RandRotated(keys=keys, range_x=np.deg2rad(a.max_rotation_deg),
+                     range_y=np.deg2rad(a.max_rotation_deg),
+                     range_z=np.deg2rad(a.max_rotation_deg), prob=a.p_rotation,
+                     mode=("bilinear", "nearest"), keep_size=True),
+      mt.RandZoomd(keys=keys, min_zoom=a.scale_range[0], max_zoom=a.scale_range[1],
+                   prob=a.p_scale, mode=("trilinear", "nearest"), keep_size=True),
+      *[mt.RandFlipd(keys=keys, prob=a.p_mirror, spatial_axis=axis) for axis in range(3)],
+      mt.RandScaleIntensityd(keys=["image"], factors=0.25, prob=a.p_brightness),
+      mt.RandAdjustContrastd(keys=["image"], gamma=tuple(a.gamma_range), prob=a.p_gamma),
+      mt.RandGaussianNoised(keys=["image"], std=a.noise_std_max, prob=a.p_noise),
+  ])
+
+
+def run_monai(args) -> dict:
+  import monai
+  import torch
+  from monai.data import CacheDataset, DataLoader
+  from monai.inferers import sliding_window_inference
+  from monai import transforms as mt
+
+  from brats_jax import preprocessing
+
+  torch.set_num_threads(os.cpu_count())
+  config = _config()
+  result = {"side": "monai", "torch": torch.__version__, "monai": monai.__version__}
+  result["step_seconds"] = _monai_step_seconds(config)
+  steps = args.steps if not args.train_seconds else max(
+      int(args.train_seconds / result["step_seconds"]), 20)
+  started = time.time()
+  net, loss = _monai_network(config), _monai_loss()
+  optimizer, scheduler = _monai_optimizer(net, config, steps)
+  dataset = CacheDataset(_monai_case_dicts(args.data), _monai_train_transforms(config),
+                         num_workers=1, progress=False)
+  loader = DataLoader(dataset, batch_size=config.data.batch_per_device, shuffle=True,
+                      num_workers=1, persistent_workers=True, drop_last=True)
+  net.train()
+  step, times = 0, []
+  while step < steps:
+    for batch in loader:
+      tick = time.perf_counter()
+      optimizer.zero_grad()
+      value = loss(net(batch["image"]), batch["label"])
+      value.backward()
+      optimizer.step()
+      scheduler.step()
+      step += 1
+      times.append(time.perf_counter() - tick)
+      if step == 1:
+        result["first_step_after_seconds"] = time.time() - START
+      if step == steps:
+        break
+  result["train_seconds"] = time.time() - started
+  result["steps"] = steps
+  wall = result["train_seconds"] - (result["first_step_after_seconds"] - (started - START))
+  result["train_samples_per_second"] = (steps - 1) * config.data.batch_per_device / wall
+
+  net.eval()
+  infer = mt.Compose(_monai_base_transforms(with_label=False))
+  per_case, seconds = [], []
+  for case, item in zip(layouts.find_cases(args.heldout), _monai_case_dicts(args.heldout)):
+    tick = time.perf_counter()
+    image = infer({"image": item["image"]})["image"][None]
+    with torch.no_grad():
+      probabilities = torch.softmax(sliding_window_inference(
+          image, tuple(config.data.patch_size), config.eval.sw_batch_per_device, net,
+          overlap=config.eval.overlap, mode="gaussian",
+          sigma_scale=config.eval.sigma_scale), 1)
+    seconds.append(time.perf_counter() - tick)
+    images, reference, _, _ = preprocessing.read_raw_case(case)
+    box = preprocessing.brain_box(images, None, case.images[0])
+    predicted = np.zeros(reference.shape, np.uint8)
+    predicted[preprocessing.crop_slices(box)] = probabilities[0].argmax(0).numpy()
+    per_case.append(_region_dice(predicted, reference))
+  result["predict_seconds_per_case"] = float(np.mean(seconds[1:]))
+  result["predict_first_case_seconds"] = seconds[0]
+  result["heldout_dice"] = _summary(per_case)
+  result["peak_rss_gib"] = _peak_rss_gib()
+  return result
+
+
+# ---- the comparison ----------------------------------------------------------------------
+
+
+def _synthesise(folder: str) -> tuple:
+  from brats_jax import synth
+  data, heldout = os.path.join(folder, "train"), os.path.join(folder, "heldout")
+  synth.write_dataset(data, "brats2021", 24, (64, 64, 48), seed=0)
+  synth.write_dataset(heldout, "brats2021", 5, (64, 64, 48), seed=1)
+  return data, heldout
+
+
+ROWS = [("step_seconds", "train step, fixed batch (s)", False),
+        ("first_step_after_seconds", "process start to first step done (s)", False),
+        ("train_samples_per_second", "training samples/s, steady", True),
+        ("train_seconds", "training, end to end (s)", False),
+        ("predict_seconds_per_case", "sliding-window prediction per case (s)", False),
+        ("peak_rss_gib", "peak memory (GiB)", False)]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--data", help="raw training cases (default: synthetic)")
+  parser.add_argument("--heldout", help="raw held-out cases with labels")
+  parser.add_argument("--steps", type=int, default=250)
+  parser.add_argument("--train_seconds", type=float, default=0,
+                      help="train each side this long (its steps from its step time)")
+  parser.add_argument("--out", default=os.path.join(HERE, "results", "peer.json"))
+  parser.add_argument("--side", choices=["jax", "monai"], help=argparse.SUPPRESS)
+  parser.add_argument("--result", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.side:
+    result = (run_jax if args.side == "jax" else run_monai)(args)
+    with open(args.result, "w") as f:
+      json.dump(result, f)
+    return
+  work = tempfile.mkdtemp(prefix="peer_")
+  if not args.data:
+    args.data, args.heldout = _synthesise(work)
+  elif not args.heldout:
+    parser.error("--heldout is required with --data")
+  sides = {}
+  for side in ("jax", "monai"):
+    path = os.path.join(work, f"{side}.json")
+    command = [sys.executable, os.path.abspath(__file__), f"--side={side}",
+               f"--data={args.data}", f"--heldout={args.heldout}", f"--steps={args.steps}",
+               f"--train_seconds={args.train_seconds}", f"--result={path}"]
+    print(f"running {side} ...", flush=True)
+    subprocess.run(command, check=True, env=dict(os.environ, PYTHONPATH=HERE))
+    with open(path) as f:
+      sides[side] = json.load(f)
+  jax_side, monai_side = sides["jax"], sides["monai"]
+  print(f"\n{'':42s}{'brats_jax':>12s}{'MONAI':>12s}{'MONAI/ours':>12s}")
+  for key, name, higher_is_better in ROWS:
+    ours, theirs = jax_side[key], monai_side[key]
+    print(f"{name:42s}{ours:12.3f}{theirs:12.3f}{theirs / ours:12.2f}"
+          + ("  (higher is better)" if higher_is_better else ""))
+  for side in (jax_side, monai_side):
+    d = side["heldout_dice"]
+    print(f"{side['side']:>9s}: {side['steps']} steps; held-out Dice WT {d['WT']:.3f} "
+          f"TC {d['TC']:.3f} ET {d['ET']:.3f} mean {d['mean']:.3f}")
+  record = {"date": time.strftime("%Y-%m-%d"), "machine": {
+      "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+      "python": platform.python_version()}, "args": {k: v for k, v in vars(args).items()
+                                                      if k not in ("side", "result")},
+      "brats_jax": jax_side, "monai": monai_side}
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(record, f, indent=1)
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
