@@ -42,8 +42,9 @@ flags.DEFINE_bool("find_max_batch", False, "Search the largest batch per device 
 flags.DEFINE_string("out", None, "Write the result as JSON here.")
 flags.DEFINE_string("hlo", None, "Write the optimised HLO of the step here.")
 
-# name: (topology name, chip config, HBM GiB per device, peak bf16 TFLOP/s per device)
-TPUS = {"v4": ("v4", "megacore", 32, 275), "v5e": ("v5e", "default", 16, 197),
+# name: (topology name, chip config, HBM GiB per device (v5e: what XLA says is available),
+#        peak bf16 TFLOP/s per device)
+TPUS = {"v4": ("v4", "megacore", 32, 275), "v5e": ("v5e", "default", 15.75, 197),
         "v5p": ("v5", "megacore", 95, 459), "v6e": ("v6e", "default", 32, 918)}
 # chips -> (topology suffix, chips per host bounds)
 TPU_SHAPES = {1: ("1x1", (1, 1, 1)), 4: ("2x2", (2, 2, 1)), 8: ("2x4", (2, 2, 1)),

@@ -19,32 +19,21 @@ from ml_collections import config_flags
 from brats_jax import model, optimizer, sharding, train_state, train_step
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/default.py", "Config file.")
-flags.DEFINE_list("device_counts", None, "Device counts to measure (default: 1 and all).")
-flags.DEFINE_integer("steps", 30, "Timed steps per device count.")
-flags.DEFINE_integer("warmup", 3, "Untimed steps (compilation) per device count.")
-flags.DEFINE_string("plot", None, "Write a scaling plot (PNG) here.")
+
+
+def _define_flags():
+  """Defined when run as a script: aot.py and peer.py import this module's functions."""
+  config_flags.DEFINE_config_file("config", "configs/default.py", "Config file.")
+  flags.DEFINE_list("device_counts", None, "Device counts to measure (default: 1 and all).")
+  flags.DEFINE_integer("steps", 30, "Timed steps per device count.")
+  flags.DEFINE_integer("warmup", 3, "Untimed steps (compilation) per device count.")
+  flags.DEFINE_string("plot", None, "Write a scaling plot (PNG) here.")
 
 
 def analytic_train_flops(config) -> float:
-  """FLOPs of one training sample: 3x the forward convolutions (forward + backward)."""
-  mc = train_state.model_config(config)
-  filters = model.level_filters(mc)
-  dims, patch = mc.spatial_dims, np.array(config.data.patch_size, np.float64)
-  k = 3**dims
-  forward = 0.0
-  cin = mc.in_channels
-  for level, f in enumerate(filters):  # encoder: two 3^d convs per level
-    voxels = np.prod(patch / 2**level)
-    forward += 2 * voxels * k * (cin * f + f * f)
-    cin = f
-  for level in range(len(filters) - 1):  # decoder: up-conv (1x1 to 2^d f) + two 3^d convs
-    voxels, f = np.prod(patch / 2**level), filters[level]
-    forward += 2 * (voxels / 2**dims) * filters[level + 1] * f * 2**dims
-    forward += 2 * voxels * k * (2 * f * f + f * f)
-  for level in range(1 + mc.deep_supervision):  # 1x1 heads
-    forward += 2 * np.prod(patch / 2**level) * filters[level] * mc.out_channels
-  return 3 * forward
+  """FLOPs of one training sample (model.training_flops_per_sample)."""
+  return model.training_flops_per_sample(train_state.model_config(config),
+                                         config.data.patch_size)
 
 
 def synthetic_batch(config, global_batch: int, seed: int = 0) -> dict:
@@ -115,4 +104,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

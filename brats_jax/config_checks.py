@@ -21,6 +21,8 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
 ON_NONFINITE = ("skip", "stop")
 DTYPES = ("float32", "bfloat16")
+REMAT = ("none", "convolutions")
+PLACEMENTS = ("auto", "host", "replicated", "sharded")  # device_data.py
 
 
 def _fail(field, value, what):
@@ -96,6 +98,7 @@ RULES = {
     "data.batch_per_device": _integer(1),
     "data.foreground_fraction": _PROBABILITY,
     "data.prefetch": _integer(1, 64),
+    "data.placement": _choice(*PLACEMENTS),
     "model.in_channels": _integer(1),
     "model.base_filters": _integer(1),
     "model.max_filters": _integer(1),
@@ -107,6 +110,7 @@ RULES = {
     "model.deep_supervision": _integer(0),
     "model.dilated_bottleneck": _boolean,
     "model.dtype": _choice(*DTYPES),
+    "model.remat": _choice(*REMAT),
     "loss.kind": _choice(*LOSS_KINDS),
     "loss.pixel_loss": _choice(*PIXEL_LOSSES),
     "loss.dice_smooth": _number(0),

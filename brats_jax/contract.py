@@ -25,9 +25,11 @@ CONTRACT_VERSION = 1
 RESUMABLE = (
     "train.num_steps", "train.warmup_steps",  # the schedule's length
     "train.on_nonfinite", "train.device_memory_gib",
+    "model.remat",  # what the backward pass keeps or recomputes: memory, not the model
     "log_every_steps", "eval.", "checkpoint.",  # logging, validation and saving cadence
     "data.batch_per_device",  # the global batch; sample i of step s stays f(seed, s, i)
     "data.prefetch", "data.store",  # where the data is read from (the cases are checked)
+    "data.placement",  # host or device memory (sharded placement draws other batches)
 )
 
 
@@ -94,7 +96,7 @@ def check_relaunch(contract: dict, new_config, train_cases_crc32: int, where: st
         f"{where} was trained with other settings: {described}. These change the model, "
         "loss or data of a trained run; use a new --workdir (a relaunch may change only "
         "steps, schedule length, logging, validation and checkpoint cadence, batch per "
-        "device, the store path and the device count)")
+        "device, rematerialisation, the store path and the device count)")
   if train_cases_crc32 != contract["training_data"]["train_cases_crc32"]:
     raise ConfigError(
         f"{where} was trained on other cases than data.store={new_config.data.store} gives "

@@ -29,10 +29,13 @@ class PatchSampler:
   """Builds this process's rows of the global batch for a given step."""
 
   def __init__(self, store: PreparedStore, case_ids, patch_size, global_batch: int,
-               rows: slice, foreground_fraction: float, seed: int):
+               rows: slice, foreground_fraction: float, seed: int, sharded_over: int = 0):
+    """sharded_over > 0: the cases are split over that many devices (device_data.py), and
+    row i, on device i // (global_batch / sharded_over), draws only from that device's."""
     if not case_ids:
       raise ValueError("no training cases")
     self.store, self.case_ids = store, list(case_ids)
+    self.sharded_over = sharded_over
     self.spatial_dims = len(patch_size)
     # A 2D patch is a one-voxel-thick axial slab of the volume.
     self.read_size = tuple(patch_size) + (1,) * (3 - len(patch_size))
@@ -56,35 +59,60 @@ class PatchSampler:
       return [int(np.clip(st, lo, hi)) for st, lo, hi in zip(start, low, high)]
     return [int(rng.integers(lo, hi + 1)) for lo, hi in zip(low, high)]
 
+  def _choices(self, index: int) -> list:
+    """Indices of the cases global sample `index` may draw from."""
+    if not self.sharded_over:
+      return range(len(self.case_ids))
+    device = index // (self.global_batch // self.sharded_over)
+    return range(device, len(self.case_ids), self.sharded_over)
+
   def describe(self, step: int, index: int):
-    """(case id, patch start, augmentation seed) of global sample `index` at `step`."""
+    """(case id, draw, patch start, augmentation seed) of global sample `index` at `step`;
+    draw is the case's position among the cases this sample may draw from."""
     rng = np.random.default_rng([self.seed, step, index])
-    case_id = self.case_ids[rng.integers(len(self.case_ids))]
+    choices = self._choices(index)
+    draw = int(rng.integers(len(choices)))
+    case_id = self.case_ids[choices[draw]]
     start = self._start(rng, case_id, is_foreground_sample(index, self.foreground_fraction))
-    return case_id, start, np.uint32(rng.integers(1 << 32))
+    return case_id, draw, start, np.uint32(rng.integers(1 << 32))
+
+  def descriptors(self, step: int) -> dict:
+    """This process's rows as descriptors for patches cut on the devices (device_data.py):
+    case [b] (index into what the row's device holds), start [b, 3], aug_seed [b]."""
+    described = [self.describe(step, i) for i in range(self.global_batch)[self.rows]]
+    return {"case": np.array([d[1] for d in described], np.int32),
+            "start": np.array([d[2] for d in described], np.int32).reshape(-1, 3),
+            "aug_seed": np.array([d[3] for d in described], np.uint32)}
 
   def batch(self, step: int) -> dict:
     """This process's rows: image [b, *P, C], label [b, *P] (uint8), aug_seed [b] (uint32)."""
     described = [self.describe(step, i) for i in range(self.global_batch)[self.rows]]
-    patches = self.store.read_patches([(c, s, self.read_size) for c, s, _ in described])
+    patches = self.store.read_patches([(c, s, self.read_size) for c, _, s, _ in described])
     images = np.stack([p[0] for p in patches])
     labels = np.stack([p[1] for p in patches])
     if self.spatial_dims == 2:
       images, labels = images[:, :, :, 0], labels[:, :, :, 0]
     return {"image": images, "label": labels,
-            "aug_seed": np.array([d[2] for d in described], np.uint32)}
+            "aug_seed": np.array([d[3] for d in described], np.uint32)}
 
 
-def batch_shapes(config, global_batch: int, mesh, image_dtype: str) -> dict:
-  """Shapes, dtypes and shardings of the global batch PatchSampler.batch builds (for
-  compiling the train step before any data is read)."""
+def batch_shapes(config, global_batch: int, mesh, image_dtype: str,
+                 descriptors: bool = False) -> dict:
+  """Shapes, dtypes and shardings of the global batch PatchSampler.batch (or, with
+  `descriptors`, PatchSampler.descriptors) builds, for compiling the train step before any
+  data is read."""
   spatial = tuple(config.data.patch_size)
   rows = sharding.batch_sharded(mesh)
+  seeds = jax.ShapeDtypeStruct((global_batch,), np.uint32, sharding=rows)
+  if descriptors:
+    return {"case": jax.ShapeDtypeStruct((global_batch,), np.int32, sharding=rows),
+            "start": jax.ShapeDtypeStruct((global_batch, 3), np.int32, sharding=rows),
+            "aug_seed": seeds}
   dtype = ml_dtypes.bfloat16 if image_dtype == "bfloat16" else np.dtype(image_dtype)
   return {"image": jax.ShapeDtypeStruct((global_batch, *spatial, config.model.in_channels),
                                         dtype, sharding=rows),
           "label": jax.ShapeDtypeStruct((global_batch, *spatial), np.uint8, sharding=rows),
-          "aug_seed": jax.ShapeDtypeStruct((global_batch,), np.uint32, sharding=rows)}
+          "aug_seed": seeds}
 
 
 class Prefetcher:

@@ -15,9 +15,9 @@ import zlib
 import jax
 import ml_collections
 
-from brats_jax import (config_checks, config_io, contract, inference, input_pipeline, layouts,
-                       metrics, optimizer, plots, preprocessing, sharding, train_state,
-                       train_step)
+from brats_jax import (config_checks, config_io, contract, device_data, inference,
+                       input_pipeline, layouts, metrics, optimizer, plots, preprocessing,
+                       sharding, train_state, train_step)
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.errors import ConfigError, NonFiniteError
 from brats_jax.input_pipeline import PatchSampler, Prefetcher
@@ -41,25 +41,50 @@ def validate(predict, variables, store: PreparedStore, case_ids, kind: str,
   return metrics.validation_summary(per_case, threshold)
 
 
-def compile_and_check_memory(step_fn, state, batch, config):
-  """Compiles the train step ahead of time; refuses a config that cannot fit on a device."""
-  compiled = step_fn.lower(state, batch).compile()
+def _memory(compiled, config) -> tuple:
+  """(bytes the compiled step needs per device, the device's limit or 0 if unknown)."""
   analysis = compiled.memory_analysis()
   limit = config.train.device_memory_gib * 2**30
   if not limit:
     stats = jax.local_devices()[0].memory_stats() or {}  # other processes' devices: no stats
     limit = stats.get("bytes_limit", 0)
-  if analysis is not None and limit:
-    # Donated state buffers are counted once (alias).
-    needed = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-              + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
-    if needed > limit:
-      raise ConfigError(
-          f"the train step needs {needed / 2**30:.2f} GiB per device but the device has "
-          f"{limit / 2**30:.2f} GiB ({(needed - limit) / 2**30:.2f} GiB over): lower "
-          f"data.batch_per_device (now {config.data.batch_per_device}) or data.patch_size "
-          f"(now {tuple(config.data.patch_size)}), or use model.dtype=bfloat16")
-  return compiled
+  if analysis is None:
+    return 0, limit
+  # Donated state buffers are counted once (alias).
+  return (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+          + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes), limit
+
+
+def compile_step(graphdef, tx, state, mesh, config, store, train_ids, global_batch, log):
+  """(compiled step, placement): the train step compiled ahead of time for the data
+  placement to run (device_data.py), checked against device memory before any step. With
+  data.placement=auto, a placement whose compiled step does not fit falls back to the next
+  (replicated, sharded, host); a config that cannot fit even streaming is refused."""
+  requested = config.data.placement
+  while True:
+    placement = device_data.choose_placement(requested, store, train_ids,
+                                             config.data.patch_size, mesh, 0,
+                                             config.train.device_memory_gib)
+    step_fn = train_step.make_train_step(graphdef, tx, mesh, config, placement.mode)
+    batch = input_pipeline.batch_shapes(config, global_batch, mesh, store.image_dtype,
+                                        descriptors=placement.mode != "host")
+    data = device_data.abstract(store, train_ids, placement, mesh)
+    compiled = step_fn.lower(state, batch, data).compile()
+    needed, limit = _memory(compiled, config)
+    if not limit or needed <= limit:
+      return compiled, placement
+    if placement.mode != "host" and requested == "auto":
+      log(f"data: {placement.mode} needs {needed / 2**30:.2f} GiB per device of "
+          f"{limit / 2**30:.2f}; trying less")
+      requested = "sharded" if placement.mode == "replicated" else "host"
+      continue
+    raise ConfigError(
+        f"the train step needs {needed / 2**30:.2f} GiB per device but the device has "
+        f"{limit / 2**30:.2f} GiB ({(needed - limit) / 2**30:.2f} GiB over): lower "
+        f"data.batch_per_device (now {config.data.batch_per_device}) or data.patch_size "
+        f"(now {tuple(config.data.patch_size)}), use model.dtype=bfloat16 or "
+        f"model.remat=convolutions" + ("" if placement.mode == "host" else
+                                       ", or data.placement=host"))
 
 
 def _cases_checksum(train_ids) -> int:
@@ -148,9 +173,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
 
   tx = optimizer.make_optimizer(config.train)
   graphdef, state = train_state.create_train_state(config, mesh, tx)
-  step_fn = train_step.make_train_step(graphdef, tx, mesh, config)
-  step_fn = compile_and_check_memory(step_fn, state, input_pipeline.batch_shapes(
-      config, global_batch, mesh, store.image_dtype), config)
+  step_fn, placement = compile_step(graphdef, tx, state, mesh, config, store, train_ids,
+                                    global_batch, log)
   sharding.wait_for_all_processes("brats_jax: train step compiled")
 
   # Nothing was written before this point; from here on the run is accepted.
@@ -182,8 +206,13 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
   schedule = optimizer.learning_rate_schedule(config.train)
   sampler = PatchSampler(store, train_ids, config.data.patch_size, global_batch,
                          sharding.process_batch_slice(global_batch),
-                         config.data.foreground_fraction, config.seed)
-  batches = Prefetcher(sampler.batch, start, config.data.prefetch)
+                         config.data.foreground_fraction, config.seed,
+                         sharded_over=mesh.devices.size if placement.mode == "sharded" else 0)
+  if is_main:
+    print(f"data: {placement.mode}: {placement.reason}", flush=True)
+  data = device_data.load(store, train_ids, placement, mesh)
+  batches = Prefetcher(sampler.batch if placement.mode == "host" else sampler.descriptors,
+                       start, config.data.prefetch)
   writer = MetricWriter(workdir)
   stop = StopRequest()
   num_steps = config.train.num_steps
@@ -195,7 +224,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
   try:
     for step in range(start, num_steps):
       batch = sharding.to_global(next(batches), mesh, global_batch)
-      state, step_metrics = step_fn(state, batch)
+      state, step_metrics = step_fn(state, batch, data)
       done = step + 1
       # Everything read back below belongs to the previous step, which has finished by now
       # or soon will: the device is never made to wait on the host.

@@ -13,7 +13,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from brats_jax import augment, losses, sharding
+from brats_jax import augment, device_data, losses, sharding
 
 
 def _all_finite(tree) -> jax.Array:
@@ -21,23 +21,40 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict):
-  """jit(shard_map(step)): (state, global batch) -> (state, metric sums). State is donated."""
+def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict,
+                    placement: str = "host"):
+  """jit(shard_map(step)): (state, global batch[, data]) -> (state, metric sums). The state
+  is donated. With data on the devices (placement replicated or sharded, device_data.py) the
+  batch holds descriptors and the step cuts its patches from `data`."""
 
-  def step(state, batch):
+  def step(state, batch, data):
+    if placement == "host":
+      images, labels = batch["image"], batch["label"]
+    else:
+      images, labels = device_data.cut_patches(data, batch["case"], batch["start"],
+                                               config.data.patch_size)
     keys = jax.vmap(jax.random.key)(batch["aug_seed"])
-    images, labels = augment.augment_batch(batch["image"], batch["label"], keys, config.augment)
+    images, labels = augment.augment_batch(images, labels, keys, config.augment)
     dropout_key = jax.random.fold_in(
         jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"]),
         jax.lax.axis_index(sharding.DATA))
 
-    def loss_fn(params):
+    def forward(params, model_state, images):
       # copy=True: fresh Variables at this trace level, so BatchNorm may update its statistics
       # under jax.value_and_grad (flax#5050).
-      net = nnx.merge(graphdef, params, state["model_state"], copy=True)
+      net = nnx.merge(graphdef, params, model_state, copy=True)
       outputs = net(images, train=True, dropout_key=dropout_key)
+      return outputs, nnx.state(net, nnx.Not(nnx.Param))
+
+    if config.model.remat == "convolutions":
+      # Keep only convolution outputs for the backward pass; norms, activations and
+      # concatenations are recomputed from them (activation memory falls several-fold).
+      forward = jax.checkpoint(forward, policy=jax.checkpoint_policies.dots_saveable)
+
+    def loss_fn(params):
+      outputs, model_state = forward(params, state["model_state"], images)
       loss = losses.total_loss(outputs, labels, config.loss)
-      return loss, (outputs[0], nnx.state(net, nnx.Not(nnx.Param)))
+      return loss, (outputs[0], model_state)
 
     # Differentiate with respect to a per-device ("varying") view of the replicated
     # parameters: otherwise shard_map's autodiff already sums gradients over the data axis
@@ -69,6 +86,8 @@ def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict):
                "nonfinite_steps": 1.0 - finite.astype(jnp.float32), **counts}
     return new_state, metrics
 
-  sharded = jax.shard_map(step, mesh=mesh, in_specs=(jax.P(), jax.P(sharding.DATA)),
+  data_spec = jax.P(sharding.DATA) if placement == "sharded" else jax.P()
+  sharded = jax.shard_map(step, mesh=mesh, in_specs=(jax.P(), jax.P(sharding.DATA), data_spec),
                           out_specs=(jax.P(), jax.P()))
-  return jax.jit(sharded, donate_argnums=(0,))
+  return jax.jit(lambda state, batch, data=None: sharded(state, batch, data or {}),
+                 donate_argnums=(0,))

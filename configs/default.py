@@ -24,6 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.batch_per_device = 2
   config.data.foreground_fraction = 1 / 3
   config.data.prefetch = 4  # batches read ahead of the device
+  # auto | host | replicated | sharded: hold the training cases on the accelerators and cut
+  # patches inside the step when they fit (auto decides from the sizes and says why), or
+  # stream patches from the store (host). brats_jax/device_data.py has the details.
+  config.data.placement = "auto"
 
   config.model = ml_collections.ConfigDict()
   config.model.in_channels = 4
@@ -37,6 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.deep_supervision = 3  # extra outputs at 1/2, 1/4, 1/8 resolution
   config.model.dilated_bottleneck = False
   config.model.dtype = "bfloat16"  # compute dtype; parameters stay float32
+  # none | convolutions: keep only convolution outputs for the backward pass and recompute
+  # norms and activations (much less activation memory for a little more compute).
+  config.model.remat = "convolutions"
 
   config.loss = ml_collections.ConfigDict()
   config.loss.kind = "region"  # region (sigmoid WT/TC/ET) | softmax (4 classes)

@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.depth = 4
   config.model.deep_supervision = 2
   config.model.dtype = "float32"  # bf16 convolutions are slow on CPUs
+  config.model.remat = "none"  # a CPU has memory to spare at this size; recomputing costs time
   # Softmax classes separate necrosis from enhancing tumour within the demo's few hundred CPU
   # steps; the region-based loss of the full recipe needed longer to learn that split here.
   config.loss.kind = "softmax"

@@ -63,3 +63,27 @@ def _misaligned_voxels(images, labels, inside, exact: bool) -> int:
     assert (inside & ~border).mean() > 0.1  # enough voxels are checked (thousands)
     disagree &= ~border
   return int(disagree.sum())
+
+
+@pytest.mark.parametrize("dtype,channels", [(np.float16, 4), (np.float16, 3),
+                                            (np.float32, 4)])
+def test_both_resampling_lowerings_give_the_same_values(dtype, channels):
+  """TPUs gather per channel, other devices all channels of a voxel at once; both are
+  map_coordinates (linear for the image, nearest for the labels), accumulated in float32."""
+  rng = np.random.default_rng(0)
+  shape = (20, 18, 16)
+  image = rng.standard_normal(shape + (channels,)).astype(dtype)
+  labels = rng.integers(0, 4, shape).astype(np.uint8)
+  grid = np.stack(np.meshgrid(*[np.arange(float(n)) for n in shape], indexing="ij"))
+  coords = (grid * 0.93 + 1.7 + rng.uniform(-0.3, 0.3, grid.shape)).astype(np.float32)
+  expected = np.stack([jax.scipy.ndimage.map_coordinates(
+      image[..., c].astype(np.float32), list(coords), order=1, mode="constant", cval=0)
+      for c in range(channels)], -1)
+  expected_labels = jax.scipy.ndimage.map_coordinates(labels, list(coords), order=0,
+                                                      mode="constant", cval=0)
+  for lowering in (augment._resample_per_channel, augment._resample_channels_together):
+    got, got_labels = jax.jit(lowering)(image, labels, coords)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert np.array_equal(got_labels, expected_labels)
+  assert (np.asarray(expected_labels) > 0).mean() > 0.5

@@ -17,10 +17,11 @@ from conftest import ROOT
 BAD_VALUES = {
     "seed": -1, "log_every_steps": 0, "data.store": 3, "data.val_fold": -2,
     "data.patch_size": (16, 16, 16, 16), "data.batch_per_device": 0,
-    "data.foreground_fraction": 1.5, "data.prefetch": 0, "model.in_channels": 0,
+    "data.foreground_fraction": 1.5, "data.prefetch": 0, "data.placement": "gpu", "model.in_channels": 0,
     "model.base_filters": 0, "model.max_filters": 0, "model.depth": 1, "model.norm": "layer",
     "model.activation": "tanh", "model.residual": "yes", "model.dropout": 1.0,
     "model.deep_supervision": -1, "model.dilated_bottleneck": 1, "model.dtype": "float64",
+    "model.remat": "all",
     "loss.kind": "dice", "loss.pixel_loss": "bogus", "loss.dice_smooth": -1.0,
     "loss.focal_alpha": 2.0, "loss.focal_gamma": -1.0, "augment.enabled": "true",
     "augment.p_rotation": -0.1, "augment.max_rotation_deg": 360.0, "augment.p_scale": 2.0,

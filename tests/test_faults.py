@@ -70,6 +70,7 @@ def test_nan_in_a_batch_skips_the_step_or_stops_the_run(tiny_store, tmp_path, mo
   config.train.num_steps = 6
   config.log_every_steps = 1
   config.train.on_nonfinite = on_nonfinite
+  config.data.placement = "host"  # the NaN is injected into the patches the host streams
   workdir = str(tmp_path / on_nonfinite)
   if on_nonfinite == "stop":
     with pytest.raises(NonFiniteError, match="at step 3 "):

@@ -149,3 +149,40 @@ def test_cpu_convolution_is_lax_convolution(shape, kernel, strides, dilation, pa
   hlo = jax.jit(loss(ours)).lower(x, w).as_text()
   inputs = re.findall(r"stablehlo.convolution.* dim_numbers = \[([^\]]*)\]", hlo)
   assert inputs and all(i.replace(" ", "") == "b,0,1,f" for i in inputs), inputs
+
+
+@pytest.mark.parametrize("norm,residual,patch", [("instance", False, (16, 16, 16)),
+                                                 ("group", True, (16, 32, 8))])
+def test_tpu_space_to_depth_level_is_the_same_function(norm, residual, patch):
+  """The TPU lowering (level 0 on folded tensors, from the same parameters) gives the same
+  outputs and parameter gradients as the plain network; here both run on the CPU, in
+  float32 and (gradients, whose float32 rounding the norms amplify) in float64."""
+  config = tiny_config()
+  config.data.patch_size = patch
+  config.model.norm, config.model.residual = norm, residual
+  config.model.base_filters = 8
+  mc = train_state.model_config(config)
+
+  def run(module, x, folded):
+    return module.forward(x, train=True, dropout_key=None, folded=folded)
+
+  net = model.create_model(mc, 0)
+  x = jax.random.normal(jax.random.key(0), (2,) + patch + (4,))
+  for a, b in zip(run(net, x, False), run(net, x, True)):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
+
+  with jax.enable_x64(True):
+    with mc.unlocked():
+      mc.dtype = "float64"
+    net = model.create_model(mc, 0)
+    graphdef, variables = nnx.split(net)
+    net = nnx.merge(graphdef, jax.tree.map(lambda v: v.astype(jnp.float64), variables))
+    x = x.astype(jnp.float64)
+
+    def grads(folded):
+      g = jax.grad(lambda m: sum(jnp.sum(jnp.sin(o)) for o in run(m, x, folded)))(net)
+      return jax.tree.leaves(nnx.state(g, nnx.Param))
+
+    for a, b in zip(grads(False), grads(True)):
+      np.testing.assert_allclose(a, b, rtol=0, atol=1e-9 * float(np.abs(a).max()))
