@@ -12,7 +12,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from brats_jax import config_checks, train
+from brats_jax import config_checks, runtime, train
 from brats_jax.errors import exit_on_user_error
 
 FLAGS = flags.FLAGS
@@ -31,8 +31,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config_checks.validate(FLAGS.config)  # the rules against the store and devices come later
   logging.set_verbosity(logging.ERROR)  # Orbax logs every save at INFO
-  # Multi-process runs on CPUs (tests, laptops) need a CPU collectives backend.
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  runtime.configure()
   if FLAGS.coordinator:
     jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   elif FLAGS.distributed:

@@ -20,8 +20,8 @@ import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
-from brats_jax import (config_checks, contract, inference, layouts, preprocessing, sharding,
-                       train_state, volumes)
+from brats_jax import (config_checks, contract, inference, layouts, preprocessing, runtime,
+                       sharding, train_state, volumes)
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.errors import DataError, exit_on_user_error
 from brats_jax.progress import progress_bar
@@ -223,6 +223,7 @@ def main(argv):
   if not (FLAGS.workdir and FLAGS.input and FLAGS.output):
     raise app.UsageError("--workdir, --input and --output are required")
   logging.set_verbosity(logging.ERROR)
+  runtime.configure()
   timings, skipped = predict_folder(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint,
                                     FLAGS.tta, FLAGS.layout, FLAGS.skip_bad)
   seconds = [t for _, t in timings]

@@ -98,13 +98,16 @@ def _data_record(config, step: int, train_ids) -> dict:
 
 
 def _log_scalars(ready: tuple, global_batch: int, schedule) -> tuple:
-  """(step, scalars) of a logging interval: (device sums, step, seconds, steps in it)."""
-  sums, at, seconds, steps = ready
+  """(step, scalars) of a logging interval: (device sums, step, seconds, steps in it,
+  seconds the loop waited for input)."""
+  sums, at, seconds, steps, waited = ready
   sums = sharding.host_value(sums)
   finite = max(float(sums["finite_steps"]), 1.0)
   scalars = {"train/loss": float(sums["loss"]) / finite,
              "train/nonfinite_steps": float(sums["nonfinite_steps"]),
              "train/samples_per_second": steps * global_batch / max(seconds, 1e-9),
+             # Share of the interval the loop stood waiting for patches: > 0 means input-bound.
+             "train/input_wait_fraction": waited / max(seconds, 1e-9),
              "train/learning_rate": float(schedule(at - 1))}  # used by step `at` (counts from 1)
   for i, region in enumerate(layouts.REGIONS):
     denominator = sums["predicted"][i] + sums["reference"][i]
@@ -218,12 +221,15 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
   num_steps = config.train.num_steps
   summary = {}
   sums, ready_to_log, previous_metrics = None, None, None
-  log_start, log_step = time.time(), start
+  log_start, log_step, waited = time.time(), start, 0.0
   bar = progress_bar(total=num_steps, initial=start, unit="step", disable=not is_main,
                      dynamic_ncols=True, smoothing=0.1)
   try:
     for step in range(start, num_steps):
-      batch = sharding.to_global(next(batches), mesh, global_batch)
+      tick = time.perf_counter()
+      rows = next(batches)
+      waited += time.perf_counter() - tick
+      batch = sharding.to_global(rows, mesh, global_batch)
       state, step_metrics = step_fn(state, batch, data)
       done = step + 1
       # Everything read back below belongs to the previous step, which has finished by now
@@ -243,8 +249,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
       bar.update(1)
       if done % config.log_every_steps == 0 or done == num_steps:
         now = time.time()
-        ready_to_log = (sums, done, now - log_start, done - log_step)
-        sums, log_start, log_step = None, now, done
+        ready_to_log = (sums, done, now - log_start, done - log_step, waited)
+        sums, log_start, log_step, waited = None, now, done, 0.0
       val_metrics = None
       if val_ids and (done % config.eval.every_steps == 0 or done == num_steps):
         eval_start = time.time()
