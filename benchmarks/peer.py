@@ -38,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from brats_jax import layouts, metrics  # noqa: E402  (neither imports jax or torch)
+from brats_jax import discovery, layouts, metrics  # noqa: E402  (none imports jax or torch)
 
 
 def _config():
@@ -99,7 +99,7 @@ def run_jax(args) -> dict:
   result["predict_seconds_per_case"] = float(np.mean([t for _, t in timings[1:]]))
   result["predict_first_case_seconds"] = timings[0][1]
   per_case = []
-  for case in layouts.find_cases(args.heldout):
+  for case in discovery.find_cases(args.heldout):
     reference = preprocessing.read_raw_case(case)[1]
     predicted, _, _ = _read_prediction(os.path.join(work, "pred", f"{case.case_id}.nii.gz"),
                                        case)
@@ -178,7 +178,7 @@ def _monai_step_seconds(config) -> float:
 
 def _monai_case_dicts(root):
   return [{"image": list(c.images), "label": c.label, "case_id": c.case_id}
-          for c in layouts.find_cases(root)]
+          for c in discovery.find_cases(root)]
 
 
 def _monai_base_transforms(with_label=True):
@@ -265,7 +265,7 @@ def run_monai(args) -> dict:
   net.eval()
   infer = mt.Compose(_monai_base_transforms(with_label=False))
   per_case, seconds = [], []
-  for case, item in zip(layouts.find_cases(args.heldout), _monai_case_dicts(args.heldout)):
+  for case, item in zip(discovery.find_cases(args.heldout), _monai_case_dicts(args.heldout)):
     tick = time.perf_counter()
     image = infer({"image": item["image"]})["image"][None]
     with torch.no_grad():

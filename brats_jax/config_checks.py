@@ -11,12 +11,13 @@ import numbers
 
 import ml_collections
 
+from brats_jax import losses
 from brats_jax.errors import ConfigError
 
 ACTIVATIONS = ("leaky_relu", "relu", "gelu", "silu")
 NORMS = ("instance", "group", "batch")
-LOSS_KINDS = ("region", "softmax")
-PIXEL_LOSSES = ("bce", "focal")
+LOSS_KINDS = ("region", "softmax", "labels", "binary")  # losses.py
+LOSS_TERMS = ("dice", "iou", "bce", "ce", "focal")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
 ON_NONFINITE = ("skip", "stop")
@@ -80,6 +81,35 @@ def _range(low=None, high=None):
   return check
 
 
+def _modalities(field, value):
+  if (not isinstance(value, (tuple, list)) or not value
+      or not all(isinstance(v, str) and v for v in value)):
+    _fail(field, value, "must name one or more channels, e.g. ('flair', 't1', 't1ce', 't2')")
+  if len(set(value)) != len(value):
+    _fail(field, value, "names a channel twice")
+
+
+def _loss_terms(field, value):
+  pairs = value if isinstance(value, (tuple, list)) else None
+  if not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+    _fail(field, value, "must be (name, weight) pairs, e.g. (('dice', 1.0), ('bce', 1.0))")
+  for name, weight in pairs:
+    if name not in LOSS_TERMS:
+      _fail(field, value, f"unknown loss {name!r}; known: {', '.join(LOSS_TERMS)}")
+    _number(0)(field, weight)
+  if not any(weight > 0 for _, weight in pairs):
+    _fail(field, value, "needs a term with a weight above 0")
+
+
+def _weights(field, value):
+  if not isinstance(value, (tuple, list)):
+    _fail(field, value, "must be a tuple of weights (empty: equal)")
+  for v in value:
+    _number(0)(field, v)
+  if value and not any(v > 0 for v in value):
+    _fail(field, value, "needs a weight above 0")
+
+
 def _patch_size(field, value):
   if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
     _fail(field, value, "must have 3 sizes (3D model) or 2 (2D model on axial slices)")
@@ -95,11 +125,11 @@ RULES = {
     "data.store": _string,
     "data.val_fold": _integer(-1),
     "data.patch_size": _patch_size,
+    "data.modalities": _modalities,
     "data.batch_per_device": _integer(1),
     "data.foreground_fraction": _PROBABILITY,
     "data.prefetch": _integer(1, 64),
     "data.placement": _choice(*PLACEMENTS),
-    "model.in_channels": _integer(1),
     "model.base_filters": _integer(1),
     "model.max_filters": _integer(1),
     "model.depth": _integer(2, 8),
@@ -112,7 +142,8 @@ RULES = {
     "model.dtype": _choice(*DTYPES),
     "model.remat": _choice(*REMAT),
     "loss.kind": _choice(*LOSS_KINDS),
-    "loss.pixel_loss": _choice(*PIXEL_LOSSES),
+    "loss.terms": _loss_terms,
+    "loss.class_weights": _weights,
     "loss.dice_smooth": _number(0),
     "loss.focal_alpha": _PROBABILITY,
     "loss.focal_gamma": _number(0),
@@ -169,13 +200,12 @@ def nearest_valid_sizes(size: int, multiple: int) -> list:
   return sorted({below, below + multiple} if below < size else {below})
 
 
-def validate(config: ml_collections.ConfigDict, *, num_channels: int | None = None,
+def validate(config: ml_collections.ConfigDict, *, channels: tuple | None = None,
              num_folds: int | None = None, num_devices: int | None = None,
-             num_processes: int = 1) -> None:
+             num_processes: int = 1, binary_labels: bool = False) -> None:
   """Raises ConfigError naming the first field that breaks a rule.
 
-  The store's channel count and fold count, and the device and process counts, are checked
-  when given.
+  The store's channels and folds, and the device and process counts, are checked when given.
   """
   flat = _flatten(config)
   unknown = sorted(set(flat) - set(RULES))
@@ -204,17 +234,30 @@ def validate(config: ml_collections.ConfigDict, *, num_channels: int | None = No
     _fail("data.patch_size", tuple(data.patch_size),
           f"every size must be divisible by 2^(model.depth-1) = {multiple} "
           f"(model.depth={model.depth}); nearest valid: {nearest}")
-  if loss.pixel_loss == "focal" and loss.kind != "region":
-    _fail("loss.pixel_loss", loss.pixel_loss, "focal is for loss.kind=region (softmax uses "
-          "cross-entropy)")
+  for name, _ in loss.terms:
+    if name not in losses.TERMS[loss.kind]:
+      hint = "; use ce" if name == "bce" else "; use bce" if name == "ce" else ""
+      _fail("loss.terms", tuple(loss.terms),
+            f"{name} is not a loss for loss.kind={loss.kind} (it takes "
+            f"{', '.join(losses.TERMS[loss.kind])}){hint}")
+  outputs = losses.num_outputs(loss)
+  if loss.class_weights and len(loss.class_weights) != outputs:
+    _fail("loss.class_weights", tuple(loss.class_weights),
+          f"loss.kind={loss.kind} has {outputs} outputs, so {outputs} weights (or none)")
+  if binary_labels and loss.kind != "binary":
+    _fail("loss.kind", loss.kind, f"the store {data.store} holds binary masks (no TC or "
+          "ET); train it with loss.kind=binary")
   if train.warmup_steps >= train.num_steps:
     _fail("train.warmup_steps", train.warmup_steps,
           f"must be below train.num_steps ({train.num_steps})")
-  if config.augment.enabled and model.in_channels > 8:
-    _fail("model.in_channels", model.in_channels, "augmentation draws for at most 8 channels")
-  if num_channels is not None and model.in_channels != num_channels:
-    _fail("model.in_channels", model.in_channels,
-          f"the store {data.store} holds {num_channels} channels")
+  if config.augment.enabled and len(data.modalities) > 8:
+    _fail("data.modalities", tuple(data.modalities),
+          "augmentation draws for at most 8 channels")
+  missing = [m for m in data.modalities if channels is not None and m not in channels]
+  if missing:
+    _fail("data.modalities", tuple(data.modalities),
+          f"the store {data.store} has no {', '.join(missing)} (it holds "
+          f"{', '.join(channels)})")
   if num_folds is not None and data.val_fold >= num_folds:
     _fail("data.val_fold", data.val_fold,
           f"the store {data.store} has folds 0-{num_folds - 1} (-1: no validation)")

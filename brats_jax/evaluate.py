@@ -17,24 +17,24 @@ import os
 import numpy as np
 from absl import app, flags
 
-from brats_jax import layouts, metrics, plots, preprocessing, volumes
+from brats_jax import discovery, layouts, metrics, plots, prediction_files, preprocessing
 from brats_jax.errors import DataError, exit_on_user_error
 from brats_jax.progress import progress_bar
 
 
-def score_case(case: layouts.RawCase, prediction_path: str, lesion_wise: bool = False):
-  """(CSV row with every metric of one case, predicted and reference internal labels)."""
-  if not os.path.exists(prediction_path):
-    raise DataError(f"{prediction_path}: missing prediction for case {case.case_id}")
-  reference_raw, reference_affine, spacing = volumes.load_label(case.label)
-  predicted_raw, predicted_affine, _ = volumes.load_label(
-      prediction_path, reference_raw.shape, what="prediction")
-  if not np.allclose(predicted_affine, reference_affine, atol=1e-3):
-    raise DataError(f"{prediction_path}: affine differs from the reference {case.label}")
-  reference = case.convention.encode(reference_raw, case.label)
-  predicted = case.convention.encode(predicted_raw, prediction_path)
+def score_case(case: layouts.RawCase, predictions: str, lesion_wise: bool = False):
+  """(CSV row with every metric of one case, predicted and reference internal labels). A
+  dataset with binary labels (Kaggle LGG) is scored on the whole tumour only."""
+  reference, reference_affine, spacing = preprocessing.read_reference(case)
+  predicted_raw, predicted_affine = prediction_files.read(predictions, case, reference.shape)
+  target = prediction_files.path(predictions, case.case_id, case.layout)
+  if reference_affine is not None and not np.allclose(predicted_affine, reference_affine,
+                                                      atol=1e-3):
+    raise DataError(f"{target}: affine differs from the reference {case.label}")
+  predicted = case.convention.encode(predicted_raw, target)
+  regions = ("WT",) if case.convention.binary else None
   row = {"case_id": case.case_id,
-         **metrics.case_metrics(predicted, reference, spacing, lesion_wise)}
+         **metrics.case_metrics(predicted, reference, spacing, lesion_wise, regions)}
   return row, predicted, reference
 
 
@@ -53,7 +53,7 @@ def column_statistics(rows: list) -> dict:
 
 def format_table(summary: dict) -> str:
   """Mean of each metric (rows) per region and label (columns)."""
-  names = list(layouts.REGIONS) + ["NCR", "ED"]
+  names = [n for n in list(layouts.REGIONS) + ["NCR", "ED"] if f"{n}_dice" in summary]
   lines = [" " * 12 + "".join(f"{n:>10}" for n in names)]
   for metric in metrics.METRICS + ("lesion_dice", "lesion_hd95"):
     if f"WT_{metric}" in summary:
@@ -69,20 +69,20 @@ def evaluate_folder(predictions: str, references: str, output_csv: str,
                     pictures: str | None = None, max_pictures: int = 8, gifs: bool = False):
   """Scores every reference case; returns (rows, summary). With `pictures`, also draws the
   first max_pictures cases and the Dice distribution into that folder."""
-  cases = [c for c in layouts.find_cases(references, layout) if c.label is not None]
+  cases = [c for c in discovery.find_cases(references, layout) if c.label is not None]
   if not cases:
     raise DataError(f"{references}: no case with a reference label")
   rows = []
   for i, case in enumerate(progress_bar(cases, unit="case", desc="evaluate", leave=False)):
-    row, predicted, reference = score_case(
-        case, os.path.join(predictions, f"{case.case_id}.nii.gz"), lesion_wise)
+    row, predicted, reference = score_case(case, predictions, lesion_wise)
     rows.append(row)
     if pictures and i < max_pictures:
       images = preprocessing.read_raw_case(case)[0]
-      title = (f"{case.case_id}   Dice WT {row['WT_dice']:.3f}  TC {row['TC_dice']:.3f}  "
-               f"ET {row['ET_dice']:.3f}")
+      title = f"{case.case_id}   Dice " + "  ".join(
+          f"{r} {row[f'{r}_dice']:.3f}" for r in layouts.REGIONS if f"{r}_dice" in row)
       plots.case_overlay(images, reference, predicted,
-                         os.path.join(pictures, f"{case.case_id}.png"), title)
+                         os.path.join(pictures, f"{case.case_id}.png"), title,
+                         layouts.LAYOUTS[case.layout].channels)
       if gifs:
         plots.case_sweep_gif(images, reference, predicted,
                              os.path.join(pictures, f"{case.case_id}.gif"))

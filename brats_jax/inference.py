@@ -148,7 +148,7 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
     for flip in flips:
       axes = tuple(1 + a for a, f in enumerate(flip) if f)
       logits = jnp.flip(model(jnp.flip(windows, axes), train=False)[0], axes)
-      total = total + (jax.nn.sigmoid(logits) if kind == "region" else jax.nn.softmax(logits))
+      total = total + (jax.nn.softmax(logits) if kind == "softmax" else jax.nn.sigmoid(logits))
     return total / len(flips)
 
   sharded_forward = jax.shard_map(
@@ -195,17 +195,22 @@ def decode(probabilities: np.ndarray, kind: str, min_enhancing_voxels: int = 0) 
 
   region (WT, TC, ET sigmoids): ET where p(ET) > 0.5, the rest of TC (p > 0.5) necrosis,
   the rest of WT edema. softmax (background, NCR, ED, ET): the most probable class, so ET
-  wins with p = 0.4 when no other class is more probable. Then an ET prediction of fewer
-  than min_enhancing_voxels voxels becomes necrosis (BraTS post-processing; 0 disables it).
+  wins with p = 0.4 when no other class is more probable. labels (NCR, ED, ET sigmoids):
+  each where p > 0.5, enhancing over necrosis over edema. binary: tumour where p > 0.5.
+  Then an ET prediction of fewer than min_enhancing_voxels voxels becomes necrosis (BraTS
+  post-processing; 0 disables it).
   """
-  if kind == "region":
-    wt, tc, et = (probabilities[..., i] > 0.5 for i in range(3))
-    labels = np.zeros(probabilities.shape[:-1], np.uint8)
-    labels[wt] = layouts.ED
-    labels[tc] = layouts.NCR
-    labels[et] = layouts.ET
-  else:  # class index = internal label (0 background, 1 NCR, 2 ED, 3 ET)
+  labels = np.zeros(probabilities.shape[:-1], np.uint8)
+  if kind == "softmax":  # class index = internal label (0 background, 1 NCR, 2 ED, 3 ET)
     labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
+  elif kind == "binary":
+    labels[probabilities[..., 0] > 0.5] = layouts.TUMOUR
+  else:
+    order = (0, 1, 2) if kind == "region" else (1, 0, 2)  # outermost first, ET last
+    values = ((layouts.ED, layouts.NCR, layouts.ET) if kind == "region"
+              else (layouts.NCR, layouts.ED, layouts.ET))
+    for i in order:
+      labels[probabilities[..., i] > 0.5] = values[i]
   et_voxels = int((labels == layouts.ET).sum())
   if 0 < et_voxels < min_enhancing_voxels:
     labels[labels == layouts.ET] = layouts.NCR

@@ -109,7 +109,7 @@ def batch_shapes(config, global_batch: int, mesh, image_dtype: str,
             "start": jax.ShapeDtypeStruct((global_batch, 3), np.int32, sharding=rows),
             "aug_seed": seeds}
   dtype = ml_dtypes.bfloat16 if image_dtype == "bfloat16" else np.dtype(image_dtype)
-  return {"image": jax.ShapeDtypeStruct((global_batch, *spatial, config.model.in_channels),
+  return {"image": jax.ShapeDtypeStruct((global_batch, *spatial, len(config.data.modalities)),
                                         dtype, sharding=rows),
           "label": jax.ShapeDtypeStruct((global_batch, *spatial), np.uint8, sharding=rows),
           "aug_seed": seeds}

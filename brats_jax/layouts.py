@@ -1,26 +1,30 @@
-"""Dataset layouts and label conventions.
+"""Label conventions and dataset layouts (discovery.py finds a layout's cases).
 
 Every source layout is turned into one internal form on the way in and back on the way out:
-images are channels-last in the order FLAIR, T1, T1ce, T2, and labels use the internal values
-below. Regions (WT/TC/ET) are defined on internal labels only, so no other module needs to
-know which convention a dataset used.
+images are channels-last with named channels (each layout's `channels`), and labels use the
+internal values below. Regions (WT/TC/ET) are defined on internal labels only, so no other
+module needs to know which convention a dataset used.
 """
 
 import dataclasses
 import json
 import os
-import re
 
 import numpy as np
 
 from brats_jax.errors import DataError
 
-# Internal label values.
-BACKGROUND, NCR, ED, ET, OTHER = 0, 1, 2, 3, 4
-INTERNAL_NAMES = {NCR: "necrosis", ED: "edema", ET: "enhancing", OTHER: "other"}
+# Internal label values. NET is BraTS 2015's non-enhancing tumour (later challenges merged it
+# into NCR); TUMOUR is an abnormality without sub-labels (binary masks such as Kaggle LGG's).
+BACKGROUND, NCR, ED, ET, OTHER, NET, TUMOUR = 0, 1, 2, 3, 4, 5, 6
+INTERNAL_NAMES = {NCR: "necrosis", ED: "edema", ET: "enhancing", OTHER: "other",
+                  NET: "non-enhancing", TUMOUR: "tumour"}
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 REGIONS = ("WT", "TC", "ET")
-REGION_LABELS = {"WT": (NCR, ED, ET), "TC": (NCR, ET), "ET": (ET,)}
+REGION_LABELS = {"WT": (NCR, ED, ET, NET, TUMOUR), "TC": (NCR, ET, NET), "ET": (ET,)}
+# An internal label a convention has no value for is written as the first of these it has.
+_WRITTEN_AS = {NET: (NCR, TUMOUR), TUMOUR: (ED, NCR), NCR: (TUMOUR,), ED: (TUMOUR,),
+               ET: (TUMOUR,), OTHER: ()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +50,23 @@ class LabelConvention:
       lut[src] = internal
     return lut[source.astype(np.int64)]
 
+  @property
+  def binary(self) -> bool:
+    """Only background and an unspecified tumour (no regions but the whole tumour)."""
+    return set(self.to_internal.values()) <= {BACKGROUND, TUMOUR}
+
   def decode(self, internal: np.ndarray) -> np.ndarray:
-    """Internal labels -> this convention's values (uint8)."""
-    lut = np.zeros(OTHER + 1, np.uint8)
-    for src, value in self.to_internal.items():
-      lut[value] = src
+    """Internal labels -> this convention's values (uint8). A label the convention lacks is
+    written as its nearest one (_WRITTEN_AS): a binary model's tumour as edema in BraTS
+    conventions (so it scores as the whole tumour), any tumour label as a binary mask's
+    tumour value."""
+    values = {internal: src for src, internal in self.to_internal.items()}
+    lut = np.zeros(max(INTERNAL_NAMES) + 1, np.uint8)
+    for label in INTERNAL_NAMES:
+      for candidate in (label,) + _WRITTEN_AS[label]:
+        if candidate in values:
+          lut[label] = values[candidate]
+          break
     return lut[internal.astype(np.int64)]
 
 
@@ -61,6 +77,10 @@ CONVENTIONS = {
     "brats2023": LabelConvention("brats2023", {0: BACKGROUND, 1: NCR, 2: ED, 3: ET, 4: OTHER}),
     # Medical Segmentation Decathlon Task01: 1 edema, 2 non-enhancing tumour, 3 enhancing.
     "msd": LabelConvention("msd", {0: BACKGROUND, 1: ED, 2: NCR, 3: ET}),
+    # BraTS 2015: 1 necrosis, 2 edema, 3 non-enhancing tumour, 4 enhancing tumour.
+    "brats2015": LabelConvention("brats2015", {0: BACKGROUND, 1: NCR, 2: ED, 3: NET, 4: ET}),
+    # Kaggle LGG (Buda et al.): FLAIR abnormality masks, 0 or 255.
+    "lgg": LabelConvention("lgg", {0: BACKGROUND, 255: TUMOUR}),
 }
 
 
@@ -92,7 +112,9 @@ class RawCase:
 class Layout:
   name: str
   convention: str
-  suffixes: tuple  # file suffix per internal modality, or () for one 4D image
+  suffixes: tuple  # the file (or folder) name part of each channel; () for one 4D image
+  channels: tuple  # the channels' names, in the order the model sees them
+  file_format: str  # nifti | mha | tiff (what predictions are written as)
 
   @property
   def separator(self) -> str:
@@ -103,103 +125,22 @@ class Layout:
 
 
 LAYOUTS = {
-    "brats2021": Layout("brats2021", "brats2021", ("flair", "t1", "t1ce", "t2")),
-    "brats2023": Layout("brats2023", "brats2023", ("t2f", "t1n", "t1c", "t2w")),
-    "msd": Layout("msd", "msd", ()),
+    "brats2021": Layout("brats2021", "brats2021", ("flair", "t1", "t1ce", "t2"), MODALITIES,
+                        "nifti"),
+    "brats2023": Layout("brats2023", "brats2023", ("t2f", "t1n", "t1c", "t2w"), MODALITIES,
+                        "nifti"),
+    "msd": Layout("msd", "msd", (), MODALITIES, "nifti"),
+    # <root>/{HGG,LGG}/<patient>/VSD.Brain.XX.O.MR_<Flair|T1|T1c|T2>.<id>/<same>.mha, labels in
+    # VSD.Brain_<n>more.XX.O.OT.<id>/...mha
+    "brats2015": Layout("brats2015", "brats2015", ("Flair", "T1", "T1c", "T2"), MODALITIES,
+                        "mha"),
+    # <root>/{Flair,T1,T1c,T2,<OT|GT|...>}/<patient>.mha: one folder per channel
+    "brats2015_repacked": Layout("brats2015_repacked", "brats2015", ("Flair", "T1", "T1c", "T2"),
+                                 MODALITIES, "mha"),
+    # kaggle_3m/<patient>/<patient>_<n>.tif (RGB: pre-contrast, FLAIR, post-contrast) and
+    # <patient>_<n>_mask.tif (0/255)
+    "lgg": Layout("lgg", "lgg", (), ("t1", "flair", "t1ce"), "tiff"),
 }
-_NIFTI = r"\.nii(\.gz)?$"
-
-
-def _nifti_paths(root: str):
-  """NIfTI-named paths below root, sorted; hidden entries and macOS __MACOSX folders are
-  skipped, and a folder that cannot be listed is an error rather than silently missing."""
-
-  def fail(error: OSError):
-    raise DataError(f"{error.filename}: cannot list folder ({error.strerror})")
-
-  found = []
-  for folder, dirs, files in os.walk(root, onerror=fail, followlinks=True):
-    dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__MACOSX"]
-    found += [os.path.join(folder, name) for name in files + dirs
-              if not name.startswith(".") and re.search(_NIFTI, name, re.IGNORECASE)]
-  return sorted(found)
-
-
-def _find_per_modality(root: str, layout: Layout) -> list:
-  """Cases of a per-modality layout, anywhere below root. Files are grouped by (folder, case
-  id) whichever modality they are, so a folder that lacks one of a case's files (even the
-  first modality) still yields the case; its missing files are reported when it is read."""
-  sep = layout.separator
-  suffixes = layout.suffixes + ("seg",)
-  pattern = re.compile(r"^(.*)" + re.escape(sep) + "(" + "|".join(map(re.escape, suffixes))
-                       + ")" + _NIFTI, re.IGNORECASE)
-  groups = {}
-  for path in _nifti_paths(root):
-    match = pattern.match(os.path.basename(path))
-    if not match:
-      continue
-    case_id, suffix = match.group(1), match.group(2).lower()
-    if not case_id:
-      raise DataError(f"{path}: no case id before '{sep}{suffix}'")
-    groups.setdefault((os.path.dirname(path), case_id), {})[suffix] = path
-  cases = []
-  for (folder, case_id), found in groups.items():
-    # A missing modality keeps the path it should have, so reading it says what is missing.
-    images = tuple(found.get(s, os.path.join(folder, layout.file_name(case_id, s)))
-                   for s in layout.suffixes)
-    cases.append(RawCase(case_id, layout.name, images, found.get("seg")))
-  return cases
-
-
-def _find_msd(root: str) -> list:
-  images_dir = os.path.join(root, "imagesTr")
-  if not os.path.isdir(images_dir):
-    images_dir = os.path.join(root, "imagesTs")
-  cases = []
-  try:
-    names = sorted(os.listdir(images_dir))
-  except OSError as e:
-    raise DataError(f"{images_dir}: cannot list folder ({e.strerror})") from None
-  for path in names:
-    if path.startswith(".") or not re.search(_NIFTI, path):
-      continue
-    case_id = re.sub(_NIFTI, "", path)
-    label = os.path.join(root, "labelsTr", path)
-    cases.append(RawCase(case_id, "msd", (os.path.join(images_dir, path),),
-                         label if os.path.exists(label) else None))
-  return cases
-
-
-def detect_layout(root: str) -> str:
-  """Guess the layout of a raw dataset folder from its file names."""
-  if not os.path.isdir(root):
-    raise DataError(f"{root}: not a directory")
-  if os.path.exists(os.path.join(root, "dataset.json")) or os.path.isdir(
-      os.path.join(root, "imagesTr")) or os.path.isdir(os.path.join(root, "imagesTs")):
-    return "msd"
-  for path in _nifti_paths(root):
-    name = os.path.basename(path).lower()
-    for layout in ("brats2023", "brats2021"):  # any modality's name tells the layout
-      spec = LAYOUTS[layout]
-      if re.search(re.escape(spec.separator) + "(" + "|".join(spec.suffixes) + ")" + _NIFTI,
-                   name):
-        return layout
-  raise DataError(f"{root}: no BraTS 2018-2021, BraTS 2023+ or Decathlon files found")
-
-
-def find_cases(root: str, layout: str | None = None) -> list:
-  """All cases of a raw dataset folder, sorted by case id."""
-  layout = layout or detect_layout(root)
-  if layout not in LAYOUTS:
-    raise DataError(f"{root}: unknown layout '{layout}' (known: {', '.join(LAYOUTS)})")
-  cases = _find_msd(root) if layout == "msd" else _find_per_modality(root, LAYOUTS[layout])
-  if not cases:
-    raise DataError(f"{root}: no cases of layout {layout} found")
-  ids = [c.case_id for c in cases]
-  duplicated = sorted({i for i in ids if ids.count(i) > 1})
-  if duplicated:
-    raise DataError(f"{root}: case id {duplicated[0]} appears more than once")
-  return sorted(cases, key=lambda c: c.case_id)
 
 
 def write_msd_dataset_json(root: str, num_training: int) -> None:

@@ -18,7 +18,7 @@ from brats_jax import layouts
 
 EMPTY_HD95 = float(np.sqrt(240**2 + 240**2 + 155**2))  # 373.13 mm
 METRICS = ("dice", "hd95", "sensitivity", "specificity", "precision", "jaccard")
-LABEL_CLASSES = {"NCR": layouts.NCR, "ED": layouts.ED}
+LABEL_CLASSES = {"NCR": (layouts.NCR, layouts.NET), "ED": (layouts.ED,)}
 
 
 def dice(predicted: np.ndarray, reference: np.ndarray) -> float:
@@ -98,14 +98,17 @@ def lesion_wise(predicted: np.ndarray, reference: np.ndarray, spacing, min_voxel
 
 
 def case_metrics(predicted_labels: np.ndarray, reference_labels: np.ndarray, spacing,
-                 lesion_wise_scores: bool = False) -> dict:
-  """{"WT_dice": ..., "NCR_hd95": ...} for the regions and labels of one case (internal)."""
+                 lesion_wise_scores: bool = False, regions=None) -> dict:
+  """{"WT_dice": ..., "NCR_hd95": ...} for the regions and labels of one case (internal).
+  regions=("WT",) scores the whole tumour alone (binary datasets)."""
   masks = {r: (np.isin(predicted_labels, layouts.REGION_LABELS[r]),
-               np.isin(reference_labels, layouts.REGION_LABELS[r])) for r in layouts.REGIONS}
-  # Per label: the enhancing label is the ET region already; necrosis and edema are not regions.
-  for name in ("NCR", "ED"):
-    masks[name] = (predicted_labels == LABEL_CLASSES[name],
-                   reference_labels == LABEL_CLASSES[name])
+               np.isin(reference_labels, layouts.REGION_LABELS[r]))
+           for r in (regions or layouts.REGIONS)}
+  # Per label: the enhancing label is the ET region already; necrosis (with BraTS 2015's
+  # non-enhancing tumour) and edema are not regions.
+  for name in (("NCR", "ED") if regions is None else ()):
+    masks[name] = (np.isin(predicted_labels, LABEL_CLASSES[name]),
+                   np.isin(reference_labels, LABEL_CLASSES[name]))
   row = {}
   for name, (predicted, reference) in masks.items():
     for metric, value in binary_metrics(predicted, reference, spacing).items():
@@ -121,14 +124,14 @@ def case_metrics(predicted_labels: np.ndarray, reference_labels: np.ndarray, spa
 ET_THRESHOLD_CANDIDATES = (0, 25, 50, 100, 200, 300, 500, 750, 1000)
 
 
-def region_dice(predicted_regions: np.ndarray, labels: np.ndarray) -> dict:
-  """predicted_regions [*S, 3] (WT, TC, ET) bool, labels [*S] internal -> {region: Dice},
+def region_dice(predicted_labels: np.ndarray, labels: np.ndarray,
+                regions=layouts.REGIONS) -> dict:
+  """Internal predicted and reference labels [*S] -> {region: Dice} for the given regions,
   plus the predicted and reference ET voxel counts (for the ET threshold)."""
-  reference = layouts.regions_from_labels(labels)
-  scores = {r: dice(predicted_regions[..., i], reference[..., i])
-            for i, r in enumerate(layouts.REGIONS)}
-  scores["predicted_ET_voxels"] = int(predicted_regions[..., 2].sum())
-  scores["reference_ET_voxels"] = int(reference[..., 2].sum())
+  scores = {r: dice(np.isin(predicted_labels, layouts.REGION_LABELS[r]),
+                    np.isin(labels, layouts.REGION_LABELS[r])) for r in regions}
+  scores["predicted_ET_voxels"] = int((predicted_labels == layouts.ET).sum())
+  scores["reference_ET_voxels"] = int((labels == layouts.ET).sum())
   return scores
 
 
@@ -148,10 +151,13 @@ def choose_et_threshold(per_case: list) -> int:
 
 def validation_summary(per_case: list, et_threshold: int = 0) -> dict:
   """Mean per region over cases (ET after the threshold), and the mean over regions."""
-  summary = {r: float(np.mean([c[r] for c in per_case])) for r in ("WT", "TC")}
-  summary["ET"] = float(np.mean([et_dice_after_threshold(c, et_threshold) for c in per_case]))
-  summary["mean_dice"] = float(np.mean([summary[r] for r in layouts.REGIONS]))
-  if et_threshold:
-    summary["ET_before_threshold"] = float(np.mean([c["ET"] for c in per_case]))
+  regions = [r for r in layouts.REGIONS if r in per_case[0]]
+  summary = {r: float(np.mean([c[r] for c in per_case])) for r in regions if r != "ET"}
+  if "ET" in regions:
+    summary["ET"] = float(np.mean([et_dice_after_threshold(c, et_threshold)
+                                   for c in per_case]))
+    if et_threshold:
+      summary["ET_before_threshold"] = float(np.mean([c["ET"] for c in per_case]))
+  summary["mean_dice"] = float(np.mean([summary[r] for r in regions]))
   summary["min_enhancing_voxels"] = et_threshold
   return summary

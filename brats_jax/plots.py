@@ -17,8 +17,11 @@ from matplotlib.patches import Patch  # noqa: E402
 from brats_jax import layouts  # noqa: E402
 
 LABEL_COLOURS = {layouts.ED: (0.1, 0.8, 0.2), layouts.NCR: (0.9, 0.1, 0.1),
-                 layouts.ET: (1.0, 0.85, 0.0), layouts.OTHER: (0.3, 0.5, 1.0)}
-_CMAP = ListedColormap([(0, 0, 0, 0)] + [LABEL_COLOURS[v] + (1.0,) for v in range(1, 5)])
+                 layouts.ET: (1.0, 0.85, 0.0), layouts.OTHER: (0.3, 0.5, 1.0),
+                 layouts.NET: (0.9, 0.45, 0.1), layouts.TUMOUR: (0.0, 0.9, 0.9)}
+_LAST = max(layouts.INTERNAL_NAMES)
+_CMAP = ListedColormap([(0, 0, 0, 0)] + [LABEL_COLOURS[v] + (1.0,)
+                                         for v in range(1, _LAST + 1)])
 _LEGEND = [Patch(color=LABEL_COLOURS[v], label=layouts.INTERNAL_NAMES[v])
            for v in (layouts.ED, layouts.NCR, layouts.ET)]
 PLANES = ("axial", "coronal", "sagittal")
@@ -44,11 +47,13 @@ def _contrast_limits(channel):
   return np.percentile(values, [1, 99]) if values.size else (0, 1)
 
 
-def case_overlay(images, reference, predicted, path, title=""):
-  """PNG: rows = axial/coronal/sagittal planes through the tumour; columns = FLAIR, T1, T1ce,
-  T2, reference labels over FLAIR, predicted labels over FLAIR. Labels are internal."""
+def case_overlay(images, reference, predicted, path, title="", channels=layouts.MODALITIES):
+  """PNG: rows = axial/coronal/sagittal planes through the tumour; columns = each channel
+  (named by `channels`), then reference and predicted labels over the FLAIR (or the first)
+  channel. Labels are internal."""
   centre = tumour_centre(reference, predicted)
-  columns = list(layouts.MODALITIES) + ["reference", "prediction"]
+  base = list(channels).index("flair") if "flair" in channels else 0
+  columns = list(channels) + ["reference", "prediction"]
   limits = [_contrast_limits(images[..., c]) for c in range(images.shape[-1])]
   fig, axes = plt.subplots(3, len(columns), figsize=(2.2 * len(columns), 7.2),
                            facecolor="black")
@@ -56,17 +61,18 @@ def case_overlay(images, reference, predicted, path, title=""):
     index = centre[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]]
     for col, name in enumerate(columns):
       ax = axes[row, col]
-      channel = col if col < 4 else 0
+      channel = col if col < len(channels) else base
       ax.imshow(_slice(images[..., channel], plane, index), cmap="gray",
                 vmin=limits[channel][0], vmax=limits[channel][1], interpolation="nearest")
       labels = {"reference": reference, "prediction": predicted}.get(name)
       if labels is not None:
-        ax.imshow(_slice(labels, plane, index), cmap=_CMAP, vmin=0, vmax=4, alpha=0.55,
+        ax.imshow(_slice(labels, plane, index), cmap=_CMAP, vmin=0, vmax=_LAST, alpha=0.55,
                   interpolation="nearest")
       ax.set_xticks([])
       ax.set_yticks([])
       if row == 0:
-        ax.set_title(name.upper() if col < 4 else name, color="white", fontsize=10)
+        ax.set_title(name.upper() if col < len(channels) else name, color="white",
+                     fontsize=10)
       if col == 0:
         ax.set_ylabel(f"{plane} {index}", color="white", fontsize=9)
   fig.legend(handles=_LEGEND, loc="lower center", ncol=3, frameon=False, labelcolor="white")
@@ -88,7 +94,7 @@ def case_sweep_gif(images, reference, predicted, path, fps=8):
       artists.append(ax.imshow(_slice(images[..., 0], "axial", index), cmap="gray", vmin=low,
                                vmax=high, animated=True))
       if labels is not None:
-        artists.append(ax.imshow(_slice(labels, "axial", index), cmap=_CMAP, vmin=0, vmax=4,
+        artists.append(ax.imshow(_slice(labels, "axial", index), cmap=_CMAP, vmin=0, vmax=_LAST,
                                  alpha=0.55, animated=True))
     frames.append(artists)
   for ax, name in zip(axes, ("FLAIR", "reference", "prediction")):
@@ -104,8 +110,9 @@ def case_sweep_gif(images, reference, predicted, path, fps=8):
 def dice_distribution(rows, path, title="Dice per region"):
   """Box plot with every case as a dot, one box per region."""
   fig, ax = plt.subplots(figsize=(5, 4))
-  data = [[float(r[f"{region}_dice"]) for r in rows] for region in layouts.REGIONS]
-  ax.boxplot(data, tick_labels=layouts.REGIONS, showmeans=True)
+  regions = [r for r in layouts.REGIONS if f"{r}_dice" in rows[0]]
+  data = [[float(r[f"{region}_dice"]) for r in rows] for region in regions]
+  ax.boxplot(data, tick_labels=regions, showmeans=True)
   rng = np.random.default_rng(0)
   for i, values in enumerate(data):
     ax.scatter(1 + i + rng.uniform(-0.08, 0.08, len(values)), values, s=12, alpha=0.6)
@@ -123,7 +130,8 @@ def training_curves(records, path):
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
   axes[0].plot([r["step"] for r in train], [r["train/loss"] for r in train])
   axes[0].set_title("training loss")
-  for region in layouts.REGIONS:
+  regions = [g for g in layouts.REGIONS if train and f"train/dice_{g}" in train[0]]
+  for region in regions:
     axes[1].plot([r["step"] for r in val], [r[f"val/{region}"] for r in val], "o-",
                  label=region)
     axes[1].plot([r["step"] for r in train], [r[f"train/dice_{region}"] for r in train],

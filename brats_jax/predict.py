@@ -20,8 +20,8 @@ import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
-from brats_jax import (config_checks, contract, inference, layouts, preprocessing, runtime,
-                       sharding, train_state, volumes)
+from brats_jax import (config_checks, contract, discovery, inference, layouts,
+                       prediction_files, preprocessing, runtime, sharding, train_state)
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.errors import DataError, exit_on_user_error
 from brats_jax.progress import progress_bar
@@ -89,7 +89,8 @@ class CaseInput:
   """A case ready for the model: normalised, brain-cropped image and how to undo the crop."""
 
   case_id: str
-  image: np.ndarray  # [x, y, z, 4], cropped, z-scored
+  layout: str
+  image: np.ndarray  # [x, y, z, C], cropped, normalised, the model's channels
   crop: tuple  # slices of the original volume
   original_shape: tuple
   affine: np.ndarray
@@ -97,33 +98,42 @@ class CaseInput:
   reference_image: str | None  # whose NIfTI header codes the prediction copies
 
 
-def raw_inputs(input_dir: str, layout: str | None = None):
+def raw_inputs(input_dir: str, channels: tuple, layout: str | None = None):
   """[(case_id, check, load)] of a raw dataset folder: `check` reads headers only, `load`
-  applies the training preprocessing. Labels, if present, are not read."""
-  cases = [dataclasses.replace(c, label=None) for c in layouts.find_cases(input_dir, layout)]
+  applies the training preprocessing and keeps the model's channels. Labels are not read."""
+  cases = [dataclasses.replace(c, label=None) for c in discovery.find_cases(input_dir, layout)]
+  available = layouts.LAYOUTS[cases[0].layout].channels
+  missing = [c for c in channels if c not in available]
+  if missing:
+    raise DataError(f"{input_dir}: a {cases[0].layout} folder has no {', '.join(missing)} "
+                    f"channel (the model reads {', '.join(channels)})")
+  selection = [available.index(c) for c in channels]
 
   def load(case):
     images, _, affine, _ = preprocessing.read_raw_case(case)
     image, _, box = preprocessing.preprocess(images, None, case.images[0])
-    return CaseInput(case.case_id, image, preprocessing.crop_slices(box), images.shape[:3],
-                     affine, case.convention, case.reference_image)
+    return CaseInput(case.case_id, case.layout, image[..., selection],
+                     preprocessing.crop_slices(box), images.shape[:3], affine, case.convention,
+                     case.reference_image)
 
   return [(case.case_id, functools.partial(preprocessing.check_raw_case, case),
            functools.partial(load, case)) for case in cases]
 
 
-def store_inputs(store_path: str, trained_preprocessing: dict):
+def store_inputs(store_path: str, channels: tuple, trained_preprocessing: dict):
   """[(case_id, check, load)] of a prepared store (checked, cropped and normalised already,
-  which must be the way the model's training store was)."""
-  store = PreparedStore(store_path)
-  if store.preprocessing != trained_preprocessing:
-    raise DataError(f"{store_path}: prepared with {store.preprocessing}, but the model was "
-                    f"trained on data prepared with {trained_preprocessing}")
+  which must be the way the model's training store was), with the model's channels."""
+  store = PreparedStore(store_path, channels)
+  ours = {k: v for k, v in store.preprocessing.items() if k != "channels"}
+  trained = {k: v for k, v in trained_preprocessing.items() if k != "channels"}
+  if ours != trained:
+    raise DataError(f"{store_path}: prepared with {ours}, but the model was trained on data "
+                    f"prepared with {trained}")
 
   def load(case_id):
     entry = store.cases[case_id]
     reference = entry["images"][0] if os.path.exists(entry["images"][0]) else None
-    return CaseInput(case_id, store.read_case(case_id)[0],
+    return CaseInput(case_id, entry["layout"], store.read_case(case_id)[0],
                      preprocessing.crop_slices(entry["crop_box"]),
                      tuple(entry["original_shape"]), np.array(entry["affine"]),
                      layouts.CONVENTIONS[entry["convention"]], reference)
@@ -153,9 +163,10 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
   run before anything is written.
   """
   step, run_contract = read_contract(workdir, checkpoint)
+  channels = tuple(run_contract["config"]["data"]["modalities"])
   is_store = os.path.exists(os.path.join(input_dir, MANIFEST))
-  inputs = store_inputs(input_dir, run_contract["preprocessing"]) if is_store \
-      else raw_inputs(input_dir, layout)
+  inputs = store_inputs(input_dir, channels, run_contract["preprocessing"]) if is_store \
+      else raw_inputs(input_dir, channels, layout)
   skipped = []
 
   def skip_or_raise(error: DataError):
@@ -193,8 +204,8 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
       skip_or_raise(e)
       continue
     labels = segment(predict, model, case, threshold)
-    volumes.save_label_like(os.path.join(output_dir, f"{case_id}.nii.gz"),
-                            case.convention.decode(labels), case.affine, case.reference_image)
+    prediction_files.write(output_dir, case_id, case.layout, case.convention.decode(labels),
+                           case.affine, case.reference_image)
     timings.append((case_id, time.perf_counter() - start))
     if progress:
       tqdm.write(f"{case_id}: {timings[-1][1]:.1f} s", file=sys.stderr)

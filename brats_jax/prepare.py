@@ -19,7 +19,7 @@ import ml_dtypes
 import numpy as np
 from absl import app, flags
 
-from brats_jax import layouts, preprocessing, store
+from brats_jax import discovery, layouts, preprocessing, store
 from brats_jax.errors import DataError, exit_on_user_error
 from brats_jax.progress import progress_bar
 
@@ -29,7 +29,7 @@ FOLD_SEED = 20_211_121
 def foreground_samples(labels: np.ndarray, rng, per_class: int) -> np.ndarray:
   """Up to per_class random (x, y, z, label) rows for each tumour label present."""
   rows = [np.zeros((0, 4), np.int16)]
-  for value in (layouts.NCR, layouts.ED, layouts.ET, layouts.OTHER):
+  for value in layouts.INTERNAL_NAMES:
     coords = np.argwhere(labels == value)
     if len(coords):
       chosen = coords[rng.choice(len(coords), min(per_class, len(coords)), replace=False)]
@@ -75,7 +75,8 @@ def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str =
   output = output.rstrip("/")
   if os.path.exists(output) and not overwrite:
     raise DataError(f"{output}: already exists (pass --overwrite to replace it)")
-  cases = layouts.find_cases(input_dir, layout)
+  cases = discovery.find_cases(input_dir, layout)
+  channels = layouts.LAYOUTS[cases[0].layout].channels
   tmp = output + ".incomplete"
   shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed run
   os.makedirs(tmp)
@@ -104,7 +105,7 @@ def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str =
     manifest = {
         "format_version": store.FORMAT_VERSION, "source": os.path.abspath(input_dir),
         "layout": entries[0]["layout"], "dtype": dtype, "num_folds": num_folds,
-        "channels": list(layouts.MODALITIES), "preprocessing": preprocessing.describe(),
+        "channels": list(channels), "preprocessing": preprocessing.describe(channels),
         "label_values": layouts.INTERNAL_NAMES,
         "skipped": skipped, "cases": entries,
     }

@@ -8,7 +8,7 @@ the preprocessing the model was trained with, or refuses.
 
 import numpy as np
 
-from brats_jax import layouts, volumes
+from brats_jax import formats, layouts, volumes
 from brats_jax.errors import DataError
 
 # What this version applies; recorded in the store manifest and the inference contract.
@@ -30,49 +30,91 @@ def check_supported(recorded: dict, where: str) -> None:
                     f" is not one this version applies ({', '.join(f'{k}={ours[k]!r}' for k in different)})")
 
 
+def _header(path: str, layout: layouts.Layout, what: str) -> tuple:
+  """(shape [X, Y, Z], affine) of one channel or label file, from its header."""
+  if layout.file_format == "mha":
+    shape, affine, _ = formats.mha_header(path, what)
+    return shape, affine
+  image = volumes.open_nifti(path, what=what)
+  return tuple(image.shape[:3]), image.affine
+
+
 def check_raw_case(case: layouts.RawCase) -> None:
-  """Header-level checks of a case, without reading voxels: every file present and sound
-  (volumes.open_nifti), four channels, and one geometry (shape, affine) for all its files."""
+  """Header-level checks of a case, without reading voxels: every file present and sound,
+  the layout's channels, and one geometry (shape, affine) for all its files."""
+  layout = layouts.LAYOUTS[case.layout]
+  if case.layout == "lgg":
+    images, masks = formats.lgg_slices(case.images[0])
+    shape = formats.tiff_header(images[0], "image slice")
+    if len(shape) != 3 or shape[-1] != len(layout.channels):
+      raise DataError(f"{images[0]}: slice shape {shape}, expected [rows, columns, "
+                      f"{len(layout.channels)}] (pre-contrast, FLAIR, post-contrast)")
+    if masks:
+      formats.tiff_header(masks[0], "mask slice")
+    return
   if case.layout == "msd":
     image = volumes.open_nifti(case.images[0], ndim=(4,))
     if image.shape[-1] != 4:
       raise DataError(f"{case.images[0]}: expected 4 channels (FLAIR, T1w, T1gd, T2w), "
                       f"found {image.shape[-1]}")
-    first = image
+    first = (tuple(image.shape[:3]), image.affine)
   else:
-    first = volumes.open_nifti(case.images[0], what="modality")
+    first = _header(case.images[0], layout, "modality")
     for path in case.images[1:]:
-      _check_same_geometry(volumes.open_nifti(path, what="modality"), first, path,
-                           case.images[0])
+      _check_same_geometry(_header(path, layout, "modality"), first, path, case.images[0])
   if case.label:
-    _check_same_geometry(volumes.open_nifti(case.label, what="label"), first, case.label,
+    _check_same_geometry(_header(case.label, layout, "label"), first, case.label,
                          case.images[0])
 
 
-def _check_same_geometry(image, reference, path: str, reference_path: str):
-  if image.shape[:3] != reference.shape[:3]:
-    raise DataError(f"{path}: shape {image.shape[:3]} differs from {reference_path} "
-                    f"{reference.shape[:3]}")
-  if not np.allclose(image.affine, reference.affine, atol=1e-3):
+def _check_same_geometry(geometry, reference, path: str, reference_path: str):
+  (shape, affine), (reference_shape, reference_affine) = geometry, reference
+  if shape != reference_shape:
+    raise DataError(f"{path}: shape {shape} differs from {reference_path} {reference_shape}")
+  if not np.allclose(affine, reference_affine, atol=1e-3):
     raise DataError(f"{path}: affine differs from {reference_path}")
 
 
+def _load(path: str, layout: layouts.Layout, what: str):
+  return formats.load_mha(path, what) if layout.file_format == "mha" else \
+      volumes.load_nifti(path, what=what)
+
+
 def read_raw_case(case: layouts.RawCase):
-  """Loads and checks one raw case: (images [X,Y,Z,4], internal labels or None, affine,
-  spacing)."""
+  """Loads and checks one raw case: (images [X, Y, Z, C] float32 in the layout's channel
+  order, internal labels or None, affine, spacing)."""
   check_raw_case(case)
+  layout = layouts.LAYOUTS[case.layout]
+  if case.layout == "lgg":
+    images, mask = formats.load_lgg_case(case.images[0], with_mask=case.label is not None)
+    labels = None if mask is None else case.convention.encode(
+        volumes.as_labels(mask, case.label), case.label)
+    return images, labels, np.eye(4), (1.0, 1.0, 1.0)
   if case.layout == "msd":
     data, affine, spacing = volumes.load_nifti(case.images[0], ndim=(4,))
     images = data.astype(np.float32)
   else:
-    channels = [volumes.load_nifti(path, what="modality") for path in case.images]
+    channels = [_load(path, layout, "modality") for path in case.images]
     _, affine, spacing = channels[0]
     images = np.stack([data.astype(np.float32) for data, _, _ in channels], axis=-1)
   labels = None
   if case.label:
-    raw, _, _ = volumes.load_label(case.label)
-    labels = case.convention.encode(raw, case.label)
+    raw, _, _ = _load(case.label, layout, "label")
+    labels = case.convention.encode(volumes.as_labels(raw, case.label, images.shape[:3]),
+                                    case.label)
   return images, labels, affine, spacing
+
+
+def read_reference(case: layouts.RawCase):
+  """(internal labels, affine or None, spacing) of a case's reference label file(s)."""
+  layout = layouts.LAYOUTS[case.layout]
+  if case.layout == "lgg":
+    images, mask = formats.load_lgg_case(case.images[0])
+    return (case.convention.encode(volumes.as_labels(mask, case.label), case.label), None,
+            (1.0, 1.0, 1.0))
+  raw, affine, spacing = _load(case.label, layout, "label")
+  return (case.convention.encode(volumes.as_labels(raw, case.label), case.label), affine,
+          spacing)
 
 
 def brain_box(images: np.ndarray, labels, path: str):

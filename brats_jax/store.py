@@ -47,9 +47,10 @@ def write_array(root: str, name: str, data: np.ndarray, inner_chunk: int = 32,
   """Writes `data` as one zarr3 shard at root/name, with inner chunks of about inner_chunk^3."""
   dtype = dtype or str(data.dtype)
   shape = list(data.shape)
-  inner = [min(s, inner_chunk) for s in shape[:3]] + shape[3:]
+  # Inner chunks of at most inner_chunk voxels, and at least 1 (an empty foreground table).
+  inner = [max(1, min(s, inner_chunk)) for s in shape[:3]] + [max(1, s) for s in shape[3:]]
   # The shard must be a whole number of inner chunks; one shard still covers the whole case.
-  shard = [-(-s // i) * i for s, i in zip(shape, inner)]
+  shard = [max(i, -(-s // i) * i) for s, i in zip(shape, inner)]
   spec = {
       "driver": "zarr3", "kvstore": _kvstore(os.path.join(root, name)),
       "metadata": {
@@ -69,9 +70,13 @@ def write_group(root: str, attributes: dict) -> None:
 
 
 class PreparedStore:
-  """Read access to a prepared store. Array handles open lazily and share one cache pool."""
+  """Read access to a prepared store. Array handles open lazily and share one cache pool.
 
-  def __init__(self, path: str):
+  With `channels` (names, e.g. data.modalities), images come back with those channels in
+  that order; otherwise with every channel the store holds.
+  """
+
+  def __init__(self, path: str, channels=None):
     self.path = path
     manifest_path = os.path.join(path, MANIFEST)
     try:
@@ -90,8 +95,18 @@ class PreparedStore:
     self.preprocessing = self.manifest.get("preprocessing") or preprocessing.describe(
         self.manifest.get("channels", layouts.MODALITIES))
     self.num_folds = int(self.manifest.get("num_folds", 5))
-    self.num_channels = len(self.preprocessing["channels"])
+    self.channels = tuple(self.preprocessing["channels"])
+    selected = tuple(channels) if channels else self.channels
+    missing = [c for c in selected if c not in self.channels]
+    if missing:
+      raise DataError(f"{path}: no channel {', '.join(missing)} (it holds "
+                      f"{', '.join(self.channels)})")
+    self._selection = [self.channels.index(c) for c in selected]
+    self.num_channels = len(selected)
     self.image_dtype = self.manifest.get("dtype", "float16")
+    # Binary masks only (Kaggle LGG): no tumour sub-regions to train on.
+    self.binary_labels = bool(self.cases) and all(
+        layouts.CONVENTIONS[c["convention"]].binary for c in self.cases.values())
     self._context = ts.Context({"cache_pool": {"total_bytes_limit": _CACHE_BYTES}})
     self._handles = {}
     self._lock = threading.Lock()
@@ -126,7 +141,8 @@ class PreparedStore:
 
   def read_case(self, case_id: str):
     """Whole cropped case: (image [X, Y, Z, C] float32, labels [X, Y, Z] uint8 or None)."""
-    image = self.array("images", case_id).read().result().astype(np.float32)
+    image = self.array("images", case_id).read().result()[..., self._selection].astype(
+        np.float32)
     labels = None
     if self.cases[case_id]["has_label"]:
       labels = self.array("labels", case_id).read().result()
@@ -152,7 +168,7 @@ class PreparedStore:
         pending.append((image, labels, [a - s for a, s in zip(lo, start)], size))
     patches = []
     for image, labels, offset, size in pending:
-      image, labels = image.result(), labels.result()
+      image, labels = image.result()[..., self._selection], labels.result()
       out_image = np.zeros(tuple(size) + image.shape[-1:], image.dtype)
       out_labels = np.zeros(tuple(size), np.uint8)
       box = tuple(slice(o, o + n) for o, n in zip(offset, labels.shape))

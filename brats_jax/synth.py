@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags
 from scipy import ndimage
 
-from brats_jax import layouts, volumes
+from brats_jax import formats, layouts, volumes
 from brats_jax.errors import exit_on_user_error
 from brats_jax.progress import progress_bar
 
@@ -101,7 +101,46 @@ def make_affine(rng, spacing):
 
 def case_id(layout: str, index: int) -> str:
   return {"brats2021": f"BraTS2021_{index:05d}", "brats2023": f"BraTS-GLI-{index:05d}-000",
-          "msd": f"BRATS_{index + 1:03d}"}[layout]
+          "msd": f"BRATS_{index + 1:03d}", "brats2015": f"brats_2013_pat{index + 1:04d}_1",
+          "brats2015_repacked": f"brats_2013_pat{index + 1:04d}_1",
+          "lgg": f"TCGA_SY_{index + 1:04d}_20261130"}[layout]
+
+
+def _with_non_enhancing(labels):
+  """BraTS 2015 tells non-enhancing tumour (3) from necrosis (1): the upper half of each
+  tumour's core that is not enhancing becomes non-enhancing tumour."""
+  core = labels == layouts.NCR
+  if core.any():
+    z = np.argwhere(core)[:, 2]
+    labels = labels.copy()
+    labels[core & (np.arange(labels.shape[2]) >= np.median(z))[None, None, :]] = layouts.NET
+  return labels
+
+
+def _write_brats2015(root, cid, index, images, seg, affine, repacked):
+  spacing = np.abs(np.diag(affine)[:3])
+  files = {}
+  for c, suffix in enumerate(layouts.LAYOUTS["brats2015"].suffixes):
+    files[suffix] = images[..., c]
+  files["OT"] = seg
+  for k, (suffix, data) in enumerate(files.items()):
+    if repacked:
+      path = os.path.join(root, suffix, f"{cid}.mha")
+    else:
+      grade = "HGG" if index % 2 == 0 else "LGG"
+      kind = "VSD.Brain_3more.XX.O.OT" if suffix == "OT" else f"VSD.Brain.XX.O.MR_{suffix}"
+      name = f"{kind}.{50000 + 10 * index + k}"
+      path = os.path.join(root, grade, cid, name, name + ".mha")
+    formats.save_mha(path, data, spacing, affine[:3, 3])
+
+
+def _write_lgg(root, cid, images, labels):
+  """Kaggle LGG: RGB uint8 slices (pre-contrast, FLAIR, post-contrast) and 0/255 masks."""
+  channels = [layouts.MODALITIES.index(c) for c in layouts.LAYOUTS["lgg"].channels]
+  rgb = images[..., channels].astype(np.float64)
+  rgb = np.round(255 * rgb / max(rgb.max(), 1)).astype(np.uint8)
+  mask = (layouts.regions_from_labels(labels)[..., 0] * 255).astype(np.uint8)
+  formats.save_lgg_case(os.path.join(root, cid), cid, rgb, mask)
 
 
 def write_case(root, layout, index, shape, seed, spacing=(1.0, 1.0, 1.0), p_non_enhancing=0.1):
@@ -110,8 +149,16 @@ def write_case(root, layout, index, shape, seed, spacing=(1.0, 1.0, 1.0), p_non_
   images, labels = make_case(tuple(shape), rng, p_non_enhancing)
   images = np.round(images).astype(np.int16)
   affine = make_affine(rng, spacing)
+  if layout.startswith("brats2015"):
+    labels = _with_non_enhancing(labels)
   seg = layouts.CONVENTIONS[layouts.LAYOUTS[layout].convention].decode(labels)
   cid = case_id(layout, index)
+  if layout.startswith("brats2015"):
+    _write_brats2015(root, cid, index, images, seg, affine, layout == "brats2015_repacked")
+    return cid
+  if layout == "lgg":
+    _write_lgg(root, cid, images, labels)
+    return cid
   if layout == "msd":
     volumes.save_nifti(os.path.join(root, "imagesTr", cid + ".nii.gz"), images, affine)
     volumes.save_nifti(os.path.join(root, "labelsTr", cid + ".nii.gz"), seg, affine)
@@ -140,6 +187,12 @@ def write_dataset(output, layout, num_cases, shape, seed=0, spacing=(1.0, 1.0, 1
       job.result()
   if layout == "msd":
     layouts.write_msd_dataset_json(tmp, num_cases)
+  if layout == "lgg":  # what the Kaggle download also holds, which readers must ignore
+    with open(os.path.join(tmp, "data.csv"), "w") as f:
+      f.write("Patient,RNASeqCluster\n" + "".join(f"{case_id(layout, i)},1\n"
+                                                   for i in range(num_cases)))
+    with open(os.path.join(tmp, "README.md"), "w") as f:
+      f.write("synthetic Kaggle LGG layout (brats-jax-synth)\n")
   shutil.rmtree(output, ignore_errors=True)
   os.replace(tmp, output)
 

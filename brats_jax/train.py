@@ -16,8 +16,8 @@ import jax
 import ml_collections
 
 from brats_jax import (config_checks, config_io, contract, device_data, inference,
-                       input_pipeline, layouts, metrics, optimizer, plots, preprocessing,
-                       sharding, train_state, train_step)
+                       input_pipeline, layouts, losses, metrics, optimizer, plots,
+                       preprocessing, sharding, train_state, train_step)
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.errors import ConfigError, NonFiniteError
 from brats_jax.input_pipeline import PatchSampler, Prefetcher
@@ -35,9 +35,12 @@ def validate(predict, variables, store: PreparedStore, case_ids, kind: str,
   for case_id in case_ids:
     image, labels = store.read_case(case_id)
     predicted = inference.decode(predict(variables, image), kind)
-    per_case.append(metrics.region_dice(layouts.regions_from_labels(predicted), labels))
-  threshold = metrics.choose_et_threshold(per_case) if min_enhancing_voxels < 0 \
-      else min_enhancing_voxels
+    per_case.append(metrics.region_dice(predicted, labels, losses.scored_regions(kind)))
+  if kind == "binary":  # no enhancing tumour to threshold
+    threshold = 0
+  else:
+    threshold = metrics.choose_et_threshold(per_case) if min_enhancing_voxels < 0 \
+        else min_enhancing_voxels
   return metrics.validation_summary(per_case, threshold)
 
 
@@ -97,7 +100,7 @@ def _data_record(config, step: int, train_ids) -> dict:
           "batch_per_device": int(config.data.batch_per_device)}
 
 
-def _log_scalars(ready: tuple, global_batch: int, schedule) -> tuple:
+def _log_scalars(ready: tuple, global_batch: int, schedule, regions) -> tuple:
   """(step, scalars) of a logging interval: (device sums, step, seconds, steps in it,
   seconds the loop waited for input)."""
   sums, at, seconds, steps, waited = ready
@@ -109,10 +112,13 @@ def _log_scalars(ready: tuple, global_batch: int, schedule) -> tuple:
              # Share of the interval the loop stood waiting for patches: > 0 means input-bound.
              "train/input_wait_fraction": waited / max(seconds, 1e-9),
              "train/learning_rate": float(schedule(at - 1))}  # used by step `at` (counts from 1)
-  for i, region in enumerate(layouts.REGIONS):
-    denominator = sums["predicted"][i] + sums["reference"][i]
-    scalars[f"train/dice_{region}"] = (2 * sums["intersection"][i] / denominator
-                                       if denominator > 0 else 1.0)
+  for i, region in enumerate(regions):  # Dice (= F1), IoU and accuracy of training patches
+    both, predicted, reference = (float(sums[k][i]) for k in ("intersection", "predicted",
+                                                              "reference"))
+    union = predicted + reference - both
+    scalars[f"train/dice_{region}"] = 2 * both / (predicted + reference) if union else 1.0
+    scalars[f"train/iou_{region}"] = both / union if union else 1.0
+    scalars[f"train/accuracy_{region}"] = 1 - (union - both) / float(sums["voxels"][i])
   return at, scalars
 
 
@@ -127,7 +133,7 @@ def _stop_if_nonfinite(step_metrics):
 
 
 def _format_dice(summary: dict) -> str:
-  text = "  ".join(f"{r} {summary[r]:.4f}" for r in layouts.REGIONS) + \
+  text = "  ".join(f"{r} {summary[r]:.4f}" for r in layouts.REGIONS if r in summary) + \
       f"  mean {summary['mean_dice']:.4f}"
   if summary["min_enhancing_voxels"]:
     text += (f"  (ET predictions under {summary['min_enhancing_voxels']} voxels relabelled as "
@@ -160,8 +166,10 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
   log = (lambda m: print(m, file=sys.stderr, flush=True)) if is_main else (lambda m: None)
   mesh = sharding.make_mesh(devices)
   store = PreparedStore(config.data.store)
-  config_checks.validate(config, num_channels=store.num_channels, num_folds=store.num_folds,
-                         num_devices=mesh.devices.size, num_processes=jax.process_count())
+  config_checks.validate(config, channels=store.channels, num_folds=store.num_folds,
+                         num_devices=mesh.devices.size, num_processes=jax.process_count(),
+                         binary_labels=store.binary_labels)
+  store = PreparedStore(config.data.store, config.data.modalities)
   preprocessing.check_supported(store.preprocessing, store.path)
   val_fold = config.data.val_fold
   train_ids = store.case_ids(exclude_folds=[val_fold] if val_fold >= 0 else None)
@@ -219,6 +227,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
   writer = MetricWriter(workdir)
   stop = StopRequest()
   num_steps = config.train.num_steps
+  regions = losses.scored_regions(config.loss.kind)
   summary = {}
   sums, ready_to_log, previous_metrics = None, None, None
   log_start, log_step, waited = time.time(), start, 0.0
@@ -238,7 +247,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
         _stop_if_nonfinite(previous_metrics)
       previous_metrics = (step_metrics, done)
       if ready_to_log is not None:
-        at, scalars = _log_scalars(ready_to_log, global_batch, schedule)
+        at, scalars = _log_scalars(ready_to_log, global_batch, schedule, regions)
         writer.write(at, scalars)
         bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
                         samples_s=f"{scalars['train/samples_per_second']:.1f}")
@@ -281,7 +290,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
         bar.close()
         sys.exit(status)
     if ready_to_log is not None:
-      writer.write(*_log_scalars(ready_to_log, global_batch, schedule))
+      writer.write(*_log_scalars(ready_to_log, global_batch, schedule, regions))
   finally:
     bar.close()
     batches.close()

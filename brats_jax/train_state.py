@@ -30,6 +30,7 @@ def model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   mc = config.model.copy_and_resolve_references()
   with mc.unlocked():
     mc.spatial_dims = len(config.data.patch_size)
+    mc.in_channels = len(config.data.modalities)
     mc.out_channels = losses.num_outputs(config.loss)
   return mc
 

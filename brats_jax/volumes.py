@@ -77,9 +77,9 @@ def load_nifti(path: str, ndim: tuple = (3,), what: str = "image"):
   return data, affine, spacing
 
 
-def load_label(path: str, shape: tuple | None = None, what: str = "label"):
-  """(uint8 labels, affine, spacing) of an integer label volume (of `shape`), or DataError."""
-  data, affine, spacing = load_nifti(path, what=what)
+def as_labels(data: np.ndarray, path: str, shape: tuple | None = None,
+              what: str = "label") -> np.ndarray:
+  """An integer label volume (of `shape`) as uint8, or DataError naming the file."""
   if shape is not None and data.shape != shape:
     raise DataError(f"{path}: {what} shape {data.shape} differs from {shape}")
   if np.issubdtype(data.dtype, np.floating):
@@ -87,7 +87,13 @@ def load_label(path: str, shape: tuple | None = None, what: str = "label"):
       raise DataError(f"{path}: {what} has non-integer values")
   if data.min() < 0 or data.max() > 255:
     raise DataError(f"{path}: {what} values outside 0..255 (min {data.min()}, max {data.max()})")
-  return data.astype(np.uint8), affine, spacing
+  return data.astype(np.uint8)
+
+
+def load_label(path: str, shape: tuple | None = None, what: str = "label"):
+  """(uint8 labels, affine, spacing) of an integer label volume (of `shape`), or DataError."""
+  data, affine, spacing = load_nifti(path, what=what)
+  return as_labels(data, path, shape, what), affine, spacing
 
 
 def save_nifti(path: str, data: np.ndarray, affine: np.ndarray, header=None) -> None:

@@ -21,6 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.store = ""  # a store written by brats-jax-prepare (path or gs:// / s3:// URL)
   config.data.val_fold = 0  # -1: train on every fold, no validation
   config.data.patch_size = (128, 128, 128)  # two entries train a 2D model on axial slices
+  # The store channels the model sees, in this order (its input channels): e.g. ("flair",)
+  # trains a FLAIR-only model. BraTS and Decathlon stores hold flair, t1, t1ce, t2; Kaggle
+  # LGG stores t1, flair, t1ce (pre-contrast, FLAIR, post-contrast).
+  config.data.modalities = ("flair", "t1", "t1ce", "t2")
   config.data.batch_per_device = 2
   config.data.foreground_fraction = 1 / 3
   config.data.prefetch = 4  # batches read ahead of the device
@@ -30,7 +34,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.placement = "auto"
 
   config.model = ml_collections.ConfigDict()
-  config.model.in_channels = 4
   config.model.base_filters = 32
   config.model.max_filters = 320
   config.model.depth = 6
@@ -46,8 +49,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.remat = "convolutions"
 
   config.loss = ml_collections.ConfigDict()
-  config.loss.kind = "region"  # region (sigmoid WT/TC/ET) | softmax (4 classes)
-  config.loss.pixel_loss = "bce"  # bce | focal (region only)
+  # region (sigmoids WT/TC/ET) | softmax (4 classes) | labels (sigmoids NCR/ED/ET) | binary
+  config.loss.kind = "region"
+  # A weighted sum of dice | iou | bce (sigmoid tasks) | ce (softmax) | focal.
+  config.loss.terms = (("dice", 1.0), ("bce", 1.0))
+  config.loss.class_weights = ()  # one weight per model output; empty: equal
   config.loss.dice_smooth = 1.0
   config.loss.focal_alpha = 0.25
   config.loss.focal_gamma = 2.0

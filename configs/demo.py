@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Softmax classes separate necrosis from enhancing tumour within the demo's few hundred CPU
   # steps; the region-based loss of the full recipe needed longer to learn that split here.
   config.loss.kind = "softmax"
+  config.loss.terms = (("dice", 1.0), ("ce", 1.0))
   config.train.num_steps = 250
   config.train.optimizer = "adamw"
   config.train.learning_rate = 6e-3

@@ -13,11 +13,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats_jax import layouts, volumes
+from brats_jax import discovery, layouts, volumes
 
 
 def _case_files(root):
-  case = layouts.find_cases(root)[0]
+  case = discovery.find_cases(root)[0]
   return case, dict(zip(("flair", "t1", "t1ce", "t2"), case.images))
 
 
@@ -167,7 +167,7 @@ def test_a_folder_with_only_some_of_a_cases_files_is_reported(raw_datasets, tmp_
   case, _ = _case_files(root)
   for path in case.images:
     os.remove(path)
-  cases = layouts.find_cases(root)
+  cases = discovery.find_cases(root)
   assert [c.case_id for c in cases][0] == case.case_id and len(cases) == 3
   result = _prepare([f"--input={root}", f"--output={tmp_path / 'store'}"])
   assert result.returncode == 2 and f"error: {case.images[0]}: missing modality file" in \

@@ -17,12 +17,14 @@ from conftest import ROOT
 BAD_VALUES = {
     "seed": -1, "log_every_steps": 0, "data.store": 3, "data.val_fold": -2,
     "data.patch_size": (16, 16, 16, 16), "data.batch_per_device": 0,
-    "data.foreground_fraction": 1.5, "data.prefetch": 0, "data.placement": "gpu", "model.in_channels": 0,
+    "data.foreground_fraction": 1.5, "data.prefetch": 0, "data.placement": "gpu",
+    "data.modalities": ("flair", "flair"),
     "model.base_filters": 0, "model.max_filters": 0, "model.depth": 1, "model.norm": "layer",
     "model.activation": "tanh", "model.residual": "yes", "model.dropout": 1.0,
     "model.deep_supervision": -1, "model.dilated_bottleneck": 1, "model.dtype": "float64",
     "model.remat": "all",
-    "loss.kind": "dice", "loss.pixel_loss": "bogus", "loss.dice_smooth": -1.0,
+    "loss.kind": "dice", "loss.terms": (("bogus", 1.0),), "loss.class_weights": (-1.0,),
+    "loss.dice_smooth": -1.0,
     "loss.focal_alpha": 2.0, "loss.focal_gamma": -1.0, "augment.enabled": "true",
     "augment.p_rotation": -0.1, "augment.max_rotation_deg": 360.0, "augment.p_scale": 2.0,
     "augment.scale_range": (1.4, 0.7), "augment.p_mirror": 1.1,
@@ -79,30 +81,50 @@ def test_every_shipped_config_is_valid(path):
      r"\(128, 128, 128\)"),
     ("data.patch_size", (20, 20), r"nearest valid: \(32, 32\)$"),
     ("train.warmup_steps", 250_000, "below train.num_steps"),
-    ("model.in_channels", 9, "at most 8 channels"),
+    ("data.modalities", tuple(f"c{i}" for i in range(9)), "at most 8 channels"),
 ])
 def test_rules_between_fields(field, value, message):
   with pytest.raises(ConfigError, match=message):
     config_checks.validate(_with(_default(), field, value))
 
 
-def test_focal_is_for_region_losses():
-  config = _with(_default(), "loss.pixel_loss", "focal")
-  config_checks.validate(config)
-  with pytest.raises(ConfigError, match="loss.pixel_loss='focal': focal is for loss.kind=region"):
-    config_checks.validate(_with(config, "loss.kind", "softmax"))
+@pytest.mark.parametrize("kind,terms,message", [
+    ("softmax", (("dice", 1.0), ("bce", 1.0)), "bce is not a loss for loss.kind=softmax .*use ce"),
+    ("region", (("ce", 1.0),), "ce is not a loss for loss.kind=region .*use bce"),
+    ("binary", (("iou", 0.0),), "needs a term with a weight above 0"),
+    ("region", (("dice", 1.0), ("iou",)), "must be \\(name, weight\\) pairs"),
+    ("labels", (("none", 1.0),), "unknown loss 'none'; known: dice, iou, bce, ce, focal")])
+def test_loss_terms_must_suit_the_task(kind, terms, message):
+  config = _with(_with(_default(), "loss.kind", kind), "loss.terms", terms)
+  with pytest.raises(ConfigError, match=message):
+    config_checks.validate(config)
+  for kind, terms in (("softmax", (("focal", 1.0), ("iou", 0.5))),
+                      ("binary", (("dice", 1.0), ("focal", 2.0)))):
+    config_checks.validate(_with(_with(_default(), "loss.kind", kind), "loss.terms", terms))
+
+
+def test_class_weights_and_binary_stores():
+  config = _with(_default(), "loss.class_weights", (1.0, 2.0))
+  with pytest.raises(ConfigError, match="loss.kind=region has 3 outputs, so 3 weights"):
+    config_checks.validate(config)
+  config_checks.validate(_with(_default(), "loss.class_weights", (1.0, 2.0, 4.0)))
+  with pytest.raises(ConfigError, match="holds binary masks .* loss.kind=binary"):
+    config_checks.validate(_default(), binary_labels=True)
+  config_checks.validate(_with(_default(), "loss.kind", "binary"), binary_labels=True)
 
 
 def test_rules_against_the_store_and_the_devices():
   config = _default()
-  with pytest.raises(ConfigError, match="model.in_channels=4: the store .* holds 1 channels"):
-    config_checks.validate(config, num_channels=1)
+  with pytest.raises(ConfigError, match="data.modalities=.*: the store .* has no t1ce, t2 "
+                                        r"\(it holds flair, t1\)"):
+    config_checks.validate(config, channels=("flair", "t1"))
   with pytest.raises(ConfigError, match="data.val_fold=5: the store .* has folds 0-4"):
     config_checks.validate(_with(config, "data.val_fold", 5), num_folds=5)
   with pytest.raises(ConfigError, match=r"global batch \(2 x 3 devices\) must split evenly "
                                         "over 4 processes"):
     config_checks.validate(config, num_devices=3, num_processes=4)
-  config_checks.validate(config, num_channels=4, num_folds=5, num_devices=4, num_processes=2)
+  config_checks.validate(config, channels=("t2", "t1ce", "t1", "flair"), num_folds=5,
+                         num_devices=4, num_processes=2)
 
 
 def test_unknown_and_missing_fields():
@@ -120,9 +142,9 @@ def test_the_training_command_reports_one_line_and_exit_2(tmp_path):
   workdir = str(tmp_path / "run")
   result = subprocess.run([sys.executable, "-m", "brats_jax.main",
                            f"--config={ROOT}/configs/tiny.py", f"--workdir={workdir}",
-                           "--config.loss.pixel_loss=bogus"],
+                           "--config.loss.kind=bogus"],
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 2
-  assert result.stderr == ("error: config field loss.pixel_loss='bogus': must be one of bce, "
-                           "focal\n")
+  assert result.stderr == ("error: config field loss.kind='bogus': must be one of region, "
+                           "softmax, labels, binary\n")
   assert not os.path.exists(workdir)

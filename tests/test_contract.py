@@ -44,7 +44,7 @@ def _copy(workdir, tmp_path) -> str:
   return copy
 
 
-@pytest.mark.parametrize("field,value", [("model.base_filters", 8), ("loss.kind", "softmax"),
+@pytest.mark.parametrize("field,value", [("model.base_filters", 8), ("loss.kind", "labels"),
                                          ("data.patch_size", (8, 8, 8)), ("seed", 1),
                                          ("train.optimizer", "sgd"), ("augment.enabled", False)])
 def test_a_relaunch_that_changes_the_run_is_refused_and_touches_nothing(

@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats_jax import layouts, prepare, synth
+from brats_jax import discovery, layouts, prepare, synth
 from brats_jax.store import PreparedStore
 
 from conftest import TINY_SHAPE
@@ -21,8 +21,8 @@ def test_synth_is_deterministic_int16_with_real_geometry(tmp_path):
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
   synth.write_dataset(a, "brats2021", 2, TINY_SHAPE, seed=7)
   synth.write_dataset(b, "brats2021", 2, TINY_SHAPE, seed=7)
-  case = layouts.find_cases(a)[1]
-  other = layouts.find_cases(b)[1]
+  case = discovery.find_cases(a)[1]
+  other = discovery.find_cases(b)[1]
   for x, y in zip(case.images + (case.label,), other.images + (other.label,)):
     assert np.array_equal(_read(x), _read(y))
   image = nib.load(case.images[0])
@@ -32,7 +32,7 @@ def test_synth_is_deterministic_int16_with_real_geometry(tmp_path):
   # A different seed gives a different case.
   c = str(tmp_path / "c")
   synth.write_dataset(c, "brats2021", 2, TINY_SHAPE, seed=8)
-  assert not np.array_equal(_read(case.images[0]), _read(layouts.find_cases(c)[1].images[0]))
+  assert not np.array_equal(_read(case.images[0]), _read(discovery.find_cases(c)[1].images[0]))
 
 
 def test_synth_contrasts_look_like_mri(tmp_path):
@@ -50,8 +50,8 @@ def test_synth_contrasts_look_like_mri(tmp_path):
 @pytest.mark.parametrize("layout", ["brats2021", "brats2023", "msd"])
 def test_layout_detection_and_label_round_trip(raw_datasets, layout, tmp_path):
   root = raw_datasets[layout]
-  assert layouts.detect_layout(root) == layout
-  cases = layouts.find_cases(root)
+  assert discovery.detect_layout(root) == layout
+  cases = discovery.find_cases(root)
   assert len(cases) == 3
   store_path = str(tmp_path / "store")
   manifest = prepare.prepare(root, store_path, num_workers=2, fg_per_class=100)

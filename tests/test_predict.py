@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats_jax import layouts, prepare, predict, preprocessing, synth, train, volumes
+from brats_jax import discovery, layouts, prepare, predict, preprocessing, synth, train, volumes
 from brats_jax.errors import DataError
 
 from conftest import TINY_SHAPE, tiny_config
@@ -23,7 +23,7 @@ from test_bad_input import BREAKERS
 @pytest.mark.parametrize("layout", ["brats2021", "brats2023", "msd"])
 def test_reference_labels_written_through_the_prediction_path_round_trip(
     raw_datasets, layout, tmp_path):
-  for case in layouts.find_cases(raw_datasets[layout]):
+  for case in discovery.find_cases(raw_datasets[layout]):
     _, internal, affine, _ = preprocessing.read_raw_case(case)
     out = str(tmp_path / f"{case.case_id}.nii.gz")
     volumes.save_label_like(out, case.convention.decode(internal), affine, case.reference_image)
@@ -50,7 +50,7 @@ def test_checkpoint_from_8_devices_predicts_on_1_and_back(trained_on_8, raw_data
   on_1, on_8 = str(tmp_path / "on1"), str(tmp_path / "on8")
   predict.predict_folder(trained_on_8, raw, on_1, progress=False, devices=jax.devices()[:1])
   predict.predict_folder(trained_on_8, raw, on_8, progress=False)
-  for case in layouts.find_cases(raw):
+  for case in discovery.find_cases(raw):
     a = nib.load(os.path.join(on_1, f"{case.case_id}.nii.gz"))
     b = nib.load(os.path.join(on_8, f"{case.case_id}.nii.gz"))
     reference = nib.load(case.reference_image)
@@ -79,7 +79,7 @@ def _evaluate(args):
 def test_evaluate_command(raw_datasets, tmp_path):
   raw = raw_datasets["msd"]
   predictions = str(tmp_path / "pred")
-  cases = layouts.find_cases(raw)
+  cases = discovery.find_cases(raw)
   for i, case in enumerate(cases):  # perfect predictions, except one with ET missed
     reference = nib.load(case.label)
     labels = np.asarray(reference.dataobj).copy()
@@ -216,7 +216,7 @@ def test_file_names_that_break_naive_parsing(trained_on_8, tmp_path):
   shutil.copy(os.path.join(case_dir, f"{odd_ids[2]}_t1.nii.gz"),
               os.path.join(case_dir, f"{odd_ids[2]}_t1.nii.gz.bak"))
 
-  assert [c.case_id for c in layouts.find_cases(root)] == sorted(odd_ids)
+  assert [c.case_id for c in discovery.find_cases(root)] == sorted(odd_ids)
   store = str(tmp_path / "store #1")
   manifest = prepare.prepare(root, store, num_workers=1, fg_per_class=50)
   assert sorted(c["case_id"] for c in manifest["cases"]) == sorted(odd_ids)
