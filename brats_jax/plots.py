@@ -22,16 +22,21 @@ LABEL_COLOURS = {layouts.ED: (0.1, 0.8, 0.2), layouts.NCR: (0.9, 0.1, 0.1),
 _LAST = max(layouts.INTERNAL_NAMES)
 _CMAP = ListedColormap([(0, 0, 0, 0)] + [LABEL_COLOURS[v] + (1.0,)
                                          for v in range(1, _LAST + 1)])
-_LEGEND = [Patch(color=LABEL_COLOURS[v], label=layouts.INTERNAL_NAMES[v])
-           for v in (layouts.ED, layouts.NCR, layouts.ET)]
+
+
+def _legend(*label_volumes):
+  """Patches for the tumour labels present (edema, necrosis, enhancing at least)."""
+  present = set(np.unique(np.concatenate([np.unique(v) for v in label_volumes])).tolist())
+  shown = [v for v in LABEL_COLOURS if v in present or v in (layouts.ED, layouts.NCR,
+                                                                layouts.ET)]
+  return [Patch(color=LABEL_COLOURS[v], label=layouts.INTERNAL_NAMES[v]) for v in shown]
 PLANES = ("axial", "coronal", "sagittal")
 
 
 def _slice(volume, plane, index):
   """A 2D view of a [X, Y, Z, ...] volume, rotated so that anterior/superior is up."""
-  view = {"axial": volume[:, :, index], "coronal": volume[:, index, :],
-          "sagittal": volume[index, :, :]}[plane]
-  return np.rot90(view)
+  axis = {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
+  return np.rot90(np.take(volume, index, axis=axis))
 
 
 def tumour_centre(reference, predicted):
@@ -75,7 +80,9 @@ def case_overlay(images, reference, predicted, path, title="", channels=layouts.
                      fontsize=10)
       if col == 0:
         ax.set_ylabel(f"{plane} {index}", color="white", fontsize=9)
-  fig.legend(handles=_LEGEND, loc="lower center", ncol=3, frameon=False, labelcolor="white")
+  handles = _legend(reference, predicted)
+  fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
+             labelcolor="white")
   fig.suptitle(title, color="white")
   fig.tight_layout(rect=(0, 0.04, 1, 0.97))
   _save(fig, path)

@@ -108,12 +108,12 @@ def case_id(layout: str, index: int) -> str:
 
 def _with_non_enhancing(labels):
   """BraTS 2015 tells non-enhancing tumour (3) from necrosis (1): the upper half of each
-  tumour's core that is not enhancing becomes non-enhancing tumour."""
-  core = labels == layouts.NCR
-  if core.any():
-    z = np.argwhere(core)[:, 2]
+  tumour's non-enhancing core (by voxel count, ordered by height) becomes non-enhancing."""
+  core = np.argwhere(labels == layouts.NCR)
+  if len(core) > 1:
+    upper = core[np.argsort(core[:, 2], kind="stable")[len(core) // 2:]]
     labels = labels.copy()
-    labels[core & (np.arange(labels.shape[2]) >= np.median(z))[None, None, :]] = layouts.NET
+    labels[tuple(upper.T)] = layouts.NET
   return labels
 
 

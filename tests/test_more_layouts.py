@@ -1,0 +1,115 @@
+"""BraTS 2015 MetaImage (original tree and re-packed) and Kaggle LGG TIFF slices: found,
+read in their label conventions, and written back exactly; predictions and evaluation."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import tifffile
+
+from brats_jax import (discovery, evaluate, layouts, prediction_files, predict, prepare,
+                       preprocessing, synth, train)
+from brats_jax.errors import DataError
+
+from conftest import tiny_config
+
+SHAPE = (32, 32, 16)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+  root = tmp_path_factory.mktemp("more_layouts")
+  made = {}
+  for layout in ("brats2015", "brats2015_repacked", "lgg"):
+    made[layout] = str(root / layout)
+    synth.write_dataset(made[layout], layout, num_cases=4, shape=SHAPE, seed=2,
+                        p_non_enhancing=0.0)
+  return made
+
+
+@pytest.mark.parametrize("layout", ["brats2015", "brats2015_repacked", "lgg"])
+def test_found_read_and_written_back_exactly(folders, layout, tmp_path):
+  root = folders[layout]
+  assert discovery.detect_layout(root) == layout
+  cases = discovery.find_cases(root)
+  assert len(cases) == 4 and all(c.label for c in cases)
+  convention = layouts.CONVENTIONS[layouts.LAYOUTS[layout].convention]
+  seen = set()
+  for case in cases:
+    images, labels, _, _ = preprocessing.read_raw_case(case)
+    assert images.shape == SHAPE + (len(layouts.LAYOUTS[layout].channels),)
+    assert labels.shape == SHAPE and not np.array_equal(labels, images[..., 0])
+    seen |= set(np.unique(labels).tolist())
+    # The reference written through the prediction path is the source, in its geometry.
+    written = prediction_files.write(str(tmp_path), case.case_id, layout,
+                                     convention.decode(labels), np.eye(4), case.reference_image)
+    back, _ = prediction_files.read(str(tmp_path), case, labels.shape)
+    assert np.array_equal(convention.encode(back), labels)
+    if layout.startswith("brats2015"):
+      source, ours = sitk.ReadImage(case.label), sitk.ReadImage(written)
+      assert np.array_equal(sitk.GetArrayFromImage(source), sitk.GetArrayFromImage(ours))
+      assert source.GetOrigin() == ours.GetOrigin() and source.GetSpacing() == ours.GetSpacing()
+      assert source.GetDirection() == ours.GetDirection()
+    else:
+      first = os.path.join(written, f"{case.case_id}_1_mask.tif")
+      assert tifffile.imread(first).dtype == np.uint8
+      assert set(np.unique(tifffile.imread(first))) <= {0, 255}
+  if layout == "lgg":
+    assert seen == {layouts.BACKGROUND, layouts.TUMOUR}
+  else:  # 2015 tells non-enhancing tumour (3) from necrosis (1), and both are in TC
+    assert {layouts.NCR, layouts.ED, layouts.ET, layouts.NET} <= seen
+    assert convention.encode(np.array([3])).tolist() == [layouts.NET]
+    assert layouts.regions_from_labels(np.array([layouts.NET])).tolist() == [[1, 1, 0]]
+
+
+def test_lgg_slices_in_number_order_and_stray_files_ignored(folders, tmp_path):
+  root = str(tmp_path / "lgg")
+  shutil.copytree(folders["lgg"], root)
+  case = discovery.find_cases(root)[0]
+  images, masks = preprocessing.formats.lgg_slices(case.images[0])
+  numbers = [int(os.path.basename(p).split("_")[-1].split(".")[0]) for p in images]
+  assert numbers == list(range(1, SHAPE[2] + 1))  # 10 after 9, not after 1
+  assert os.path.exists(os.path.join(root, "data.csv"))
+  os.remove(os.path.join(case.images[0], f"{case.case_id}_7_mask.tif"))
+  with pytest.raises(DataError, match=f"{case.case_id}_7_mask.tif: missing mask file"):
+    preprocessing.read_raw_case(case)
+
+
+def test_a_missing_2015_channel_is_named(folders, tmp_path):
+  root = str(tmp_path / "raw")
+  shutil.copytree(folders["brats2015"], root)
+  case = discovery.find_cases(root)[1]
+  shutil.rmtree(os.path.dirname(case.images[2]))  # the T1c folder
+  case = discovery.find_cases(root)[1]
+  with pytest.raises(DataError, match=r"MR_T1c.*: missing modality file"):
+    preprocessing.read_raw_case(case)
+  with pytest.raises(DataError, match="MR_T1c"):
+    prepare.prepare(root, str(tmp_path / "store"))
+  assert not os.path.exists(str(tmp_path / "store"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout,kind,modalities", [
+    ("brats2015", "region", ("flair", "t1", "t1ce", "t2")),
+    ("lgg", "binary", ("t1", "flair", "t1ce")),
+    ("brats2015_repacked", "binary", ("flair",))])
+def test_train_predict_evaluate(folders, tmp_path, layout, kind, modalities):
+  store = str(tmp_path / "store")
+  prepare.prepare(folders[layout], store, num_workers=2, fg_per_class=200)
+  config = tiny_config(store)
+  config.data.patch_size = (16, 16, 16)
+  config.data.val_fold = -1
+  config.data.modalities = modalities
+  config.loss.kind = kind
+  config.train.num_steps = 2
+  workdir = str(tmp_path / "run")
+  train.train_and_validate(config, workdir)
+  out = str(tmp_path / "predictions")
+  timings, _ = predict.predict_folder(workdir, folders[layout], out, progress=False)
+  assert len(timings) == 4
+  rows, summary = evaluate.evaluate_folder(out, folders[layout], str(tmp_path / "s.csv"),
+                                           pictures=str(tmp_path / "pictures"))
+  assert len(rows) == 4 and "WT_dice" in summary
+  assert ("ET_dice" in summary) == (layout != "lgg")
