@@ -22,7 +22,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
 ON_NONFINITE = ("skip", "stop")
 DTYPES = ("float32", "bfloat16")
-REMAT = ("none", "convolutions")
+REMAT = ("auto", "none", "convolutions")
 PLACEMENTS = ("auto", "host", "replicated", "sharded")  # device_data.py
 
 

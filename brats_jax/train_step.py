@@ -46,10 +46,16 @@ def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict,
       outputs = net(images, train=True, dropout_key=dropout_key)
       return outputs, nnx.state(net, nnx.Not(nnx.Param))
 
+    # Keep only convolution outputs for the backward pass; norms, activations and
+    # concatenations are recomputed from them: activation memory falls several-fold (TPU v5e
+    # needs it at 128^3 x 2), for some recomputation (GPUs have the memory to skip it).
+    rematerialised = jax.checkpoint(forward, policy=jax.checkpoint_policies.dots_saveable)
     if config.model.remat == "convolutions":
-      # Keep only convolution outputs for the backward pass; norms, activations and
-      # concatenations are recomputed from them (activation memory falls several-fold).
-      forward = jax.checkpoint(forward, policy=jax.checkpoint_policies.dots_saveable)
+      forward = rematerialised
+    elif config.model.remat == "auto":
+      plain = forward
+      forward = lambda *args: jax.lax.platform_dependent(*args, tpu=rematerialised,
+                                                         default=plain)
 
     def loss_fn(params):
       outputs, model_state = forward(params, state["model_state"], images)

@@ -45,8 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dilated_bottleneck = False
   config.model.dtype = "bfloat16"  # compute dtype; parameters stay float32
   # none | convolutions: keep only convolution outputs for the backward pass and recompute
-  # norms and activations (much less activation memory for a little more compute).
-  config.model.remat = "convolutions"
+  # norms and activations (much less activation memory for a little more compute); auto:
+  # convolutions on TPUs (a 16 GiB v5e needs it for this recipe), none elsewhere.
+  config.model.remat = "auto"
 
   config.loss = ml_collections.ConfigDict()
   # region (sigmoids WT/TC/ET) | softmax (4 classes) | labels (sigmoids NCR/ED/ET) | binary
