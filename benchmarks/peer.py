@@ -122,7 +122,7 @@ def _monai_network(config):
   from monai.networks.nets import DynUNet
   from brats_jax import model
   filters = model.level_filters(config.model)
-  return DynUNet(3, config.model.in_channels, 4, kernel_size=[3] * len(filters),
+  return DynUNet(3, len(config.data.modalities), 4, kernel_size=[3] * len(filters),
                  strides=[1] + [2] * (len(filters) - 1),
                  upsample_kernel_size=[2] * (len(filters) - 1), filters=filters,
                  norm_name=("INSTANCE", {"affine": True}), deep_supervision=True,
@@ -159,7 +159,7 @@ def _monai_step_seconds(config) -> float:
   import torch
   net, loss = _monai_network(config), _monai_loss()
   optimizer, _ = _monai_optimizer(net, config, 100)
-  shape = (config.data.batch_per_device, config.model.in_channels) + tuple(
+  shape = (config.data.batch_per_device, len(config.data.modalities)) + tuple(
       config.data.patch_size)
   images = torch.randn(shape)
   labels = torch.randint(0, 4, (shape[0], 1) + shape[2:]).float()

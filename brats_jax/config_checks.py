@@ -14,8 +14,14 @@ import ml_collections
 from brats_jax import losses
 from brats_jax.errors import ConfigError
 
-ACTIVATIONS = ("leaky_relu", "relu", "gelu", "silu")
-NORMS = ("instance", "group", "batch")
+ARCHITECTURES = ("unet", "transunet")
+ACTIVATIONS = ("leaky_relu", "relu", "elu", "gelu", "silu")
+NORMS = ("instance", "group", "batch", "none")
+BLOCKS = ("plain", "residual", "context")
+DOWNSAMPLE = ("conv", "maxpool")
+UPSAMPLE = ("depth_to_space", "nearest", "linear")
+DROPOUT_AT = ("bottleneck", "blocks", "convolutions")
+OUTPUTS = ("separate", "summed")
 LOSS_KINDS = ("region", "softmax", "labels", "binary")  # losses.py
 LOSS_TERMS = ("dice", "iou", "bce", "ce", "focal")
 OPTIMIZERS = ("adamw", "sgd")
@@ -110,6 +116,12 @@ def _weights(field, value):
     _fail(field, value, "needs a weight above 0")
 
 
+def _dilation(field, value):
+  if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(
+      isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8 for v in value):
+    _fail(field, value, "must be the two convolutions' dilation rates, e.g. (1, 2)")
+
+
 def _patch_size(field, value):
   if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
     _fail(field, value, "must have 3 sizes (3D model) or 2 (2D model on axial slices)")
@@ -133,12 +145,21 @@ RULES = {
     "model.base_filters": _integer(1),
     "model.max_filters": _integer(1),
     "model.depth": _integer(2, 8),
+    "model.architecture": _choice(*ARCHITECTURES),
     "model.norm": _choice(*NORMS),
     "model.activation": _choice(*ACTIVATIONS),
-    "model.residual": _boolean,
+    "model.block": _choice(*BLOCKS),
+    "model.downsample": _choice(*DOWNSAMPLE),
+    "model.upsample": _choice(*UPSAMPLE),
     "model.dropout": _number(0, 1, high_open=True),
+    "model.dropout_at": _choice(*DROPOUT_AT),
     "model.deep_supervision": _integer(0),
-    "model.dilated_bottleneck": _boolean,
+    "model.outputs": _choice(*OUTPUTS),
+    "model.bottleneck_dilation": _dilation,
+    "model.vit_layers": _integer(1, 48),
+    "model.vit_heads": _integer(1),
+    "model.vit_dim": _integer(1),
+    "model.vit_mlp_dim": _integer(1),
     "model.dtype": _choice(*DTYPES),
     "model.remat": _choice(*REMAT),
     "loss.kind": _choice(*LOSS_KINDS),
@@ -222,6 +243,16 @@ def validate(config: ml_collections.ConfigDict, *, channels: tuple | None = None
   if model.max_filters < model.base_filters:
     _fail("model.max_filters", model.max_filters,
           f"must be at least model.base_filters ({model.base_filters})")
+  if model.architecture == "transunet":
+    if len(data.patch_size) != 2:
+      _fail("model.architecture", model.architecture, "transunet is a 2D model: give "
+            "data.patch_size two sizes")
+    if model.vit_dim % model.vit_heads:
+      _fail("model.vit_dim", model.vit_dim, f"must split evenly over model.vit_heads "
+            f"({model.vit_heads})")
+    if model.outputs != "separate" or model.deep_supervision:
+      _fail("model.deep_supervision", model.deep_supervision,
+            "transunet has one output: set 0 (and model.outputs=separate)")
   if model.deep_supervision > model.depth - 2:
     _fail("model.deep_supervision", model.deep_supervision,
           f"a depth-{model.depth} U-Net has at most {model.depth - 2} lower-resolution outputs")

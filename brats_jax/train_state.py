@@ -31,6 +31,7 @@ def model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   with mc.unlocked():
     mc.spatial_dims = len(config.data.patch_size)
     mc.in_channels = len(config.data.modalities)
+    mc.patch_size = tuple(config.data.patch_size)
     mc.out_channels = losses.num_outputs(config.loss)
   return mc
 

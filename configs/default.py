@@ -37,12 +37,23 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.base_filters = 32
   config.model.max_filters = 320
   config.model.depth = 6
-  config.model.norm = "instance"  # instance | group | batch
-  config.model.activation = "leaky_relu"  # leaky_relu | relu | gelu | silu
-  config.model.residual = False
+  config.model.architecture = "unet"  # unet | transunet (2D: a ViT bottleneck)
+  config.model.norm = "instance"  # instance | group | batch | none
+  config.model.activation = "leaky_relu"  # leaky_relu | relu | elu | gelu | silu
+  config.model.block = "plain"  # plain | residual | context (Isensee 2017)
+  config.model.downsample = "conv"  # conv (strided) | maxpool
+  config.model.upsample = "depth_to_space"  # depth_to_space (1x1 conv) | nearest | linear
   config.model.dropout = 0.0
+  config.model.dropout_at = "bottleneck"  # bottleneck | blocks | convolutions
   config.model.deep_supervision = 3  # extra outputs at 1/2, 1/4, 1/8 resolution
-  config.model.dilated_bottleneck = False
+  # separate (each output scored by the loss) | summed (Kayalibay 2017: the heads are
+  # up-sampled and added into one output)
+  config.model.outputs = "separate"
+  config.model.bottleneck_dilation = (1, 1)  # the bottleneck's two convolutions
+  config.model.vit_layers = 4  # transunet only
+  config.model.vit_heads = 4
+  config.model.vit_dim = 256
+  config.model.vit_mlp_dim = 512
   config.model.dtype = "bfloat16"  # compute dtype; parameters stay float32
   # none | convolutions: keep only convolution outputs for the backward pass and recompute
   # norms and activations (much less activation memory for a little more compute); auto:

@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from brats_jax import convolution, layouts, losses, model, sharding, train_state, train_step
+from brats_jax import (blocks, config_checks, convolution, layouts, losses, model, sharding,
+                       train_state, train_step)
 
 from conftest import new_train_state, tiny_config
 
 
 def test_upsample_equals_stride_2_transposed_convolution():
   """The depth-to-space up-sampling is the k=2, s=2 transposed convolution, without using it."""
-  config = ml_collections.ConfigDict({"dtype": "float32"})
+  config = ml_collections.ConfigDict({"dtype": "float32", "upsample": "depth_to_space"})
   for dims in (2, 3):
-    up = model.UpSample(6, 5, dims, config, nnx.Rngs(0))
+    up = blocks.UpSample(6, 5, dims, config, nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (2,) + (3, 4, 5)[:dims] + (6,))
     kernel = up.conv.kernel[...].reshape((6,) + (2,) * dims + (5,))
     kernel = jnp.moveaxis(kernel, 0, dims)  # [2, ..., 2, in, out]
@@ -43,8 +44,9 @@ def test_upsample_equals_stride_2_transposed_convolution():
 def test_unet_shapes_3d_and_2d(patch, norm, residual):
   config = tiny_config()
   config.data.patch_size = patch
-  config.model.norm, config.model.residual = norm, residual
-  config.model.dilated_bottleneck = True
+  config.model.norm = norm
+  config.model.block = "residual" if residual else "plain"
+  config.model.bottleneck_dilation = (1, 2)
   config.model.dropout = 0.1
   net = model.create_model(train_state.model_config(config), 0)
   x = jnp.ones((2,) + patch + (4,))
@@ -187,7 +189,8 @@ def test_tpu_space_to_depth_level_is_the_same_function(norm, residual, patch):
   float32 and (gradients, whose float32 rounding the norms amplify) in float64."""
   config = tiny_config()
   config.data.patch_size = patch
-  config.model.norm, config.model.residual = norm, residual
+  config.model.norm = norm
+  config.model.block = "residual" if residual else "plain"
   config.model.base_filters = 8
   mc = train_state.model_config(config)
 
@@ -214,3 +217,59 @@ def test_tpu_space_to_depth_level_is_the_same_function(norm, residual, patch):
 
     for a, b in zip(grads(False), grads(True)):
       np.testing.assert_allclose(a, b, rtol=0, atol=1e-9 * float(np.abs(a).max()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [
+    {"downsample": "maxpool", "upsample": "nearest", "norm": "none", "activation": "elu"},
+    {"upsample": "linear", "block": "context", "dropout": 0.3, "dropout_at": "blocks"},
+    {"block": "residual", "dropout": 0.25, "dropout_at": "convolutions",
+     "bottleneck_dilation": (2, 2)},
+    {"outputs": "summed", "deep_supervision": 1, "norm": "batch"},
+    {"architecture": "transunet", "deep_supervision": 0, "vit_layers": 2, "vit_heads": 2,
+     "vit_dim": 16, "vit_mlp_dim": 32, "patch": (32, 32)}])
+def test_model_options_build_train_and_infer(options):
+  options = dict(options)
+  config = tiny_config()
+  config.data.patch_size = options.pop("patch", (16, 16, 16))
+  for name, value in options.items():
+    setattr(config.model, name, value)
+  config_checks.validate(config)
+  net = model.create_model(train_state.model_config(config), 0)
+  patch = tuple(config.data.patch_size)
+  x = jax.random.normal(jax.random.key(0), (2,) + patch + (4,))
+  graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+
+  def run(variables, key, train=True):
+    module = nnx.merge(graphdef, variables, rest, copy=True)
+    return module(x, train=train, dropout_key=key)
+
+  variables = params
+
+  if config.model.norm == "batch":
+    run = _single_device(run)
+  outputs = run(variables, jax.random.key(1))
+  separate = config.model.outputs == "separate"
+  heads = 1 + config.model.deep_supervision if separate else 1
+  assert [o.shape for o in outputs] == [(2,) + tuple(s // 2**i for s in patch) + (3,)
+                                        for i in range(heads)]
+  grads = jax.grad(lambda v: sum(jnp.sum(o**2) for o in run(v, jax.random.key(1))))(params)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+  inference = run(variables, None, False)
+  assert len(inference) == 1 and inference[0].shape == outputs[0].shape
+  if config.model.dropout > 0:  # dropout draws from the step's key, and only in training
+    other = run(variables, jax.random.key(2))
+    assert not np.allclose(other[0], outputs[0])
+    np.testing.assert_array_equal(run(variables, None, False)[0], inference[0])
+
+
+def _single_device(run):
+  """BatchNorm reduces its statistics over the data axis: run inside a 1-device shard_map."""
+  mesh = sharding.make_mesh(jax.devices()[:1])
+
+  def wrapped(variables, key, train=True):
+    inner = jax.shard_map(lambda v, k: run(v, k, train), mesh=mesh, in_specs=jax.P(),
+                          out_specs=jax.P(), check_vma=False)
+    return inner(variables, key)
+
+  return wrapped

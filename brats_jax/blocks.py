@@ -1,0 +1,205 @@
+"""The U-Net's layers (Flax NNX, channels-last, 2D or 3D from the same code).
+
+Options (model.* in the config): norm instance | group | batch | none; activation leaky_relu
+| relu | elu | gelu | silu; block plain (conv-norm-act twice) | residual (plus a skip) |
+context (Isensee 2017: a pre-activation residual module with dropout between its two
+convolutions); down-sampling by strided convolution or max-pooling; up-sampling by a 1x1
+convolution and depth-to-space (a k=2, s=2 transposed convolution without XLA's slow 3D
+transposed-convolution gradient, jax-ml/jax#31662) or by nearest/linear resizing; dropout
+after the bottleneck, after every block or after every convolution.
+
+The `folded` methods run a layer on space-to-depth tensors for TPUs (space_to_depth.py);
+model.foldable says which configs they cover.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from brats_jax import convolution
+from brats_jax import space_to_depth as s2d
+
+# Every convolution of the model: lax's, except 3D on CPUs (convolution.py says why).
+Conv = functools.partial(nnx.Conv, conv_general_dilated=convolution.conv_general_dilated)
+
+ACTIVATIONS = {"leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01), "relu": jax.nn.relu,
+               "elu": jax.nn.elu, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
+
+
+def _norm(kind: str, features: int, dtype, rngs):
+  if kind == "instance":
+    return nnx.InstanceNorm(features, epsilon=1e-5, dtype=dtype, rngs=rngs)
+  if kind == "group":
+    return nnx.GroupNorm(features, num_groups=min(8, features), epsilon=1e-5, dtype=dtype,
+                         rngs=rngs)
+  if kind == "batch":
+    # Statistics are averaged across the data-parallel axis inside the train step.
+    return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, dtype=dtype, axis_name="data",
+                         rngs=rngs)
+  return None  # "none"
+
+
+class Dropout(nnx.Module):
+  """Dropout whose random bits come from the step's key and this site's own number, so the
+  model holds no RNG state (and the train step stays a pure function)."""
+
+  def __init__(self, rate: float, site: int):
+    self.rate, self.site = rate, site
+
+  def __call__(self, x, train, key):
+    if not train or self.rate == 0 or key is None:
+      return x
+    keep = jax.random.bernoulli(jax.random.fold_in(key, self.site), 1 - self.rate, x.shape)
+    return jnp.where(keep, x / (1 - self.rate), 0).astype(x.dtype)
+
+
+class ConvNormAct(nnx.Module):
+  """Convolution (no bias before a norm) -> norm -> activation (-> dropout)."""
+
+  def __init__(self, cin, cout, dims, config, rngs, strides=1, dilation=1, dropout=None):
+    self.norm = _norm(config.norm, cout, config.dtype, rngs)
+    self.conv = Conv(cin, cout, (3,) * dims, strides=strides, kernel_dilation=dilation,
+                     use_bias=self.norm is None, dtype=config.dtype, rngs=rngs)
+    self.is_batch_norm = config.norm == "batch"
+    self.norm_groups = cout if config.norm == "instance" else min(8, cout)
+    self.activation = ACTIVATIONS[config.activation]
+    self.dropout = dropout
+    self.dtype = config.dtype
+
+  def _norm_act(self, x, train, key=None):
+    if self.norm is not None:
+      x = self.norm(x, use_running_average=not train) if self.is_batch_norm else self.norm(x)
+    x = self.activation(x)
+    return self.dropout(x, train, key) if self.dropout is not None else x
+
+  def __call__(self, x, train, key=None):
+    return self._norm_act(self.conv(x), train, key)
+
+  def folded(self, parts):
+    """This (stride-1, instance or group norm) layer on folded tensors; `parts` are the
+    folded inputs whose channels the convolution reads in turn (the decoder's up-sampled
+    and skip tensors, which are then never concatenated)."""
+    kernel, y, start = self.conv.kernel[...], 0, 0
+    for part in parts:
+      channels = part.shape[-1] // s2d.FOLD
+      y = y + s2d.conv(part, kernel[..., start:start + channels, :], 1, self.dtype)
+      start += channels
+    scale = self.norm.scale[...] if self.norm.scale is not None else None
+    bias = self.norm.bias[...] if self.norm.bias is not None else None
+    return self.activation(s2d.normalise(y, self.norm_groups, scale, bias,
+                                         self.norm.epsilon, self.dtype))
+
+  def from_folded(self, x, train):
+    """This stride-2 layer reading a folded tensor; its output is plain (level 1)."""
+    return self._norm_act(s2d.conv(x, self.conv.kernel[...], 2, self.dtype), train)
+
+
+class ConvBlock(nnx.Module):
+  """Two conv-norm-act layers; the first may stride (or follow a max-pool); optionally
+  residual; optionally dropout after the block."""
+
+  def __init__(self, cin, cout, dims, config, rngs, strides=1, dilations=(1, 1), sites=()):
+    self.pool = strides != 1 and config.downsample == "maxpool"
+    conv_strides = 1 if self.pool else strides
+    per_conv = [Dropout(config.dropout, s) for s in sites[:2]] \
+        if config.dropout_at == "convolutions" else [None, None]
+    self.first = ConvNormAct(cin, cout, dims, config, rngs, conv_strides, dilations[0],
+                             per_conv[0])
+    self.second = ConvNormAct(cout, cout, dims, config, rngs, 1, dilations[1], per_conv[1])
+    self.residual = config.block == "residual"
+    needs_projection = self.residual and (cin != cout or conv_strides != 1)
+    self.skip = Conv(cin, cout, (1,) * dims, strides=conv_strides, use_bias=False,
+                     dtype=config.dtype, rngs=rngs) if needs_projection else None
+    self.dropout = Dropout(config.dropout, sites[0]) \
+        if config.dropout_at == "blocks" and sites else None
+    self.dims = dims
+
+  def __call__(self, x, train, key=None):
+    if self.pool:
+      x = nnx.max_pool(x, (2,) * self.dims, strides=(2,) * self.dims)
+    y = self.second(self.first(x, train, key), train, key)
+    if self.residual:
+      y = y + (self.skip(x) if self.skip is not None else x)
+    return self.dropout(y, train, key) if self.dropout is not None else y
+
+  def folded(self, parts):
+    """This stride-1 block on folded tensors (see ConvNormAct.folded)."""
+    y = self.second.folded([self.first.folded(parts)])
+    if self.residual and self.skip is None:
+      y = y + parts[0]
+    elif self.residual:
+      kernel, start = self.skip.kernel[...], 0
+      for part in parts:
+        channels = part.shape[-1] // s2d.FOLD
+        y = y + s2d.pointwise(part, kernel[..., start:start + channels, :], None,
+                              self.first.dtype)
+        start += channels
+    return y
+
+  def from_folded(self, x, train):
+    """This stride-2 block reading a folded tensor (level 0 into level 1)."""
+    y = self.second(self.first.from_folded(x, train), train)
+    if self.residual:  # a strided 1x1 convolution reads position 0 of every folded block,
+      kernel = self.skip.kernel[...]  # and every other voxel along unfolded axes
+      x = x[:, ::2 if s2d.FACTORS[0] == 1 else 1, ::2 if s2d.FACTORS[1] == 1 else 1,
+            ::2 if s2d.FACTORS[2] == 1 else 1, :kernel.shape[-2]]
+      y = y + jnp.einsum("...c,cd->...d", x.astype(self.first.dtype),
+                         kernel.reshape(kernel.shape[-2:]).astype(self.first.dtype))
+    return y
+
+
+class ContextBlock(nnx.Module):
+  """Isensee et al. 2017: a stride-2 convolution into the level (or a 3x3 convolution where
+  the width changes), then a pre-activation residual context module: norm, activation,
+  convolution, dropout, norm, activation, convolution, added to its input."""
+
+  def __init__(self, cin, cout, dims, config, rngs, strides=1, dilations=(1, 1), sites=()):
+    self.entry = ConvNormAct(cin, cout, dims, config, rngs, strides) \
+        if strides != 1 or cin != cout else None
+    self.norms = nnx.List([_norm(config.norm, cout, config.dtype, rngs) for _ in range(2)])
+    self.convs = nnx.List([Conv(cout, cout, (3,) * dims, kernel_dilation=d,
+                                dtype=config.dtype, rngs=rngs) for d in dilations])
+    self.is_batch_norm = config.norm == "batch"
+    self.activation = ACTIVATIONS[config.activation]
+    self.dropout = Dropout(config.dropout, sites[0]) if sites else None
+
+  def __call__(self, x, train, key=None):
+    h = self.entry(x, train, key) if self.entry is not None else x
+    y = h
+    for i, (norm, conv) in enumerate(zip(self.norms, self.convs)):
+      if norm is not None:
+        y = norm(y, use_running_average=not train) if self.is_batch_norm else norm(y)
+      y = conv(self.activation(y))
+      if i == 0 and self.dropout is not None:
+        y = self.dropout(y, train, key)
+    return h + y
+
+
+class UpSample(nnx.Module):
+  """2x up-sampling to cout channels: a 1x1 convolution to 2^d * cout channels, then
+  depth-to-space; or (mode nearest/linear) resizing, keeping the channels."""
+
+  def __init__(self, cin, cout, dims, config, rngs):
+    self.mode = config.upsample
+    self.conv = Conv(cin, cout * 2**dims, (1,) * dims, dtype=config.dtype, rngs=rngs) \
+        if self.mode == "depth_to_space" else None
+    self.dims, self.cout = dims, cout
+
+  def __call__(self, x):
+    if self.conv is None:
+      return resize2x(x, self.mode)
+    y = self.conv(x)
+    batch, spatial = y.shape[0], y.shape[1:-1]
+    y = y.reshape(batch, *spatial, *(2,) * self.dims, self.cout)
+    # [b, s1..sd, f1..fd, c] -> [b, s1, f1, ..., sd, fd, c]
+    order = [0] + [a for i in range(self.dims) for a in (1 + i, 1 + self.dims + i)]
+    y = y.transpose(*order, 1 + 2 * self.dims)
+    return y.reshape(batch, *(2 * s for s in spatial), self.cout)
+
+
+def resize2x(x, mode: str):
+  """Doubles every spatial axis of [B, *S, C] by nearest or (bi/tri)linear resizing."""
+  shape = (x.shape[0],) + tuple(2 * s for s in x.shape[1:-1]) + x.shape[-1:]
+  return jax.image.resize(x, shape, "nearest" if mode == "nearest" else "linear")
