@@ -275,9 +275,9 @@ def run_monai(args) -> dict:
           sigma_scale=config.eval.sigma_scale), 1)
     seconds.append(time.perf_counter() - tick)
     images, reference, _, _ = preprocessing.read_raw_case(case)
-    box = preprocessing.brain_box(images, None, case.images[0])
-    predicted = np.zeros(reference.shape, np.uint8)
-    predicted[preprocessing.crop_slices(box)] = probabilities[0].argmax(0).numpy()
+    _, _, geometry = preprocessing.preprocess(images, None, case.images[0])
+    predicted = preprocessing.restore(probabilities[0].argmax(0).numpy().astype(np.uint8),
+                                      geometry, reference.shape)
     per_case.append(_region_dice(predicted, reference))
   result["predict_seconds_per_case"] = float(np.mean(seconds[1:]))
   result["predict_first_case_seconds"] = seconds[0]

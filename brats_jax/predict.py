@@ -3,9 +3,10 @@
   brats-jax-predict --workdir=RUN --input=RAW_DIR --output=PRED_DIR [--checkpoint=best]
 
 Reads the run's config from the workdir, restores a checkpoint (latest, best or a step) onto
-the devices of this machine, applies exactly the training preprocessing (brain crop, z-score),
+the devices of this machine, applies exactly the training preprocessing (as its contract
+records it: crop, normalisation, filters, resizing),
 predicts each case with Gaussian-weighted sliding windows (optionally with 8-flip mirror
-test-time augmentation), turns regions back into labels, undoes the crop and writes
+test-time augmentation), turns regions back into labels, undoes resizing and crop, writes
 `<case_id>.nii.gz` in the geometry (shape, affine, orientation) and label convention of the
 case's input images, as uint8.
 """
@@ -86,19 +87,19 @@ def restore_for_inference(workdir: str, checkpoint: str = "latest", mesh=None) -
 
 @dataclasses.dataclass
 class CaseInput:
-  """A case ready for the model: normalised, brain-cropped image and how to undo the crop."""
+  """A case ready for the model: its preprocessed image and how to undo the preprocessing."""
 
   case_id: str
   layout: str
-  image: np.ndarray  # [x, y, z, C], cropped, normalised, the model's channels
-  crop: tuple  # slices of the original volume
+  image: np.ndarray  # [x, y, z, C], preprocessed, the model's channels
+  geometry: dict  # preprocessing.preprocess's: the crop box and the shape before resizing
   original_shape: tuple
   affine: np.ndarray
   convention: layouts.LabelConvention
   reference_image: str | None  # whose NIfTI header codes the prediction copies
 
 
-def raw_inputs(input_dir: str, channels: tuple, layout: str | None = None):
+def raw_inputs(input_dir: str, channels: tuple, options: dict, layout: str | None = None):
   """[(case_id, check, load)] of a raw dataset folder: `check` reads headers only, `load`
   applies the training preprocessing and keeps the model's channels. Labels are not read."""
   cases = [dataclasses.replace(c, label=None) for c in discovery.find_cases(input_dir, layout)]
@@ -111,10 +112,9 @@ def raw_inputs(input_dir: str, channels: tuple, layout: str | None = None):
 
   def load(case):
     images, _, affine, _ = preprocessing.read_raw_case(case)
-    image, _, box = preprocessing.preprocess(images, None, case.images[0])
-    return CaseInput(case.case_id, case.layout, image[..., selection],
-                     preprocessing.crop_slices(box), images.shape[:3], affine, case.convention,
-                     case.reference_image)
+    image, _, geometry = preprocessing.preprocess(images, None, case.images[0], options)
+    return CaseInput(case.case_id, case.layout, image[..., selection], geometry,
+                     images.shape[:3], affine, case.convention, case.reference_image)
 
   return [(case.case_id, functools.partial(preprocessing.check_raw_case, case),
            functools.partial(load, case)) for case in cases]
@@ -134,7 +134,7 @@ def store_inputs(store_path: str, channels: tuple, trained_preprocessing: dict):
     entry = store.cases[case_id]
     reference = entry["images"][0] if os.path.exists(entry["images"][0]) else None
     return CaseInput(case_id, entry["layout"], store.read_case(case_id)[0],
-                     preprocessing.crop_slices(entry["crop_box"]),
+                     {"box": entry["crop_box"], "cropped_shape": entry["cropped_shape"]},
                      tuple(entry["original_shape"]), np.array(entry["affine"]),
                      layouts.CONVENTIONS[entry["convention"]], reference)
 
@@ -144,11 +144,10 @@ def store_inputs(store_path: str, channels: tuple, trained_preprocessing: dict):
 
 def segment(predict, model: TrainedModel, case: CaseInput,
             min_enhancing_voxels: int = 0) -> np.ndarray:
-  """Internal labels of a case in its original (uncropped) geometry."""
-  labels = np.zeros(case.original_shape, np.uint8)
-  labels[case.crop] = inference.decode(predict(model.variables, case.image),
-                                       model.config.loss.kind, min_enhancing_voxels)
-  return labels
+  """Internal labels of a case in its original geometry (resizing and crop undone)."""
+  labels = inference.decode(predict(model.variables, case.image), model.config.loss.kind,
+                            min_enhancing_voxels)
+  return preprocessing.restore(labels, case.geometry, case.original_shape)
 
 
 def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: str = "latest",
@@ -166,7 +165,8 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
   channels = tuple(run_contract["config"]["data"]["modalities"])
   is_store = os.path.exists(os.path.join(input_dir, MANIFEST))
   inputs = store_inputs(input_dir, channels, run_contract["preprocessing"]) if is_store \
-      else raw_inputs(input_dir, channels, layout)
+      else raw_inputs(input_dir, channels,
+                      preprocessing.resolve(run_contract["preprocessing"], workdir), layout)
   skipped = []
 
   def skip_or_raise(error: DataError):

@@ -38,18 +38,20 @@ def foreground_samples(labels: np.ndarray, rng, per_class: int) -> np.ndarray:
 
 
 def prepare_case(case: layouts.RawCase, root: str, dtype: str, inner_chunk: int,
-                 fg_per_class: int) -> dict:
-  """Reads, crops, normalises and writes one case; returns its manifest entry."""
+                 fg_per_class: int, options: dict) -> dict:
+  """Reads, preprocesses (options: preprocessing.describe) and writes one case; returns
+  its manifest entry."""
   images, labels, affine, spacing = preprocessing.read_raw_case(case)
-  cropped, labels, box = preprocessing.preprocess(images, labels, case.images[0])
+  ready, labels, geometry = preprocessing.preprocess(images, labels, case.images[0], options)
   np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
-  store.write_array(root, f"images/{case.case_id}", cropped.astype(np_dtype), inner_chunk, dtype)
+  store.write_array(root, f"images/{case.case_id}", ready.astype(np_dtype), inner_chunk, dtype)
   entry = {
       "case_id": case.case_id, "layout": case.layout, "convention": case.convention.name,
       "images": list(case.images), "label": case.label,
       "original_shape": list(images.shape[:3]), "affine": affine.tolist(),
-      "spacing": list(spacing), "crop_box": [list(b) for b in box],
-      "cropped_shape": list(cropped.shape[:3]), "has_label": labels is not None,
+      "spacing": list(spacing), "crop_box": geometry["box"],
+      "cropped_shape": geometry["cropped_shape"], "stored_shape": list(ready.shape[:3]),
+      "has_label": labels is not None,
   }
   if labels is not None:
     store.write_array(root, f"labels/{case.case_id}", labels, inner_chunk)
@@ -70,20 +72,23 @@ def assign_folds(case_ids, num_folds: int) -> dict:
 def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str = "float16",
             num_workers: int = 4, skip_bad: bool = False, overwrite: bool = False,
             num_folds: int = 5, inner_chunk: int = 32, fg_per_class: int = 10_000,
-            progress: bool = False) -> dict:
-  """Prepares every case of input_dir into the store `output`; returns the manifest."""
+            progress: bool = False, **preprocessing_options) -> dict:
+  """Prepares every case of input_dir into the store `output`; returns the manifest.
+  preprocessing_options are preprocessing.describe's (crop, normalisation, ...)."""
   output = output.rstrip("/")
   if os.path.exists(output) and not overwrite:
     raise DataError(f"{output}: already exists (pass --overwrite to replace it)")
   cases = discovery.find_cases(input_dir, layout)
   channels = layouts.LAYOUTS[cases[0].layout].channels
+  options = preprocessing.describe(channels, **preprocessing_options)
+  preprocessing.check_supported(options, input_dir)
   tmp = output + ".incomplete"
   shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed run
   os.makedirs(tmp)
   entries, skipped = [], []
   try:
     with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-      jobs = {pool.submit(prepare_case, c, tmp, dtype, inner_chunk, fg_per_class): c
+      jobs = {pool.submit(prepare_case, c, tmp, dtype, inner_chunk, fg_per_class, options): c
               for c in cases}
       for job in progress_bar(concurrent.futures.as_completed(jobs), total=len(jobs),
                               unit="case", desc="prepare", disable=not progress):
@@ -105,7 +110,7 @@ def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str =
     manifest = {
         "format_version": store.FORMAT_VERSION, "source": os.path.abspath(input_dir),
         "layout": entries[0]["layout"], "dtype": dtype, "num_folds": num_folds,
-        "channels": list(channels), "preprocessing": preprocessing.describe(channels),
+        "channels": list(channels), "preprocessing": options,
         "label_values": layouts.INTERNAL_NAMES,
         "skipped": skipped, "cases": entries,
     }
@@ -135,6 +140,15 @@ def _define_flags():
   flags.DEFINE_integer("num_folds", 5, "Cross-validation folds recorded in the manifest.")
   flags.DEFINE_integer("inner_chunk", 32, "Edge of the inner (read) chunks in voxels.")
   flags.DEFINE_integer("fg_per_class", 10_000, "Foreground locations kept per label and case.")
+  flags.DEFINE_enum("crop", "brain", list(preprocessing.CROPS),
+                    "brain: to the nonzero bounding box; centre: a --crop_shape box.")
+  flags.DEFINE_list("crop_shape", None, "Box of crop=centre, e.g. 144,224,224.")
+  flags.DEFINE_enum("normalisation", "zscore", list(preprocessing.NORMALISATIONS),
+                    "Per channel: zscore over brain voxels, minmax, divide (by --divide_by).")
+  flags.DEFINE_float("divide_by", 255.0, "The divisor of normalisation=divide.")
+  flags.DEFINE_float("smooth_sigma", 0.0, "Gaussian smoothing (voxels; 0: none).")
+  flags.DEFINE_float("sharpen", 0.0, "Laplacian sharpening weight (x - w * laplace(x)).")
+  flags.DEFINE_list("resize_shape", None, "Resample to this shape after cropping.")
 
 
 @exit_on_user_error
@@ -142,9 +156,15 @@ def main(argv):
   del argv
   if not FLAGS.input or not FLAGS.output:
     raise app.UsageError("--input and --output are required")
+  def shape(values):
+    return [int(v) for v in values] if values else None
+
   manifest = prepare(FLAGS.input, FLAGS.output, FLAGS.layout, FLAGS.dtype, FLAGS.num_workers,
                      FLAGS.skip_bad, FLAGS.overwrite, FLAGS.num_folds, FLAGS.inner_chunk,
-                     FLAGS.fg_per_class, progress=True)
+                     FLAGS.fg_per_class, progress=True, crop=FLAGS.crop,
+                     crop_shape=shape(FLAGS.crop_shape), normalisation=FLAGS.normalisation,
+                     divide_by=FLAGS.divide_by, smooth_sigma=FLAGS.smooth_sigma,
+                     sharpen=FLAGS.sharpen, resize_shape=shape(FLAGS.resize_shape))
   print(f"prepared {len(manifest['cases'])} {manifest['layout']} cases into {FLAGS.output}"
         + (f" ({len(manifest['skipped'])} skipped)" if manifest["skipped"] else ""))
 

@@ -1,33 +1,61 @@
 """What prepare, predict and evaluate do to a raw case before the model sees it.
 
-Reading and checking a raw case's files, cropping to the brain's bounding box, and z-scoring
-each channel over brain voxels. The store's manifest records `describe()` of what was
-applied, and every checkpoint's inference contract carries it, so prediction applies exactly
-the preprocessing the model was trained with, or refuses.
+Reading and checking a raw case's files, then, with the options `describe` records:
+  crop           brain: to the bounding box of voxels nonzero in any channel (default);
+                 centre: a box of crop_shape centred on the volume (padded where larger)
+  normalisation  zscore: per channel over brain voxels, background stays 0 (default);
+                 minmax: per channel to [0, 1]; divide: by divide_by (e.g. 255 for 8-bit
+                 data); none
+  smooth_sigma   Gaussian smoothing per channel (voxels; 0: none)
+  sharpen        Laplacian sharpening x - sharpen * laplace(x) (0: none)
+  resize_shape   resampled to this shape after cropping (linear; labels nearest)
+The store's manifest records what was applied, and every checkpoint's inference contract
+carries it, so prediction applies exactly the preprocessing the model was trained with
+(and `restore` puts predictions back into the input's geometry), or refuses one it does not
+know.
 """
 
 import numpy as np
+from scipy import ndimage
 
 from brats_jax import formats, layouts, volumes
 from brats_jax.errors import DataError
 
-# What this version applies; recorded in the store manifest and the inference contract.
-CROP = "nonzero_bounding_box"  # crop to the voxels nonzero in any channel
-NORMALISATION = "zscore_nonzero"  # per channel, over those voxels; background stays 0
+CROPS = ("brain", "centre")
+NORMALISATIONS = ("zscore", "minmax", "divide", "none")
+# Names earlier stores recorded for the defaults.
+_LEGACY = {"nonzero_bounding_box": "brain", "zscore_nonzero": "zscore"}
 
 
-def describe(channels=layouts.MODALITIES) -> dict:
-  """The record of this preprocessing (a store made before it was recorded used it too)."""
-  return {"crop": CROP, "normalisation": NORMALISATION, "channels": list(channels)}
+def describe(channels=layouts.MODALITIES, crop: str = "brain", crop_shape=None,
+             normalisation: str = "zscore", divide_by: float = 255.0,
+             smooth_sigma: float = 0.0, sharpen: float = 0.0, resize_shape=None) -> dict:
+  """The record of a preprocessing (what prepare writes into the manifest)."""
+  return {"crop": crop, "crop_shape": list(crop_shape) if crop_shape else None,
+          "normalisation": normalisation, "divide_by": float(divide_by),
+          "smooth_sigma": float(smooth_sigma), "sharpen": float(sharpen),
+          "resize_shape": list(resize_shape) if resize_shape else None,
+          "channels": list(channels)}
+
+
+def resolve(recorded: dict, where: str) -> dict:
+  """A recorded preprocessing with every option (older records: their defaults), or a
+  DataError if this version cannot apply it."""
+  full = describe(recorded.get("channels", layouts.MODALITIES))
+  full.update({k: _LEGACY.get(v, v) if isinstance(v, str) else v
+               for k, v in recorded.items()})
+  if full["crop"] not in CROPS or full["normalisation"] not in NORMALISATIONS:
+    raise DataError(f"{where}: preprocessing crop={full['crop']!r}, normalisation="
+                    f"{full['normalisation']!r} is not one this version applies (crop: "
+                    f"{', '.join(CROPS)}; normalisation: {', '.join(NORMALISATIONS)})")
+  if full["crop"] == "centre" and not full["crop_shape"]:
+    raise DataError(f"{where}: preprocessing crop=centre needs a crop_shape")
+  return full
 
 
 def check_supported(recorded: dict, where: str) -> None:
   """Refuses a recorded preprocessing this version cannot apply."""
-  ours = describe(recorded.get("channels", layouts.MODALITIES))
-  different = [k for k in ("crop", "normalisation") if recorded.get(k, ours[k]) != ours[k]]
-  if different:
-    raise DataError(f"{where}: preprocessing {', '.join(f'{k}={recorded[k]!r}' for k in different)}"
-                    f" is not one this version applies ({', '.join(f'{k}={ours[k]!r}' for k in different)})")
+  resolve(recorded, where)
 
 
 def _header(path: str, layout: layouts.Layout, what: str) -> tuple:
@@ -132,15 +160,40 @@ def brain_box(images: np.ndarray, labels, path: str):
   return box
 
 
+def centre_box(shape, crop_shape) -> list:
+  """[(lo, hi)] of a crop_shape box centred on a volume of `shape` (may reach outside)."""
+  return [((s - c) // 2, (s - c) // 2 + c) for s, c in zip(shape, crop_shape)]
+
+
 def crop_slices(box) -> tuple:
-  """[(lo, hi)] per axis -> the slices that crop (or, on the left side, uncrop) a volume."""
+  """[(lo, hi)] per axis (inside the volume) -> the slices that crop a volume."""
   return tuple(slice(lo, hi) for lo, hi in box)
 
 
-def normalise(images: np.ndarray) -> np.ndarray:
-  """z-score each channel over brain voxels (nonzero in any channel); background stays 0."""
-  brain = np.any(images != 0, axis=-1)
+def _crop(volume: np.ndarray, box) -> np.ndarray:
+  """The box of a volume; parts of the box outside the volume are zero."""
+  out = np.zeros(tuple(hi - lo for lo, hi in box) + volume.shape[3:], volume.dtype)
+  source = tuple(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(box, volume.shape))
+  target = tuple(slice(max(lo, 0) - lo, min(hi, n) - lo)
+                 for (lo, hi), n in zip(box, volume.shape))
+  out[target] = volume[source]
+  return out
+
+
+def normalise(images: np.ndarray, how: str = "zscore", divide_by: float = 255.0):
+  """Per channel: z-score over brain voxels (nonzero in any channel; background stays 0),
+  min-max to [0, 1], division by a constant, or nothing."""
+  if how == "none":
+    return images
+  if how == "divide":
+    return images / np.float32(divide_by)
   out = np.zeros_like(images)
+  if how == "minmax":
+    for c in range(images.shape[-1]):
+      lo, hi = images[..., c].min(), images[..., c].max()
+      out[..., c] = (images[..., c] - lo) / (hi - lo if hi > lo else 1.0)
+    return out
+  brain = np.any(images != 0, axis=-1)
   for c in range(images.shape[-1]):
     values = images[..., c][brain]
     std = values.std()
@@ -148,9 +201,53 @@ def normalise(images: np.ndarray) -> np.ndarray:
   return out
 
 
-def preprocess(images: np.ndarray, labels, path: str):
-  """(cropped and normalised images, cropped labels or None, crop box) of a raw case."""
-  box = brain_box(images, labels, path)
-  crop = crop_slices(box)
-  cropped_labels = None if labels is None else np.ascontiguousarray(labels[crop])
-  return normalise(images[crop]), cropped_labels, box
+def _filter(images: np.ndarray, sigma: float, sharpen: float) -> np.ndarray:
+  """Gaussian smoothing, then Laplacian sharpening, per channel (seed 001's filters)."""
+  out = images.copy()
+  for c in range(images.shape[-1]):
+    if sigma:
+      out[..., c] = ndimage.gaussian_filter(out[..., c], sigma)
+    if sharpen:
+      out[..., c] = out[..., c] - sharpen * ndimage.laplace(out[..., c])
+  return out
+
+
+def _zoom(volume: np.ndarray, shape, order: int) -> np.ndarray:
+  factors = [t / s for t, s in zip(shape, volume.shape[:3])] + [1] * (volume.ndim - 3)
+  out = ndimage.zoom(volume, factors, order=order, mode="nearest")
+  return out[tuple(slice(0, t) for t in shape)]
+
+
+def preprocess(images: np.ndarray, labels, path: str, options: dict | None = None):
+  """(model-ready images, labels or None, geometry) of a raw case; `geometry` is what
+  `restore` needs to put a prediction back: the crop box and the shape before resizing."""
+  options = resolve(options or {}, path)
+  if options["crop"] == "brain":
+    box = brain_box(images, labels, path)
+  else:
+    box = centre_box(images.shape[:3], options["crop_shape"])
+  image = _crop(images, box)
+  labels = None if labels is None else _crop(labels, box)
+  image = normalise(image, options["normalisation"], options["divide_by"])
+  if options["smooth_sigma"] or options["sharpen"]:
+    image = _filter(image, options["smooth_sigma"], options["sharpen"])
+  geometry = {"box": [list(b) for b in box], "cropped_shape": list(image.shape[:3])}
+  if options["resize_shape"]:
+    image = _zoom(image, options["resize_shape"], 1)
+    labels = None if labels is None else _zoom(labels, options["resize_shape"], 0)
+  return image.astype(np.float32), labels, geometry
+
+
+def restore(labels: np.ndarray, geometry: dict, original_shape) -> np.ndarray:
+  """Model-space labels -> labels in the input's geometry (resize undone by nearest
+  neighbour, crop undone; voxels outside the crop are background)."""
+  cropped_shape = tuple(geometry["cropped_shape"])
+  if labels.shape != cropped_shape:
+    labels = _zoom(labels, cropped_shape, 0)
+  out = np.zeros(tuple(original_shape), labels.dtype)
+  box = geometry["box"]
+  target = tuple(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(box, original_shape))
+  source = tuple(slice(max(lo, 0) - lo, min(hi, n) - lo)
+                 for (lo, hi), n in zip(box, original_shape))
+  out[target] = labels[source]
+  return out

@@ -137,7 +137,9 @@ class PreparedStore:
       return self._handles[key]
 
   def shape(self, case_id: str) -> tuple:
-    return tuple(self.cases[case_id]["cropped_shape"])
+    """The stored (preprocessed) shape of a case."""
+    case = self.cases[case_id]
+    return tuple(case.get("stored_shape", case["cropped_shape"]))
 
   def read_case(self, case_id: str):
     """Whole cropped case: (image [X, Y, Z, C] float32, labels [X, Y, Z] uint8 or None)."""

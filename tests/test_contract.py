@@ -112,7 +112,7 @@ def test_prediction_needs_only_the_model_and_the_contract(trained, raw_datasets,
   step = checkpoints.latest_step()
   contract = checkpoints.contract(step)
   assert contract["et_threshold"]["chosen_at_step"] == step
-  assert contract["preprocessing"]["normalisation"] == "zscore_nonzero"
+  assert contract["preprocessing"]["normalisation"] == "zscore"
   for parent, _, files in os.walk(os.path.join(workdir, "checkpoints", str(step), "optimizer")):
     for name in files:
       with open(os.path.join(parent, name), "wb") as f:
