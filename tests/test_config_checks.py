@@ -72,7 +72,9 @@ def test_a_bad_value_is_refused_naming_the_field(field):
   assert str(error.value).startswith(f"config field {field}=") and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))))
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                                         + glob.glob(os.path.join(ROOT, "configs", "seeds",
+                                                                  "*.py"))))
 def test_every_shipped_config_is_valid(path):
   config_checks.validate(config_io.load_config_file(path))
 
