@@ -43,7 +43,9 @@ def synthetic_batch(config, global_batch: int, seed: int = 0) -> dict:
   centre = tuple(s // 2 for s in shape[1:])
   labels[(slice(None),) + tuple(slice(c - c // 2, c + c // 2) for c in centre)] = 2
   labels[(slice(None),) + tuple(slice(c - c // 4, c + c // 4) for c in centre)] = 3
-  return {"image": rng.standard_normal(shape + (4,)).astype(np.float16), "label": labels,
+  channels = len(config.data.modalities)
+  return {"image": rng.standard_normal(shape + (channels,)).astype(np.float16),
+          "label": labels,
           "aug_seed": rng.integers(0, 1 << 32, global_batch, dtype=np.uint32)}
 
 

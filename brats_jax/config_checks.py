@@ -135,6 +135,9 @@ RULES = {
     "seed": _integer(0),
     "log_every_steps": _integer(1),
     "data.store": _string,
+    "data.val_store": _string,
+    "data.val_fraction": _number(0, 1, high_open=True),
+    "data.split_seed": _integer(0),
     "data.val_fold": _integer(-1),
     "data.patch_size": _patch_size,
     "data.modalities": _modalities,
@@ -191,6 +194,7 @@ RULES = {
     "train.warmup_steps": _integer(0),
     "train.grad_clip_norm": _number(0, low_open=True),
     "train.on_nonfinite": _choice(*ON_NONFINITE),
+    "train.early_stopping_patience": _integer(0),
     "train.device_memory_gib": _number(0),
     "eval.every_steps": _integer(1),
     "eval.overlap": _number(0, 1, high_open=True),
@@ -289,6 +293,13 @@ def validate(config: ml_collections.ConfigDict, *, channels: tuple | None = None
     _fail("data.modalities", tuple(data.modalities),
           f"the store {data.store} has no {', '.join(missing)} (it holds "
           f"{', '.join(channels)})")
+  if data.val_store and data.val_fraction:
+    _fail("data.val_fraction", data.val_fraction,
+          f"validation comes from data.val_store ({data.val_store}); set one of the two")
+  if train.early_stopping_patience and not (data.val_store or data.val_fraction
+                                            or data.val_fold >= 0):
+    _fail("train.early_stopping_patience", train.early_stopping_patience,
+          "needs validation cases (data.val_fold, data.val_fraction or data.val_store)")
   if num_folds is not None and data.val_fold >= num_folds:
     _fail("data.val_fold", data.val_fold,
           f"the store {data.store} has folds 0-{num_folds - 1} (-1: no validation)")

@@ -24,13 +24,19 @@ CONTRACT_VERSION = 1
 # Fields a relaunch may change: how long and how often, not what is trained.
 RESUMABLE = (
     "train.num_steps", "train.warmup_steps",  # the schedule's length
-    "train.on_nonfinite", "train.device_memory_gib",
+    "train.on_nonfinite", "train.device_memory_gib", "train.early_stopping_patience",
     "model.remat",  # what the backward pass keeps or recomputes: memory, not the model
     "log_every_steps", "eval.", "checkpoint.",  # logging, validation and saving cadence
     "data.batch_per_device",  # the global batch; sample i of step s stays f(seed, s, i)
     "data.prefetch", "data.store",  # where the data is read from (the cases are checked)
     "data.placement",  # host or device memory (sharded placement draws other batches)
+    "data.val_store",  # validation only (the training cases are checked by checksum)
 )
+
+# Fields added since contract version 1, with the values that mean the behaviour before
+# them: a run saved without them reads as if it had them.
+ADDED_FIELDS = {"data.val_store": "", "data.val_fraction": 0.0, "data.split_seed": 0,
+                "train.early_stopping_patience": 0}
 
 
 def is_resumable(field: str) -> bool:
@@ -38,10 +44,12 @@ def is_resumable(field: str) -> bool:
 
 
 def make(config, preprocessing: dict, training_data: dict, et_threshold: dict | None,
-         history: list) -> dict:
+         history: list, validations: list) -> dict:
+  """`history`: one entry per launch; `validations`: {"step", "mean_dice"} of every
+  validation so far (what early stopping decides from, on every process alike)."""
   return {"format_version": CONTRACT_VERSION, "config": config.to_dict(),
           "preprocessing": preprocessing, "training_data": training_data,
-          "et_threshold": et_threshold, "history": history}
+          "et_threshold": et_threshold, "history": history, "validations": validations}
 
 
 def check_version(contract: dict, where: str) -> dict:
@@ -52,7 +60,15 @@ def check_version(contract: dict, where: str) -> dict:
 
 
 def config_of(contract: dict) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(_as_tuples(contract["config"]))
+  return ml_collections.ConfigDict(_as_tuples(_with_added_fields(contract["config"])))
+
+
+def _with_added_fields(config: dict) -> dict:
+  config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+  for field, value in ADDED_FIELDS.items():
+    group, name = field.split(".")
+    config[group].setdefault(name, value)
+  return config
 
 
 def _as_tuples(tree):
@@ -88,7 +104,7 @@ def _plain(config) -> dict:
 def check_relaunch(contract: dict, new_config, train_cases_crc32: int, where: str) -> dict:
   """The accepted changes of a relaunch; a change that would alter the trained run is a
   ConfigError naming every such field (and nothing has been written)."""
-  changes = config_changes(contract["config"], new_config)
+  changes = config_changes(_with_added_fields(contract["config"]), new_config)
   refused = [f for f in changes if not is_resumable(f)]
   if refused:
     described = "; ".join(f"{f} {changes[f][0]!r} -> {changes[f][1]!r}" for f in refused)

@@ -3,8 +3,9 @@
   brats-jax-evaluate --predictions=PRED_DIR --references=RAW_DIR --output=scores.csv \
       [--lesion_wise]
 
-Per case, for the regions WT/TC/ET and the labels NCR/ED: Dice, HD95 (mm), sensitivity,
-specificity, precision, Jaccard (metrics.py documents the empty-mask conventions), and with
+Per case, for the regions WT/TC/ET and the labels NCR/ED: Dice, F1, HD95 (mm), sensitivity,
+specificity, precision, Jaccard (IoU) and voxel accuracy (metrics.py documents the empty-mask
+conventions), over all labels the accuracy and the mean IoU of the classes, and with
 --lesion_wise the BraTS 2023 lesion-wise Dice and HD95. Writes the CSV (one row per case), a
 JSON summary next to it (mean, std, median and quartiles per column) and prints a table.
 Predictions are `<case_id>.nii.gz` in the references' own label convention.
@@ -61,6 +62,8 @@ def format_table(summary: dict) -> str:
                for n in names]
       lines.append(f"{metric:<12}" + "".join(f"{c:>10.4f}" if c is not None else " " * 10
                                              for c in cells))
+  lines.append(f"all labels: accuracy {summary['accuracy']['mean']:.4f}  "
+               f"mean IoU {summary['mean_iou']['mean']:.4f}")
   return "\n".join(lines)
 
 

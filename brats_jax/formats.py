@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 import tifffile
 
+from brats_jax import volumes
 from brats_jax.errors import DataError
 
 MAX_VOXELS = 1 << 28
@@ -36,17 +37,6 @@ def _reading(path: str, what: str):
     raise DataError(f"{path}: unreadable {what} ({type(e).__name__}: {first})") from None
 
 
-def _check_file(path: str, what: str):
-  if not os.path.exists(path):
-    raise DataError(f"{path}: missing {what} file")
-  if not os.path.isfile(path):
-    raise DataError(f"{path}: not a regular file")
-  if os.path.getsize(path) == 0:
-    raise DataError(f"{path}: empty file")
-  if not os.access(path, os.R_OK):
-    raise DataError(f"{path}: permission denied")
-
-
 def _affine(origin, spacing, direction) -> np.ndarray:
   """4x4 voxel-to-world matrix (ITK's LPS world) of a MetaImage's geometry."""
   affine = np.eye(4)
@@ -60,7 +50,7 @@ def _affine(origin, spacing, direction) -> np.ndarray:
 
 def mha_header(path: str, what: str = "image"):
   """(shape [X, Y, Z], affine, spacing) from the header only, or DataError."""
-  _check_file(path, what)
+  volumes.check_file(path, what)
   with _reading(path, what):
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
@@ -150,14 +140,14 @@ def lgg_slices(folder: str) -> tuple:
 
 
 def _read_tiff(path: str, what: str) -> np.ndarray:
-  _check_file(path, what)
+  volumes.check_file(path, what)
   with _reading(path, what):
     return tifffile.imread(path)
 
 
 def tiff_header(path: str, what: str = "slice") -> tuple:
   """The shape of a TIFF's first page, without reading its pixels."""
-  _check_file(path, what)
+  volumes.check_file(path, what)
   with _reading(path, what):
     with tifffile.TiffFile(path) as tiff:
       return tuple(tiff.pages[0].shape)

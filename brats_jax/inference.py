@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from scipy import ndimage
 
 from brats_jax import layouts, sharding
 
@@ -79,18 +80,23 @@ def blend_windows(inputs, starts, valid, predictor, roi, mode="constant", sigma_
     return jax.lax.dynamic_slice(inputs, tuple(start) + (0,), (1,) + roi + (channels,))[0]
 
   def add_chunk(carry, chunk):
-    total, norm = carry
     chunk_starts, chunk_valid = chunk
-    predictions = predictor(jax.vmap(crop)(chunk_starts)).astype(jnp.float32)
-    for i in range(sw_batch_size):
-      w = weights * chunk_valid[i]
-      index = tuple(chunk_starts[i]) + (0,)
-      total = jax.lax.dynamic_update_slice(
-          total, jax.lax.dynamic_slice(total, index, (1,) + roi + (out_channels,))
-          + (predictions[i] * w)[None], index)
-      norm = jax.lax.dynamic_update_slice(
-          norm, jax.lax.dynamic_slice(norm, index, (1,) + roi + (1,)) + w[None], index)
-    return (total, norm), None
+
+    def add(carry):
+      total, norm = carry
+      predictions = predictor(jax.vmap(crop)(chunk_starts)).astype(jnp.float32)
+      for i in range(sw_batch_size):
+        w = weights * chunk_valid[i]
+        index = tuple(chunk_starts[i]) + (0,)
+        total = jax.lax.dynamic_update_slice(
+            total, jax.lax.dynamic_slice(total, index, (1,) + roi + (out_channels,))
+            + (predictions[i] * w)[None], index)
+        norm = jax.lax.dynamic_update_slice(
+            norm, jax.lax.dynamic_slice(norm, index, (1,) + roi + (1,)) + w[None], index)
+      return total, norm
+
+    # Chunks that only pad the window list up to the bucket's count are skipped, not run.
+    return jax.lax.cond(chunk_valid.any(), add, lambda carry: carry, carry), None
 
   total = jnp.zeros(inputs.shape[:-1] + (out_channels,), jnp.float32)
   norm = jnp.zeros(inputs.shape[:-1] + (1,), jnp.float32)
@@ -215,3 +221,19 @@ def decode(probabilities: np.ndarray, kind: str, min_enhancing_voxels: int = 0) 
   if 0 < et_voxels < min_enhancing_voxels:
     labels[labels == layouts.ET] = layouts.NCR
   return labels
+
+
+def remove_small_components(labels: np.ndarray, min_voxels: int) -> np.ndarray:
+  """Labels with every connected tumour component (26-connected, any tumour label) of fewer
+  than min_voxels voxels set to background: the usual clean-up of isolated false positives.
+  min_voxels <= 1 changes nothing."""
+  if min_voxels <= 1:
+    return labels
+  structure = ndimage.generate_binary_structure(labels.ndim, labels.ndim)
+  components, count = ndimage.label(labels > 0, structure)
+  if not count:
+    return labels
+  sizes = np.bincount(components.ravel())
+  small = sizes < min_voxels
+  small[0] = False
+  return np.where(small[components], np.uint8(layouts.BACKGROUND), labels).astype(labels.dtype)

@@ -17,7 +17,10 @@ from scipy import ndimage
 from brats_jax import layouts
 
 EMPTY_HD95 = float(np.sqrt(240**2 + 240**2 + 155**2))  # 373.13 mm
-METRICS = ("dice", "hd95", "sensitivity", "specificity", "precision", "jaccard")
+# f1 is the voxel F1 score, equal to Dice for binary masks; listed because many projects
+# report it under that name. accuracy is the share of voxels classified right.
+METRICS = ("dice", "f1", "hd95", "sensitivity", "specificity", "precision", "jaccard",
+           "accuracy")
 LABEL_CLASSES = {"NCR": (layouts.NCR, layouts.NET), "ED": (layouts.ED,)}
 
 
@@ -59,13 +62,16 @@ def binary_metrics(predicted: np.ndarray, reference: np.ndarray, spacing) -> dic
   fn = np.logical_and(~predicted, reference).sum()
   tn = predicted.size - tp - fp - fn
   both_empty = tp + fp + fn == 0
+  overlap = dice(predicted, reference)
   return {
-      "dice": dice(predicted, reference),
+      "dice": overlap,
+      "f1": overlap,
       "hd95": hd95(predicted, reference, spacing),
       "sensitivity": _ratio(tp, tp + fn, both_empty),
       "specificity": _ratio(tn, tn + fp, True),
       "precision": _ratio(tp, tp + fp, both_empty),
       "jaccard": _ratio(tp, tp + fp + fn, True),
+      "accuracy": float((tp + tn) / predicted.size),
   }
 
 
@@ -109,7 +115,9 @@ def case_metrics(predicted_labels: np.ndarray, reference_labels: np.ndarray, spa
   for name in (("NCR", "ED") if regions is None else ()):
     masks[name] = (np.isin(predicted_labels, LABEL_CLASSES[name]),
                    np.isin(reference_labels, LABEL_CLASSES[name]))
-  row = {}
+  row = {"accuracy": float(np.mean(_classes(predicted_labels, regions)
+                                    == _classes(reference_labels, regions))),
+         "mean_iou": mean_iou(predicted_labels, reference_labels, regions)}
   for name, (predicted, reference) in masks.items():
     for metric, value in binary_metrics(predicted, reference, spacing).items():
       row[f"{name}_{metric}"] = value
@@ -117,6 +125,30 @@ def case_metrics(predicted_labels: np.ndarray, reference_labels: np.ndarray, spa
       for metric, value in lesion_wise(predicted, reference, spacing).items():
         row[f"{name}_{metric}"] = value
   return row
+
+
+def _classes(labels: np.ndarray, regions=None) -> np.ndarray:
+  """Internal labels as class indices: 0 background, then NCR (with non-enhancing), ED, ET;
+  for binary datasets (regions=("WT",)) 0 background, 1 tumour."""
+  if regions == ("WT",):
+    return (labels > 0).astype(np.int8)
+  classes = np.zeros(labels.shape, np.int8)
+  for index, members in enumerate((LABEL_CLASSES["NCR"], LABEL_CLASSES["ED"],
+                                   (layouts.ET,)), start=1):
+    classes[np.isin(labels, members)] = index
+  return classes
+
+
+def mean_iou(predicted_labels: np.ndarray, reference_labels: np.ndarray, regions=None) -> float:
+  """IoU averaged over the classes (background included) present in either mask."""
+  predicted, reference = (_classes(predicted_labels, regions),
+                          _classes(reference_labels, regions))
+  scores = []
+  for index in np.union1d(np.unique(predicted), np.unique(reference)):
+    both = np.logical_and(predicted == index, reference == index).sum()
+    either = np.logical_or(predicted == index, reference == index).sum()
+    scores.append(both / either)
+  return float(np.mean(scores))
 
 
 # Candidate thresholds (voxels) for relabelling a small enhancing-tumour prediction as
@@ -127,9 +159,17 @@ ET_THRESHOLD_CANDIDATES = (0, 25, 50, 100, 200, 300, 500, 750, 1000)
 def region_dice(predicted_labels: np.ndarray, labels: np.ndarray,
                 regions=layouts.REGIONS) -> dict:
   """Internal predicted and reference labels [*S] -> {region: Dice} for the given regions,
-  plus the predicted and reference ET voxel counts (for the ET threshold)."""
-  scores = {r: dice(np.isin(predicted_labels, layouts.REGION_LABELS[r]),
-                    np.isin(labels, layouts.REGION_LABELS[r])) for r in regions}
+  their IoU and voxel accuracy ({"iou_WT": ...}, {"accuracy_WT": ...}), and the predicted and
+  reference ET voxel counts (for the ET threshold)."""
+  scores = {}
+  for r in regions:
+    predicted = np.isin(predicted_labels, layouts.REGION_LABELS[r])
+    reference = np.isin(labels, layouts.REGION_LABELS[r])
+    both, either = (np.logical_and(predicted, reference).sum(),
+                    np.logical_or(predicted, reference).sum())
+    scores[r] = dice(predicted, reference)
+    scores[f"iou_{r}"] = float(both / either) if either else 1.0
+    scores[f"accuracy_{r}"] = float(1 - (either - both) / predicted.size)
   scores["predicted_ET_voxels"] = int((predicted_labels == layouts.ET).sum())
   scores["reference_ET_voxels"] = int((labels == layouts.ET).sum())
   return scores
@@ -150,9 +190,15 @@ def choose_et_threshold(per_case: list) -> int:
 
 
 def validation_summary(per_case: list, et_threshold: int = 0) -> dict:
-  """Mean per region over cases (ET after the threshold), and the mean over regions."""
+  """Mean Dice per region over cases (ET after the threshold), the mean over regions, and
+  the mean IoU and accuracy per region (before any threshold)."""
   regions = [r for r in layouts.REGIONS if r in per_case[0]]
   summary = {r: float(np.mean([c[r] for c in per_case])) for r in regions if r != "ET"}
+  for r in regions:
+    for metric in ("iou", "accuracy"):
+      if f"{metric}_{r}" in per_case[0]:
+        summary[f"{metric}_{r}"] = float(np.mean([c[f"{metric}_{r}"]
+                                                  for c in per_case]))
   if "ET" in regions:
     summary["ET"] = float(np.mean([et_dice_after_threshold(c, et_threshold)
                                    for c in per_case]))

@@ -131,23 +131,27 @@ def dice_distribution(rows, path, title="Dice per region"):
 
 
 def training_curves(records, path):
-  """Loss, validation Dice per region and samples/s against step, from metrics.jsonl."""
+  """Loss, Dice and IoU per region (training patches and validation cases) and samples/s
+  against step, from metrics.jsonl."""
   train = [r for r in records if "train/loss" in r]
   val = [r for r in records if "val/mean_dice" in r]
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+  fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
   axes[0].plot([r["step"] for r in train], [r["train/loss"] for r in train])
   axes[0].set_title("training loss")
   regions = [g for g in layouts.REGIONS if train and f"train/dice_{g}" in train[0]]
-  for region in regions:
-    axes[1].plot([r["step"] for r in val], [r[f"val/{region}"] for r in val], "o-",
-                 label=region)
-    axes[1].plot([r["step"] for r in train], [r[f"train/dice_{region}"] for r in train],
-                 alpha=0.3, color=axes[1].lines[-1].get_color())
-  axes[1].set_ylim(0, 1)
-  axes[1].set_title("Dice (dots: validation cases; faint: training patches)")
-  axes[1].legend()
-  axes[2].plot([r["step"] for r in train], [r["train/samples_per_second"] for r in train])
-  axes[2].set_title("samples / s")
+  for ax, name, val_key in ((axes[1], "dice", "{}"), (axes[2], "iou", "iou_{}")):
+    for region in regions:
+      key = val_key.format(region)
+      line, = ax.plot([r["step"] for r in val if f"val/{key}" in r],
+                      [r[f"val/{key}"] for r in val if f"val/{key}" in r], "o-", label=region)
+      ax.plot([r["step"] for r in train], [r[f"train/{name}_{region}"] for r in train],
+              alpha=0.3, color=line.get_color())
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{'Dice' if name == 'dice' else 'IoU'} (dots: validation cases; "
+                 "faint: training patches)", fontsize=9)
+    ax.legend()
+  axes[3].plot([r["step"] for r in train], [r["train/samples_per_second"] for r in train])
+  axes[3].set_title("samples / s")
   for ax in axes:
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)

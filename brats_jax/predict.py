@@ -6,7 +6,8 @@ Reads the run's config from the workdir, restores a checkpoint (latest, best or 
 the devices of this machine, applies exactly the training preprocessing (as its contract
 records it: crop, normalisation, filters, resizing),
 predicts each case with Gaussian-weighted sliding windows (optionally with 8-flip mirror
-test-time augmentation), turns regions back into labels, undoes resizing and crop, writes
+test-time augmentation), turns regions back into labels, undoes resizing and crop, optionally
+removes tumour components smaller than --min_component_voxels, writes
 `<case_id>.nii.gz` in the geometry (shape, affine, orientation) and label convention of the
 case's input images, as uint8.
 """
@@ -142,19 +143,22 @@ def store_inputs(store_path: str, channels: tuple, trained_preprocessing: dict):
           for cid in store.case_ids(labelled=False)]
 
 
-def segment(predict, model: TrainedModel, case: CaseInput,
-            min_enhancing_voxels: int = 0) -> np.ndarray:
-  """Internal labels of a case in its original geometry (resizing and crop undone)."""
+def segment(predict, model: TrainedModel, case: CaseInput, min_enhancing_voxels: int = 0,
+            min_component_voxels: int = 0) -> np.ndarray:
+  """Internal labels of a case in its original geometry (resizing and crop undone), tumour
+  components under min_component_voxels original voxels removed."""
   labels = inference.decode(predict(model.variables, case.image), model.config.loss.kind,
                             min_enhancing_voxels)
-  return preprocessing.restore(labels, case.geometry, case.original_shape)
+  labels = preprocessing.restore(labels, case.geometry, case.original_shape)
+  return inference.remove_small_components(labels, min_component_voxels)
 
 
 def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: str = "latest",
                    mirror_tta: bool = False, layout: str | None = None, skip_bad: bool = False,
-                   progress: bool = True, devices=None) -> tuple:
+                   progress: bool = True, devices=None, min_component_voxels: int = 0) -> tuple:
   """Writes one prediction per case of input_dir (a raw dataset folder or a prepared store)
   on `devices` (default: all); returns ([(case_id, seconds)], [skipped case errors]).
+  Tumour components smaller than min_component_voxels voxels are removed (0: kept).
 
   A bad case stops the run with a DataError naming the file (earlier cases' predictions are
   complete files; none is written for the bad case), or with skip_bad is reported and skipped.
@@ -193,7 +197,9 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
   if progress:
     print(f"checkpoint step {step}; {len(usable)} cases; {mesh.devices.size} devices"
           + (" with mirror TTA" if mirror_tta else "")
-          + (f"; ET under {threshold} voxels becomes necrosis" if threshold else ""),
+          + (f"; ET under {threshold} voxels becomes necrosis" if threshold else "")
+          + (f"; tumour components under {min_component_voxels} voxels removed"
+             if min_component_voxels > 1 else ""),
           file=sys.stderr)
   timings = []
   for case_id, load in progress_bar(usable, unit="case", desc="predict", disable=not progress):
@@ -203,7 +209,7 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
     except DataError as e:
       skip_or_raise(e)
       continue
-    labels = segment(predict, model, case, threshold)
+    labels = segment(predict, model, case, threshold, min_component_voxels)
     prediction_files.write(output_dir, case_id, case.layout, case.convention.decode(labels),
                            case.affine, case.reference_image)
     timings.append((case_id, time.perf_counter() - start))
@@ -226,6 +232,10 @@ def _define_flags():
   flags.DEFINE_bool("tta", False, "Average over the 8 mirror flips (test-time augmentation).")
   flags.DEFINE_enum("layout", None, list(layouts.LAYOUTS), "Input layout; detected if unset.")
   flags.DEFINE_bool("skip_bad", False, "Report bad cases and go on instead of stopping.")
+  flags.DEFINE_integer("min_component_voxels", 0,
+                       "Remove connected tumour components smaller than this many voxels "
+                       "(26-connected, in the case's own voxels); 0 keeps every one.",
+                       lower_bound=0)
 
 
 @exit_on_user_error
@@ -236,7 +246,8 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)
   runtime.configure()
   timings, skipped = predict_folder(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint,
-                                    FLAGS.tta, FLAGS.layout, FLAGS.skip_bad)
+                                    FLAGS.tta, FLAGS.layout, FLAGS.skip_bad,
+                                    min_component_voxels=FLAGS.min_component_voxels)
   seconds = [t for _, t in timings]
   print(f"wrote {len(timings)} predictions to {FLAGS.output} "
         f"({np.mean(seconds):.1f} s per case, first {seconds[0]:.1f} s including compilation)"

@@ -14,10 +14,11 @@ import zlib
 
 import jax
 import ml_collections
+import numpy as np
 
 from brats_jax import (config_checks, config_io, contract, device_data, inference,
                        input_pipeline, layouts, losses, metrics, optimizer, plots,
-                       preprocessing, sharding, train_state, train_step)
+                       preprocessing, sharding, splits, train_state, train_step)
 from brats_jax.checkpointing import Checkpoints
 from brats_jax.errors import ConfigError, NonFiniteError
 from brats_jax.input_pipeline import PatchSampler, Prefetcher
@@ -132,6 +133,21 @@ def _stop_if_nonfinite(step_metrics):
         "checkpoint")
 
 
+def early_stop_reason(validations: list, patience: int) -> str | None:
+  """Why to stop now, or None: the last `patience` validations ({"step", "mean_dice"}, in
+  order) did not beat the best one before them (a tie is not an improvement)."""
+  if not patience or not validations:
+    return None
+  scores = [v["mean_dice"] for v in validations]
+  best = int(np.argmax(scores))  # the first of equal bests
+  since = len(scores) - 1 - best
+  if since < patience:
+    return None
+  return (f"early stopping: {since} validations without beating mean Dice "
+          f"{scores[best]:.4f} of step {validations[best]['step']} "
+          f"(train.early_stopping_patience={patience}); the best checkpoint is kept")
+
+
 def _format_dice(summary: dict) -> str:
   text = "  ".join(f"{r} {summary[r]:.4f}" for r in layouts.REGIONS if r in summary) + \
       f"  mean {summary['mean_dice']:.4f}"
@@ -171,14 +187,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
                          binary_labels=store.binary_labels)
   store = PreparedStore(config.data.store, config.data.modalities)
   preprocessing.check_supported(store.preprocessing, store.path)
-  val_fold = config.data.val_fold
-  train_ids = store.case_ids(exclude_folds=[val_fold] if val_fold >= 0 else None)
-  val_ids = store.case_ids(folds=[val_fold]) if val_fold >= 0 else []
-  if not train_ids:
-    raise ConfigError(f"config field data.val_fold={val_fold}: the store {store.path} has no "
-                      "labelled case outside that fold to train on")
-  if config.eval.max_cases:
-    val_ids = val_ids[:config.eval.max_cases]
+  cases = splits.split(config, store)
+  train_ids, val_ids = cases.train_ids, cases.val_ids
   global_batch = config.data.batch_per_device * mesh.devices.size
   run_contract, changes = _check_relaunch(config, workdir, train_ids, log)
 
@@ -190,13 +200,14 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
 
   # Nothing was written before this point; from here on the run is accepted.
   checkpoints = Checkpoints(workdir, config.checkpoint.keep, config.checkpoint.keep_best)
-  start, history, et_threshold = 0, [], None
+  start, history, et_threshold, validations = 0, [], None, []
   restored = checkpoints.restore_latest_readable(state, log)
   latest = None
   if restored is not None:
     latest, state, _, run_contract = restored
     start = int(sharding.host_value(state["step"]))
     history, et_threshold = run_contract["history"], run_contract["et_threshold"]
+    validations = run_contract.get("validations", [])
     if is_main:
       print(f"resumed from checkpoint at step {start}" + (
           "; changed: " + ", ".join(f"{f} {a!r} -> {b!r}" for f, (a, b) in changes.items())
@@ -211,7 +222,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
     config_io.save_workdir_config(config, workdir)
     print(f"{mesh.devices.size} devices ({jax.devices()[0].platform}), "
           f"{jax.process_count()} processes; global batch {global_batch}; "
-          f"{len(train_ids)} training and {len(val_ids)} validation cases", flush=True)
+          f"{len(train_ids)} training and {len(val_ids)} validation cases "
+          f"({cases.description})", flush=True)
 
   predict = inference.make_case_predictor(graphdef, mesh, config)
   schedule = optimizer.learning_rate_schedule(config.train)
@@ -226,7 +238,11 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
                        start, config.data.prefetch)
   writer = MetricWriter(workdir)
   stop = StopRequest()
-  num_steps = config.train.num_steps
+  # A run that stopped early stays stopped when relaunched (unless the patience grew).
+  stopped_early = early_stop_reason(validations, config.train.early_stopping_patience)
+  num_steps = start if stopped_early else config.train.num_steps
+  if stopped_early and is_main:
+    print(stopped_early, flush=True)
   regions = losses.scored_regions(config.loss.kind)
   summary = {}
   sums, ready_to_log, previous_metrics = None, None, None
@@ -263,24 +279,26 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
       val_metrics = None
       if val_ids and (done % config.eval.every_steps == 0 or done == num_steps):
         eval_start = time.time()
-        summary = validate(predict, state, store, val_ids, config.loss.kind,
+        summary = validate(predict, state, cases.val_store, val_ids, config.loss.kind,
                            config.eval.min_enhancing_voxels)
         log_start += time.time() - eval_start  # samples/s counts training time only
         val_metrics = {f"val/{k}": v for k, v in summary.items()}
         if config.eval.min_enhancing_voxels < 0:
           et_threshold = {"voxels": summary["min_enhancing_voxels"], "chosen_at_step": done}
+        validations = validations + [{"step": done, "mean_dice": summary["mean_dice"]}]
+        stopped_early = early_stop_reason(validations, config.train.early_stopping_patience)
         writer.write(done, val_metrics)
         if is_main:
           bar.write(f"step {done}: validation Dice {_format_dice(summary)}")
       stopping = stop.should_stop(done, checkpoints)
       if (done % config.checkpoint.every_steps == 0 or val_metrics is not None
-          or done == num_steps or stopping):
+          or done == num_steps or stopping or stopped_early):
         if config.train.on_nonfinite == "stop":  # no checkpoint after a non-finite step
           # (the last step always saves, so this also checks it)
           _stop_if_nonfinite((step_metrics, done))
         checkpoints.save(done, state, _data_record(config, done, train_ids),
                          contract.make(config, store.preprocessing, training_data,
-                                       et_threshold, history),
+                                       et_threshold, history, validations),
                          val_metrics, force=True)
       if stopping:
         checkpoints.wait()
@@ -289,6 +307,9 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
                   f"checkpoint saved, run the same command again to continue")
         bar.close()
         sys.exit(status)
+      if stopped_early:
+        bar.write(stopped_early)
+        break
     if ready_to_log is not None:
       writer.write(*_log_scalars(ready_to_log, global_batch, schedule, regions))
   finally:
@@ -298,8 +319,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
     checkpoints.wait()
     writer.close()
 
-  if latest is not None and start >= num_steps and val_ids:
-    summary = validate(predict, state, store, val_ids, config.loss.kind,
+  if latest is not None and start >= num_steps and val_ids:  # nothing trained this launch
+    summary = validate(predict, state, cases.val_store, val_ids, config.loss.kind,
                        config.eval.min_enhancing_voxels)
   if is_main:
     plots.training_curves(read_metrics(workdir), os.path.join(workdir, "training_curves.png"))

@@ -32,10 +32,8 @@ def _reading(path: str):
         from None
 
 
-def open_nifti(path: str, ndim: tuple = (3,), what: str = "image") -> nib.Nifti1Image:
-  """The image of a NIfTI file whose header is sound (no voxel data read yet), or DataError:
-  missing, empty or unreadable file, wrong dimensionality, implausible size, truncated
-  uncompressed data, non-finite affine."""
+def check_file(path: str, what: str) -> None:
+  """DataError unless path is an existing, non-empty, readable regular file."""
   if not os.path.exists(path):
     raise DataError(f"{path}: missing {what} file")
   if not os.path.isfile(path):
@@ -44,6 +42,13 @@ def open_nifti(path: str, ndim: tuple = (3,), what: str = "image") -> nib.Nifti1
     raise DataError(f"{path}: empty file")
   if not os.access(path, os.R_OK):
     raise DataError(f"{path}: permission denied")
+
+
+def open_nifti(path: str, ndim: tuple = (3,), what: str = "image") -> nib.Nifti1Image:
+  """The image of a NIfTI file whose header is sound (no voxel data read yet), or DataError:
+  missing, empty or unreadable file, wrong dimensionality, implausible size, truncated
+  uncompressed data, non-finite affine."""
+  check_file(path, what)
   with _reading(path):
     image = nib.load(path)
     shape = tuple(int(s) for s in image.shape)

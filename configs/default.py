@@ -19,7 +19,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   config.data.store = ""  # a store written by brats-jax-prepare (path or gs:// / s3:// URL)
-  config.data.val_fold = 0  # -1: train on every fold, no validation
+  # Validation cases: those of val_store if given (every case of store then trains), else
+  # a val_fraction of store's cases chosen by split_seed, else fold val_fold (-1: none).
+  config.data.val_store = ""
+  config.data.val_fraction = 0.0
+  config.data.split_seed = 0
+  config.data.val_fold = 0
   config.data.patch_size = (128, 128, 128)  # two entries train a 2D model on axial slices
   # The store channels the model sees, in this order (its input channels): e.g. ("flair",)
   # trains a FLAIR-only model. BraTS and Decathlon stores hold flair, t1, t1ce, t2; Kaggle
@@ -96,6 +101,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.warmup_steps = 0
   config.train.grad_clip_norm = 12.0
   config.train.on_nonfinite = "skip"  # skip (count and go on) | stop
+  # Stop once this many validations in a row have not beaten the best validation mean Dice
+  # (the best checkpoint is kept); 0: train for num_steps.
+  config.train.early_stopping_patience = 0
   config.train.device_memory_gib = 0.0  # 0: the device's own limit (CPUs report none)
 
   config.eval = ml_collections.ConfigDict()

@@ -22,6 +22,8 @@ def test_overlap_metrics_by_hand():
   assert m["sensitivity"] == pytest.approx(10 / 20)
   assert m["precision"] == pytest.approx(10 / 20)
   assert m["specificity"] == pytest.approx((1000 - 30) / (1000 - 20))
+  assert m["f1"] == m["dice"]
+  assert m["accuracy"] == pytest.approx((1000 - 20) / 1000)  # 10 + 10 voxels wrong
 
 
 def test_empty_mask_conventions():
@@ -63,6 +65,17 @@ def test_case_metrics_regions_and_labels():
   row = metrics.case_metrics(predicted, reference, (1, 1, 1))
   assert row["ET_dice"] == 0.0 and row["TC_dice"] == 1.0 and row["WT_dice"] == 1.0
   assert row["ET_hd95"] == pytest.approx(metrics.EMPTY_HD95)
+  # 8 ET voxels read as NCR: 8 of 512 voxels wrong; classes background 1, NCR 19/27,
+  # ED 1, ET 0 (present in the reference only).
+  assert row["accuracy"] == pytest.approx(1 - 8 / 512)
+  assert row["mean_iou"] == pytest.approx((1 + 19 / 27 + 1 + 0) / 4)
+  scores = metrics.region_dice(predicted, reference)
+  assert scores["iou_TC"] == 1.0 and scores["iou_ET"] == 0.0
+  assert scores["accuracy_ET"] == pytest.approx(1 - 8 / 512)
+  # Binary datasets: two classes, background and tumour.
+  binary = metrics.case_metrics(predicted, reference, (1, 1, 1), regions=("WT",))
+  assert binary["accuracy"] == 1.0 and binary["mean_iou"] == 1.0
+  assert "ET_dice" not in binary
 
 
 def test_lesion_wise():

@@ -27,7 +27,9 @@ def test_case_pictures_and_curves(tmp_path):
                                                              "ET_dice": 0.0}]
   plots.dice_distribution(rows, str(tmp_path / "dice.png"))
   records = [{"step": s, "train/loss": 1 / s, "train/samples_per_second": 2.0,
-              **{f"train/dice_{r}": 0.5 for r in layouts.REGIONS}} for s in range(1, 5)]
-  records.append({"step": 4, **{f"val/{r}": 0.6 for r in layouts.REGIONS}, "val/mean_dice": 0.6})
+              **{f"train/{m}_{r}": 0.5 for r in layouts.REGIONS for m in ("dice", "iou")}}
+             for s in range(1, 5)]
+  records.append({"step": 4, **{f"val/{r}": 0.6 for r in layouts.REGIONS},
+                  **{f"val/iou_{r}": 0.4 for r in layouts.REGIONS}, "val/mean_dice": 0.6})
   plots.training_curves(records, str(tmp_path / "curves.png"))
   assert sorted(os.listdir(tmp_path)) == ["case.gif", "case.png", "curves.png", "dice.png"]

@@ -12,6 +12,7 @@ import jax
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from brats_jax import discovery, layouts, prepare, predict, preprocessing, synth, train, volumes
 from brats_jax.errors import DataError
@@ -114,6 +115,11 @@ def test_evaluate_command(raw_datasets, tmp_path):
   assert result.returncode == 2 and "shape" in result.stderr and cases[1].case_id in result.stderr
 
 
+def _largest_tumour_component(path: str) -> int:
+  components = ndimage.label(np.asarray(nib.load(path).dataobj) > 0, np.ones((3, 3, 3)))[0]
+  return int(np.bincount(components.ravel())[1:].max(initial=0))
+
+
 def test_predict_from_a_prepared_store(trained_on_8, tiny_store, tmp_path):
   out = str(tmp_path / "from_store")
   predict.predict_folder(trained_on_8, tiny_store, out, progress=False)
@@ -126,6 +132,14 @@ def test_predict_from_a_prepared_store(trained_on_8, tiny_store, tmp_path):
     assert written.shape == tuple(entry["original_shape"]) == source.shape
     np.testing.assert_allclose(written.affine, source.affine)
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}  # brats2021 values
+  # --min_component_voxels: components as small as the largest predicted one all go.
+  largest = max(_largest_tumour_component(os.path.join(out, name)) for name in os.listdir(out))
+  assert largest > 0, "the tiny model predicted no tumour anywhere: nothing to remove"
+  cleaned = str(tmp_path / "cleaned")
+  predict.predict_folder(trained_on_8, tiny_store, cleaned, progress=False,
+                         min_component_voxels=int(largest) + 1)
+  for name in os.listdir(out):
+    assert not np.asarray(nib.load(os.path.join(cleaned, name)).dataobj).any()
 
 
 def _rename_case(folder: str, new_id: str) -> str:

@@ -1,0 +1,124 @@
+"""Validation splits (a separate store, a seeded held-out fraction, a fold) and early stopping."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from brats_jax import contract, prepare, splits, synth, train
+from brats_jax.checkpointing import Checkpoints
+from brats_jax.errors import ConfigError, DataError
+from brats_jax.store import PreparedStore
+
+from conftest import TINY_SHAPE, tiny_config
+
+
+@pytest.fixture(scope="module")
+def train_and_val_stores(tmp_path_factory):
+  """(training store of 6 cases, validation store of 2 other cases, a copy of the
+  validation cases prepared with min-max normalisation instead)."""
+  root = tmp_path_factory.mktemp("splits")
+  raw, val_raw = str(root / "raw"), str(root / "val_raw")
+  synth.write_dataset(raw, "brats2021", num_cases=8, shape=TINY_SHAPE, seed=5)
+  os.makedirs(val_raw)
+  for name in sorted(os.listdir(raw))[-2:]:
+    shutil.move(os.path.join(raw, name), os.path.join(val_raw, name))
+  stores = [str(root / n) for n in ("store", "val_store", "val_minmax")]
+  prepare.prepare(raw, stores[0], num_workers=2, fg_per_class=200)
+  prepare.prepare(val_raw, stores[1], num_workers=2, fg_per_class=200)
+  prepare.prepare(val_raw, stores[2], num_workers=2, fg_per_class=200, normalisation="minmax")
+  return stores
+
+
+def test_held_out_cases_are_a_function_of_the_seed():
+  ids = [f"case{i:02d}" for i in range(20)]
+  chosen = splits.held_out(ids, 0.2, seed=0)
+  assert len(chosen) == 4 and set(chosen) <= set(ids)
+  assert splits.held_out(list(reversed(ids)), 0.2, seed=0) == chosen  # order of listing
+  assert splits.held_out(ids, 0.2, seed=1) != chosen
+  assert len(splits.held_out(ids, 0.001, seed=0)) == 1  # at least one validates
+  assert len(splits.held_out(ids[:2], 0.9, seed=0)) == 1  # at least one trains
+
+
+def test_fraction_store_and_fold_splits(tiny_store, train_and_val_stores):
+  store = PreparedStore(tiny_store)
+  config = tiny_config(tiny_store)
+  config.data.val_fraction = 0.3
+  split = splits.split(config, store)
+  assert len(split.val_ids) == 3 and len(split.train_ids) == 7
+  assert not set(split.val_ids) & set(split.train_ids)
+  config.data.split_seed = 1
+  assert splits.split(config, store).val_ids != split.val_ids
+
+  config = tiny_config(tiny_store)  # fold 0: two of the ten cases
+  split = splits.split(config, store)
+  assert len(split.val_ids) == 2 and split.val_store is store
+
+  train_store, val_store, val_minmax = train_and_val_stores
+  config = tiny_config(train_store)
+  config.data.val_store = val_store
+  split = splits.split(config, PreparedStore(train_store))
+  assert len(split.train_ids) == 6 and len(split.val_ids) == 2  # folds ignored
+  assert split.val_store.path.rstrip("/") == val_store.rstrip("/")
+  config.data.val_store = val_minmax
+  with pytest.raises(DataError, match="val_minmax: prepared with .*minmax.* prepare both"):
+    splits.split(config, PreparedStore(train_store))
+  config.data.val_store = train_store  # the training cases themselves
+  with pytest.raises(DataError, match="is also a training case"):
+    splits.split(config, PreparedStore(train_store))
+  config.data.val_fraction = 0.2  # and a fraction as well: which one?
+  with pytest.raises(ConfigError, match="data.val_fraction=0.2: validation comes from "
+                                        "data.val_store"):
+    train.train_and_validate(config, "/nonexistent/never_written")
+
+
+def test_early_stop_reason():
+  history = [{"step": 2, "mean_dice": 0.5}, {"step": 4, "mean_dice": 0.7},
+             {"step": 6, "mean_dice": 0.7}, {"step": 8, "mean_dice": 0.6}]
+  assert train.early_stop_reason(history[:2], 1) is None
+  assert "2 validations without beating mean Dice 0.7000 of step 4" in \
+      train.early_stop_reason(history, 2)  # a tie is not an improvement
+  assert train.early_stop_reason(history, 3) is None
+  assert train.early_stop_reason(history, 0) is None
+
+
+def test_early_stopping_on_a_validation_store_stays_stopped(train_and_val_stores, tmp_path):
+  train_store, val_store, _ = train_and_val_stores
+  config = tiny_config(train_store)
+  config.data.val_store = val_store
+  config.train.learning_rate = 1e-12  # nothing changes, so no validation improves on the first
+  config.eval.every_steps = 1
+  config.train.early_stopping_patience = 2
+  workdir = str(tmp_path / "run")
+  train.train_and_validate(config, workdir)
+  checkpoints = Checkpoints(workdir, read_only=True)
+  assert checkpoints.latest_step() == 3  # validations at 1, 2, 3: two without improvement
+  assert [v["step"] for v in checkpoints.contract(3)["validations"]] == [1, 2, 3]
+  checkpoints.close()
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert max(r["step"] for r in records) == 3 and "val/iou_WT" in records[-1]
+
+  train.train_and_validate(config, workdir)  # the same command: still stopped
+  checkpoints = Checkpoints(workdir, read_only=True)
+  assert checkpoints.latest_step() == 3
+  checkpoints.close()
+
+  config.train.early_stopping_patience = 10  # more patience: training goes on
+  config.train.num_steps = 5
+  train.train_and_validate(config, workdir)
+  checkpoints = Checkpoints(workdir, read_only=True)
+  assert checkpoints.latest_step() == 5
+  checkpoints.close()
+
+
+def test_a_contract_saved_before_the_split_fields_still_reads():
+  config = tiny_config("store")
+  saved = config.to_dict()
+  for field in contract.ADDED_FIELDS:
+    group, name = field.split(".")
+    del saved[group][name]
+  restored = contract.config_of({"config": saved})
+  assert restored.to_dict() == config.to_dict()
+  saved_run = {"config": saved, "training_data": {"train_cases_crc32": 7, "num_train_cases": 1}}
+  assert contract.check_relaunch(saved_run, config, 7, "run") == {}  # a relaunch accepts it
