@@ -18,7 +18,8 @@ BAD_VALUES = {
     "seed": -1, "log_every_steps": 0, "data.store": 3, "data.val_fold": -2,
     "data.patch_size": (16, 16, 16, 16), "data.batch_per_device": 0,
     "data.foreground_fraction": 1.5, "data.prefetch": 0, "data.placement": "gpu",
-    "data.modalities": ("flair", "flair"),
+    "data.modalities": ("flair", "flair"), "data.val_store": None, "data.val_fraction": 1.0,
+    "data.split_seed": -1,
     "model.base_filters": 0, "model.max_filters": 0, "model.depth": 1, "model.norm": "layer",
     "model.activation": "tanh", "model.block": "dense", "model.dropout": 1.0,
     "model.architecture": "vit", "model.downsample": "avgpool", "model.upsample": "cubic",
@@ -38,7 +39,8 @@ BAD_VALUES = {
     "augment.noise_std_max": -0.1, "train.num_steps": 0, "train.optimizer": "lamb",
     "train.learning_rate": 0.0, "train.momentum": 1.0, "train.weight_decay": -1e-5,
     "train.schedule": "linear", "train.warmup_steps": -1, "train.grad_clip_norm": 0.0,
-    "train.on_nonfinite": "halt", "train.device_memory_gib": -1.0, "eval.every_steps": 0,
+    "train.on_nonfinite": "halt", "train.device_memory_gib": -1.0,
+    "train.early_stopping_patience": -1, "eval.every_steps": 0,
     "eval.overlap": 1.0, "eval.sigma_scale": 0.0, "eval.sw_batch_per_device": 0,
     "eval.max_cases": -1, "eval.min_enhancing_voxels": -2, "checkpoint.every_steps": 0,
     "checkpoint.keep": 0, "checkpoint.keep_best": 0,
@@ -92,6 +94,18 @@ def test_every_shipped_config_is_valid(path):
 def test_rules_between_fields(field, value, message):
   with pytest.raises(ConfigError, match=message):
     config_checks.validate(_with(_default(), field, value))
+
+
+def test_early_stopping_needs_validation_and_one_source_of_it():
+  no_validation = _with(_with(_default(), "data.val_fold", -1),
+                        "train.early_stopping_patience", 3)
+  with pytest.raises(ConfigError, match="early_stopping_patience=3: needs validation cases"):
+    config_checks.validate(no_validation)
+  config_checks.validate(_with(no_validation, "data.val_fraction", 0.2))
+  both = _with(_with(_default(), "data.val_store", "/data/val"), "data.val_fraction", 0.2)
+  with pytest.raises(ConfigError, match="val_fraction=0.2: validation comes from "
+                                        "data.val_store"):
+    config_checks.validate(both)
 
 
 @pytest.mark.parametrize("kind,terms,message", [
