@@ -120,7 +120,7 @@ def main():
   os.replace(args.out + ".partial", args.out)
   print(f"\n{'config':<28}{'layout':<20}{'steps':>7}  held-out Dice (WT TC ET)")
   for r in results:
-    print(f"{r['config'][15:-3]:<28}{r['layout']:<20}{r['steps']:>7}  "
+    print(f"{r['config'][14:-3]:<28}{r['layout']:<20}{r['steps']:>7}  "
           + " ".join(f"{v:.3f}" for v in r["heldout_dice"].values()))
   print(f"wrote {args.out}")
 
