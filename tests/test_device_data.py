@@ -84,6 +84,7 @@ def test_auto_placement_follows_the_sizes(tiny_store):
       == "host"
 
 
+@pytest.mark.slow  # two training runs compared step by step
 def test_training_on_device_data_equals_streaming(tiny_store, tmp_path):
   """Replicated placement trains on exactly the streamed batches: the same losses."""
   losses = {}

@@ -40,7 +40,8 @@ def test_upsample_equals_stride_2_transposed_convolution():
 
 @pytest.mark.parametrize("patch,norm,residual", [((16, 16, 16), "instance", False),
                                                  ((32, 32), "group", True),
-                                                 ((16, 16, 16), "batch", True)])
+                                                 pytest.param((16, 16, 16), "batch", True,
+                                                              marks=pytest.mark.slow)])
 def test_unet_shapes_3d_and_2d(patch, norm, residual):
   config = tiny_config()
   config.data.patch_size = patch
@@ -181,6 +182,7 @@ def test_cpu_convolution_is_lax_convolution(shape, kernel, strides, dilation, pa
   assert inputs and all(i.replace(" ", "") == "b,0,1,f" for i in inputs), inputs
 
 
+@pytest.mark.slow  # float64 compiles of the whole model, twice: about 25 s each
 @pytest.mark.parametrize("norm,residual,patch", [("instance", False, (16, 16, 16)),
                                                  ("group", True, (16, 32, 8))])
 def test_tpu_space_to_depth_level_is_the_same_function(norm, residual, patch):
