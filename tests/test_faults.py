@@ -26,6 +26,7 @@ def _damage_checkpoint(workdir, step):
         f.write(b"\0garbage")
 
 
+@pytest.mark.slow  # three training launches
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_store, tmp_path, capsys):
   config = tiny_config(tiny_store)
   config.data.val_fold = -1

@@ -83,6 +83,7 @@ def test_early_stop_reason():
   assert train.early_stop_reason(history, 0) is None
 
 
+@pytest.mark.slow  # three training launches with a validation every step
 def test_early_stopping_on_a_validation_store_stays_stopped(train_and_val_stores, tmp_path):
   train_store, val_store, _ = train_and_val_stores
   config = tiny_config(train_store)
