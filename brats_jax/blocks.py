@@ -41,6 +41,15 @@ def _norm(kind: str, features: int, dtype, rngs):
   return None  # "none"
 
 
+def _apply_norm(norm, x, train):
+  """A _norm layer (or None: nothing); batch norm uses its running statistics outside
+  training."""
+  if norm is None:
+    return x
+  return norm(x, use_running_average=not train) if isinstance(norm, nnx.BatchNorm) \
+      else norm(x)
+
+
 class Dropout(nnx.Module):
   """Dropout whose random bits come from the step's key and this site's own number, so the
   model holds no RNG state (and the train step stays a pure function)."""
@@ -62,16 +71,13 @@ class ConvNormAct(nnx.Module):
     self.norm = _norm(config.norm, cout, config.dtype, rngs)
     self.conv = Conv(cin, cout, (3,) * dims, strides=strides, kernel_dilation=dilation,
                      use_bias=self.norm is None, dtype=config.dtype, rngs=rngs)
-    self.is_batch_norm = config.norm == "batch"
     self.norm_groups = cout if config.norm == "instance" else min(8, cout)
     self.activation = ACTIVATIONS[config.activation]
     self.dropout = dropout
     self.dtype = config.dtype
 
   def _norm_act(self, x, train, key=None):
-    if self.norm is not None:
-      x = self.norm(x, use_running_average=not train) if self.is_batch_norm else self.norm(x)
-    x = self.activation(x)
+    x = self.activation(_apply_norm(self.norm, x, train))
     return self.dropout(x, train, key) if self.dropout is not None else x
 
   def __call__(self, x, train, key=None):
@@ -161,7 +167,6 @@ class ContextBlock(nnx.Module):
     self.norms = nnx.List([_norm(config.norm, cout, config.dtype, rngs) for _ in range(2)])
     self.convs = nnx.List([Conv(cout, cout, (3,) * dims, kernel_dilation=d,
                                 dtype=config.dtype, rngs=rngs) for d in dilations])
-    self.is_batch_norm = config.norm == "batch"
     self.activation = ACTIVATIONS[config.activation]
     self.dropout = Dropout(config.dropout, sites[0]) if sites else None
 
@@ -169,9 +174,7 @@ class ContextBlock(nnx.Module):
     h = self.entry(x, train, key) if self.entry is not None else x
     y = h
     for i, (norm, conv) in enumerate(zip(self.norms, self.convs)):
-      if norm is not None:
-        y = norm(y, use_running_average=not train) if self.is_batch_norm else norm(y)
-      y = conv(self.activation(y))
+      y = conv(self.activation(_apply_norm(norm, y, train)))
       if i == 0 and self.dropout is not None:
         y = self.dropout(y, train, key)
     return h + y

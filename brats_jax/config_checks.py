@@ -22,7 +22,6 @@ DOWNSAMPLE = ("conv", "maxpool")
 UPSAMPLE = ("depth_to_space", "nearest", "linear")
 DROPOUT_AT = ("bottleneck", "blocks", "convolutions")
 OUTPUTS = ("separate", "summed")
-LOSS_KINDS = ("region", "softmax", "labels", "binary")  # losses.py
 LOSS_TERMS = ("dice", "iou", "bce", "ce", "focal")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
@@ -165,7 +164,7 @@ RULES = {
     "model.vit_mlp_dim": _integer(1),
     "model.dtype": _choice(*DTYPES),
     "model.remat": _choice(*REMAT),
-    "loss.kind": _choice(*LOSS_KINDS),
+    "loss.kind": _choice(*losses.KINDS),
     "loss.terms": _loss_terms,
     "loss.class_weights": _weights,
     "loss.dice_smooth": _number(0),

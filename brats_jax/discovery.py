@@ -38,13 +38,17 @@ def walk_files(root: str, pattern: str) -> list:
   return sorted(found)
 
 
+def _per_modality_name(layout: Layout, suffixes: tuple):
+  """<case><sep><suffix>.nii(.gz) for one of `suffixes`: groups (case id, suffix)."""
+  return re.compile(r"^(.*)" + re.escape(layout.separator) + "("
+                    + "|".join(map(re.escape, suffixes)) + ")" + _NIFTI, re.IGNORECASE)
+
+
 def _find_per_modality(root: str, layout: Layout) -> list:
   """brats2021/brats2023: <case><sep><suffix>.nii(.gz) anywhere below root, grouped by
   (folder, case id) whichever modality the files are."""
   sep = layout.separator
-  suffixes = layout.suffixes + ("seg",)
-  pattern = re.compile(r"^(.*)" + re.escape(sep) + "(" + "|".join(map(re.escape, suffixes))
-                       + ")" + _NIFTI, re.IGNORECASE)
+  pattern = _per_modality_name(layout, layout.suffixes + ("seg",))
   groups = collections.defaultdict(dict)
   for path in walk_files(root, _NIFTI):
     match = pattern.match(os.path.basename(path))
@@ -168,9 +172,7 @@ def detect_layout(root: str) -> str:
     if match and match.group(1) == os.path.basename(os.path.dirname(path)):
       return "lgg"
     for layout in ("brats2023", "brats2021"):  # any modality's name tells the layout
-      spec = LAYOUTS[layout]
-      if re.search(re.escape(spec.separator) + "(" + "|".join(spec.suffixes) + ")" + _NIFTI,
-                   name, re.IGNORECASE):
+      if _per_modality_name(LAYOUTS[layout], LAYOUTS[layout].suffixes).match(name):
         return layout
   raise DataError(f"{root}: no BraTS 2015/2018-2021/2023+, Decathlon or Kaggle LGG files "
                   "found")

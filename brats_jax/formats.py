@@ -19,7 +19,6 @@ import tifffile
 from brats_jax import volumes
 from brats_jax.errors import DataError
 
-MAX_VOXELS = 1 << 28
 # <patient>_<n>.tif and <patient>_<n>_mask.tif
 LGG_SLICE = re.compile(r"^(.+)_(\d+)(_mask)?\.tiff?$", re.IGNORECASE)
 
@@ -59,8 +58,7 @@ def mha_header(path: str, what: str = "image"):
     if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
       raise DataError(f"{path}: {what} has {reader.GetDimension()} dimensions and "
                       f"{reader.GetNumberOfComponents()} components, expected one 3D volume")
-    if min(shape) < 1 or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
-      raise DataError(f"{path}: implausible declared size {shape}")
+    volumes.check_declared_size(path, shape)
     spacing = tuple(float(s) for s in reader.GetSpacing())
     affine = _affine(reader.GetOrigin(), spacing, reader.GetDirection())
   if not np.all(np.isfinite(affine)):
@@ -89,7 +87,7 @@ def save_mha_like(path: str, data: np.ndarray, reference: str) -> None:
   image.SetOrigin(header.GetOrigin())
   image.SetSpacing(header.GetSpacing())
   image.SetDirection(header.GetDirection())
-  _write_atomic(path, lambda tmp: sitk.WriteImage(image, tmp, True))
+  volumes.write_atomic(path, lambda tmp: sitk.WriteImage(image, tmp, True))
 
 
 def save_mha(path: str, data: np.ndarray, spacing=(1.0, 1.0, 1.0),
@@ -98,19 +96,7 @@ def save_mha(path: str, data: np.ndarray, spacing=(1.0, 1.0, 1.0),
   image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
   image.SetSpacing(tuple(float(s) for s in spacing))
   image.SetOrigin(tuple(float(o) for o in origin))
-  _write_atomic(path, lambda tmp: sitk.WriteImage(image, tmp, True))
-
-
-def _write_atomic(path: str, write) -> None:
-  folder, name = os.path.split(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  tmp = os.path.join(folder, f".partial-{os.getpid()}-{name}")
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  volumes.write_atomic(path, lambda tmp: sitk.WriteImage(image, tmp, True))
 
 
 # ---- TIFF slice folders (Kaggle LGG) -----------------------------------------------------
@@ -192,7 +178,7 @@ def save_lgg_masks(folder: str, patient: str, mask: np.ndarray) -> None:
   """Writes [rows, cols, slices] uint8 masks as <folder>/<patient>_<n>_mask.tif, n from 1."""
   for index in range(mask.shape[2]):
     path = os.path.join(folder, f"{patient}_{index + 1}_mask.tif")
-    _write_atomic(path, lambda tmp, plane=np.ascontiguousarray(mask[:, :, index]):
+    volumes.write_atomic(path, lambda tmp, plane=np.ascontiguousarray(mask[:, :, index]):
                   tifffile.imwrite(tmp, plane, photometric="minisblack"))
 
 
@@ -200,6 +186,6 @@ def save_lgg_case(folder: str, patient: str, images: np.ndarray, mask: np.ndarra
   """Writes a patient as Kaggle LGG does: RGB uint8 slices and their 0/255 masks."""
   for index in range(images.shape[2]):
     path = os.path.join(folder, f"{patient}_{index + 1}.tif")
-    _write_atomic(path, lambda tmp, rgb=np.ascontiguousarray(images[:, :, index]):
+    volumes.write_atomic(path, lambda tmp, rgb=np.ascontiguousarray(images[:, :, index]):
                   tifffile.imwrite(tmp, rgb, photometric="rgb"))
   save_lgg_masks(folder, patient, mask)

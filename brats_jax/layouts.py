@@ -22,6 +22,9 @@ INTERNAL_NAMES = {NCR: "necrosis", ED: "edema", ET: "enhancing", OTHER: "other",
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 REGIONS = ("WT", "TC", "ET")
 REGION_LABELS = {"WT": (NCR, ED, ET, NET, TUMOUR), "TC": (NCR, ET, NET), "ET": (ET,)}
+# The tumour labels as separate classes (BraTS 2015's non-enhancing tumour counts as necrosis):
+# the labels task's outputs, softmax's classes 1-3 and the per-label metrics.
+LABEL_GROUPS = {"NCR": (NCR, NET), "ED": (ED,), "ET": (ET,)}
 # An internal label a convention has no value for is written as the first of these it has.
 _WRITTEN_AS = {NET: (NCR, TUMOUR), TUMOUR: (ED, NCR), NCR: (TUMOUR,), ED: (TUMOUR,),
                ET: (TUMOUR,), OTHER: ()}

@@ -31,8 +31,6 @@ NUM_CLASSES = 4  # softmax: background, NCR (with NET), ED, ET
 # Internal label -> softmax class: OTHER is background, NET necrosis, TUMOUR (binary data,
 # which takes loss.kind=binary) edema.
 _CLASS_OF_LABEL = np.array([0, 1, 2, 3, 0, 1, 2], np.int32)
-# The labels task's outputs: which internal labels each sigmoid answers for.
-LABEL_OUTPUTS = {"NCR": (layouts.NCR, layouts.NET), "ED": (layouts.ED,), "ET": (layouts.ET,)}
 
 
 def num_outputs(loss_config: ml_collections.ConfigDict) -> int:
@@ -56,7 +54,7 @@ def sigmoid_targets(labels: jax.Array, kind: str) -> jax.Array:
     return region_targets(labels)
   if kind == "binary":
     return region_targets(labels, ("WT",))
-  return jnp.stack([jnp.isin(labels, jnp.array(v)) for v in LABEL_OUTPUTS.values()],
+  return jnp.stack([jnp.isin(labels, jnp.array(v)) for v in layouts.LABEL_GROUPS.values()],
                    axis=-1).astype(jnp.float32)
 
 

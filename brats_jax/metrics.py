@@ -21,7 +21,6 @@ EMPTY_HD95 = float(np.sqrt(240**2 + 240**2 + 155**2))  # 373.13 mm
 # report it under that name. accuracy is the share of voxels classified right.
 METRICS = ("dice", "f1", "hd95", "sensitivity", "specificity", "precision", "jaccard",
            "accuracy")
-LABEL_CLASSES = {"NCR": (layouts.NCR, layouts.NET), "ED": (layouts.ED,)}
 
 
 def dice(predicted: np.ndarray, reference: np.ndarray) -> float:
@@ -54,25 +53,31 @@ def _ratio(numerator, denominator, both_empty):
   return float(numerator / denominator) if denominator else (1.0 if both_empty else 0.0)
 
 
-def binary_metrics(predicted: np.ndarray, reference: np.ndarray, spacing) -> dict:
-  """All METRICS for one pair of binary masks."""
+def overlap_metrics(predicted: np.ndarray, reference: np.ndarray) -> dict:
+  """Every METRICS entry but hd95 for one pair of binary masks (voxel counts only)."""
   predicted, reference = predicted.astype(bool), reference.astype(bool)
   tp = np.logical_and(predicted, reference).sum()
   fp = np.logical_and(predicted, ~reference).sum()
   fn = np.logical_and(~predicted, reference).sum()
   tn = predicted.size - tp - fp - fn
   both_empty = tp + fp + fn == 0
-  overlap = dice(predicted, reference)
+  overlap = _ratio(2 * tp, 2 * tp + fp + fn, True)  # Dice
   return {
       "dice": overlap,
       "f1": overlap,
-      "hd95": hd95(predicted, reference, spacing),
       "sensitivity": _ratio(tp, tp + fn, both_empty),
       "specificity": _ratio(tn, tn + fp, True),
       "precision": _ratio(tp, tp + fp, both_empty),
       "jaccard": _ratio(tp, tp + fp + fn, True),
       "accuracy": float((tp + tn) / predicted.size),
   }
+
+
+def binary_metrics(predicted: np.ndarray, reference: np.ndarray, spacing) -> dict:
+  """All METRICS for one pair of binary masks, in METRICS order."""
+  scores = overlap_metrics(predicted, reference)
+  scores["hd95"] = hd95(predicted, reference, spacing)
+  return {metric: scores[metric] for metric in METRICS}
 
 
 def lesion_wise(predicted: np.ndarray, reference: np.ndarray, spacing, min_voxels: int = 50,
@@ -113,11 +118,12 @@ def case_metrics(predicted_labels: np.ndarray, reference_labels: np.ndarray, spa
   # Per label: the enhancing label is the ET region already; necrosis (with BraTS 2015's
   # non-enhancing tumour) and edema are not regions.
   for name in (("NCR", "ED") if regions is None else ()):
-    masks[name] = (np.isin(predicted_labels, LABEL_CLASSES[name]),
-                   np.isin(reference_labels, LABEL_CLASSES[name]))
-  row = {"accuracy": float(np.mean(_classes(predicted_labels, regions)
-                                    == _classes(reference_labels, regions))),
-         "mean_iou": mean_iou(predicted_labels, reference_labels, regions)}
+    masks[name] = (np.isin(predicted_labels, layouts.LABEL_GROUPS[name]),
+                   np.isin(reference_labels, layouts.LABEL_GROUPS[name]))
+  predicted_classes = _classes(predicted_labels, regions)
+  reference_classes = _classes(reference_labels, regions)
+  row = {"accuracy": float(np.mean(predicted_classes == reference_classes)),
+         "mean_iou": mean_iou(predicted_classes, reference_classes)}
   for name, (predicted, reference) in masks.items():
     for metric, value in binary_metrics(predicted, reference, spacing).items():
       row[f"{name}_{metric}"] = value
@@ -133,16 +139,14 @@ def _classes(labels: np.ndarray, regions=None) -> np.ndarray:
   if regions == ("WT",):
     return (labels > 0).astype(np.int8)
   classes = np.zeros(labels.shape, np.int8)
-  for index, members in enumerate((LABEL_CLASSES["NCR"], LABEL_CLASSES["ED"],
-                                   (layouts.ET,)), start=1):
+  for index, members in enumerate(layouts.LABEL_GROUPS.values(), start=1):
     classes[np.isin(labels, members)] = index
   return classes
 
 
-def mean_iou(predicted_labels: np.ndarray, reference_labels: np.ndarray, regions=None) -> float:
-  """IoU averaged over the classes (background included) present in either mask."""
-  predicted, reference = (_classes(predicted_labels, regions),
-                          _classes(reference_labels, regions))
+def mean_iou(predicted: np.ndarray, reference: np.ndarray) -> float:
+  """IoU averaged over the classes (background included) present in either class map
+  (_classes)."""
   scores = []
   for index in np.union1d(np.unique(predicted), np.unique(reference)):
     both = np.logical_and(predicted == index, reference == index).sum()
@@ -163,13 +167,10 @@ def region_dice(predicted_labels: np.ndarray, labels: np.ndarray,
   reference ET voxel counts (for the ET threshold)."""
   scores = {}
   for r in regions:
-    predicted = np.isin(predicted_labels, layouts.REGION_LABELS[r])
-    reference = np.isin(labels, layouts.REGION_LABELS[r])
-    both, either = (np.logical_and(predicted, reference).sum(),
-                    np.logical_or(predicted, reference).sum())
-    scores[r] = dice(predicted, reference)
-    scores[f"iou_{r}"] = float(both / either) if either else 1.0
-    scores[f"accuracy_{r}"] = float(1 - (either - both) / predicted.size)
+    overlap = overlap_metrics(np.isin(predicted_labels, layouts.REGION_LABELS[r]),
+                              np.isin(labels, layouts.REGION_LABELS[r]))
+    scores[r] = overlap["dice"]
+    scores[f"iou_{r}"], scores[f"accuracy_{r}"] = overlap["jaccard"], overlap["accuracy"]
   scores["predicted_ET_voxels"] = int((predicted_labels == layouts.ET).sum())
   scores["reference_ET_voxels"] = int((labels == layouts.ET).sum())
   return scores
@@ -196,9 +197,7 @@ def validation_summary(per_case: list, et_threshold: int = 0) -> dict:
   summary = {r: float(np.mean([c[r] for c in per_case])) for r in regions if r != "ET"}
   for r in regions:
     for metric in ("iou", "accuracy"):
-      if f"{metric}_{r}" in per_case[0]:
-        summary[f"{metric}_{r}"] = float(np.mean([c[f"{metric}_{r}"]
-                                                  for c in per_case]))
+      summary[f"{metric}_{r}"] = float(np.mean([c[f"{metric}_{r}"] for c in per_case]))
   if "ET" in regions:
     summary["ET"] = float(np.mean([et_dice_after_threshold(c, et_threshold)
                                    for c in per_case]))

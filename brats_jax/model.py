@@ -90,17 +90,16 @@ class UNet(nnx.Module):
   def forward(self, x, *, train: bool, dropout_key, folded: bool):
     """The network; with `folded`, level 0 runs on space-to-depth tensors (the same
     function: see space_to_depth.py)."""
-    key = dropout_key
     skips = []
     h = s2d.fold(x) if folded else x
     for level, block in enumerate(self.encoder):
       if folded and level < 2:
         h = block.folded([h]) if level == 0 else block.from_folded(h, train)
       else:
-        h = block(h, train, key)
+        h = block(h, train, dropout_key)
       skips.append(h)
     if self.dropout is not None:
-      h = self.dropout(h, train, key)
+      h = self.dropout(h, train, dropout_key)
     maps = {}
     num_levels = len(self.encoder)
     for i, (up, block) in enumerate(zip(self.upsamples, self.decoder)):
@@ -111,7 +110,7 @@ class UNet(nnx.Module):
         maps[0] = s2d.unfold(s2d.pointwise(h, head.kernel[...], head.bias[...],
                                            self.config.dtype))
       else:
-        h = block(jnp.concatenate([up(h), skips[level]], axis=-1), train, key)
+        h = block(jnp.concatenate([up(h), skips[level]], axis=-1), train, dropout_key)
         if level < len(self.heads):
           maps[level] = self.heads[level](h)
     if self.config.outputs == "summed":

@@ -30,13 +30,15 @@ def _legend(*label_volumes):
   shown = [v for v in LABEL_COLOURS if v in present or v in (layouts.ED, layouts.NCR,
                                                                 layouts.ET)]
   return [Patch(color=LABEL_COLOURS[v], label=layouts.INTERNAL_NAMES[v]) for v in shown]
-PLANES = ("axial", "coronal", "sagittal")
+
+
+PLANE_AXES = {"axial": 2, "coronal": 1, "sagittal": 0}  # the volume axis a plane cuts
+PLANES = tuple(PLANE_AXES)
 
 
 def _slice(volume, plane, index):
   """A 2D view of a [X, Y, Z, ...] volume, rotated so that anterior/superior is up."""
-  axis = {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
-  return np.rot90(np.take(volume, index, axis=axis))
+  return np.rot90(np.take(volume, index, axis=PLANE_AXES[plane]))
 
 
 def tumour_centre(reference, predicted):
@@ -63,7 +65,7 @@ def case_overlay(images, reference, predicted, path, title="", channels=layouts.
   fig, axes = plt.subplots(3, len(columns), figsize=(2.2 * len(columns), 7.2),
                            facecolor="black")
   for row, plane in enumerate(PLANES):
-    index = centre[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]]
+    index = centre[PLANE_AXES[plane]]
     for col, name in enumerate(columns):
       ax = axes[row, col]
       channel = col if col < len(channels) else base

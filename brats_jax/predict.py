@@ -125,8 +125,8 @@ def store_inputs(store_path: str, channels: tuple, trained_preprocessing: dict):
   """[(case_id, check, load)] of a prepared store (checked, cropped and normalised already,
   which must be the way the model's training store was), with the model's channels."""
   store = PreparedStore(store_path, channels)
-  ours = {k: v for k, v in store.preprocessing.items() if k != "channels"}
-  trained = {k: v for k, v in trained_preprocessing.items() if k != "channels"}
+  ours, trained = (preprocessing.preparation(store.preprocessing),
+                   preprocessing.preparation(trained_preprocessing))
   if ours != trained:
     raise DataError(f"{store_path}: prepared with {ours}, but the model was trained on data "
                     f"prepared with {trained}")

@@ -58,6 +58,12 @@ def check_supported(recorded: dict, where: str) -> None:
   resolve(recorded, where)
 
 
+def preparation(recorded: dict) -> dict:
+  """A recorded preprocessing without its channel list: two stores (or a store and a model)
+  agree on how cases were prepared when these are equal, whichever channels they hold."""
+  return {k: v for k, v in recorded.items() if k != "channels"}
+
+
 def _header(path: str, layout: layouts.Layout, what: str) -> tuple:
   """(shape [X, Y, Z], affine) of one channel or label file, from its header."""
   if layout.file_format == "mha":
@@ -165,18 +171,19 @@ def centre_box(shape, crop_shape) -> list:
   return [((s - c) // 2, (s - c) // 2 + c) for s, c in zip(shape, crop_shape)]
 
 
-def crop_slices(box) -> tuple:
-  """[(lo, hi)] per axis (inside the volume) -> the slices that crop a volume."""
-  return tuple(slice(lo, hi) for lo, hi in box)
+def _box_overlap(box, shape) -> tuple:
+  """(slices of a volume of `shape`, the same voxels' slices in the box) where a box
+  [(lo, hi)] per axis, which may reach outside the volume, overlaps it."""
+  in_volume = tuple(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(box, shape))
+  in_box = tuple(slice(max(lo, 0) - lo, min(hi, n) - lo) for (lo, hi), n in zip(box, shape))
+  return in_volume, in_box
 
 
 def _crop(volume: np.ndarray, box) -> np.ndarray:
   """The box of a volume; parts of the box outside the volume are zero."""
   out = np.zeros(tuple(hi - lo for lo, hi in box) + volume.shape[3:], volume.dtype)
-  source = tuple(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(box, volume.shape))
-  target = tuple(slice(max(lo, 0) - lo, min(hi, n) - lo)
-                 for (lo, hi), n in zip(box, volume.shape))
-  out[target] = volume[source]
+  in_volume, in_box = _box_overlap(box, volume.shape)
+  out[in_box] = volume[in_volume]
   return out
 
 
@@ -245,9 +252,6 @@ def restore(labels: np.ndarray, geometry: dict, original_shape) -> np.ndarray:
   if labels.shape != cropped_shape:
     labels = _zoom(labels, cropped_shape, 0)
   out = np.zeros(tuple(original_shape), labels.dtype)
-  box = geometry["box"]
-  target = tuple(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(box, original_shape))
-  source = tuple(slice(max(lo, 0) - lo, min(hi, n) - lo)
-                 for (lo, hi), n in zip(box, original_shape))
-  out[target] = labels[source]
+  in_volume, in_box = _box_overlap(geometry["box"], original_shape)
+  out[in_volume] = labels[in_box]
   return out

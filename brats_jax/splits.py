@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from brats_jax import preprocessing
 from brats_jax.errors import ConfigError, DataError
 from brats_jax.store import PreparedStore
 
@@ -37,8 +38,8 @@ def held_out(case_ids, fraction: float, seed: int) -> list:
 
 
 def _check_same_preparation(train_store: PreparedStore, val_store: PreparedStore):
-  ours = {k: v for k, v in val_store.preprocessing.items() if k != "channels"}
-  trained = {k: v for k, v in train_store.preprocessing.items() if k != "channels"}
+  ours, trained = (preprocessing.preparation(val_store.preprocessing),
+                   preprocessing.preparation(train_store.preprocessing))
   if ours != trained:
     raise DataError(f"{val_store.path}: prepared with {ours}, but data.store "
                     f"{train_store.path} with {trained}; prepare both the same way")

@@ -44,6 +44,26 @@ def check_file(path: str, what: str) -> None:
     raise DataError(f"{path}: permission denied")
 
 
+def check_declared_size(path: str, shape: tuple) -> None:
+  """DataError for a header that declares an empty or implausibly large volume."""
+  if min(shape) < 1 or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
+    raise DataError(f"{path}: implausible declared size {shape}")
+
+
+def write_atomic(path: str, write) -> None:
+  """write(temporary path) in path's folder, then renamed to path: a reader never sees a
+  half-written file, and a failed write leaves nothing behind."""
+  folder, name = os.path.split(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  tmp = os.path.join(folder, f".partial-{os.getpid()}-{name}")
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
 def open_nifti(path: str, ndim: tuple = (3,), what: str = "image") -> nib.Nifti1Image:
   """The image of a NIfTI file whose header is sound (no voxel data read yet), or DataError:
   missing, empty or unreadable file, wrong dimensionality, implausible size, truncated
@@ -55,8 +75,7 @@ def open_nifti(path: str, ndim: tuple = (3,), what: str = "image") -> nib.Nifti1
     if len(shape) not in ndim:
       raise DataError(f"{path}: {what} has {len(shape)} dimensions {shape}, expected "
                       f"{' or '.join(str(n) for n in ndim)}")
-    if min(shape) < 1 or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
-      raise DataError(f"{path}: implausible declared size {shape}")
+    check_declared_size(path, shape)
     if not path.endswith(".gz"):  # uncompressed: the file must hold what the header declares
       declared = int(image.header["vox_offset"]) + int(np.prod(shape, dtype=np.int64)) * \
           image.header.get_data_dtype().itemsize
@@ -102,18 +121,10 @@ def load_label(path: str, shape: tuple | None = None, what: str = "label"):
 
 
 def save_nifti(path: str, data: np.ndarray, affine: np.ndarray, header=None) -> None:
-  """Writes atomically: a temporary file in the same folder, renamed when complete."""
-  folder, name = os.path.split(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  tmp = os.path.join(folder, f".partial-{os.getpid()}-{name}")
+  """Writes atomically (write_atomic)."""
   image = nib.Nifti1Image(data, affine, header=header)
   image.set_data_dtype(data.dtype)
-  try:
-    nib.save(image, tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  write_atomic(path, lambda tmp: nib.save(image, tmp))
 
 
 def save_label_like(path: str, labels: np.ndarray, affine: np.ndarray,

@@ -100,6 +100,8 @@ def test_et_threshold_is_chosen_on_validation_cases():
       {"WT": 0.9, "TC": 0.9, "ET": 0.8, "predicted_ET_voxels": 400, "reference_ET_voxels": 380},
       {"WT": 0.9, "TC": 0.9, "ET": 0.7, "predicted_ET_voxels": 260, "reference_ET_voxels": 300},
   ]
+  for case in cases:  # region_dice's IoU and accuracy, which the summary averages as they are
+    case.update({f"{m}_{r}": 0.5 for m in ("iou", "accuracy") for r in ("WT", "TC", "ET")})
   assert metrics.choose_et_threshold(cases) == 200  # removes the 150, keeps 260 and 400
   summary = metrics.validation_summary(cases, 200)
   assert summary["ET"] == pytest.approx((1.0 + 0.8 + 0.7) / 3)
