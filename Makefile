@@ -1,16 +1,17 @@
 # `make demo`: synthesise a small BraTS-like dataset, prepare it, train on it (CPU is enough),
 # then segment 5 new held-out cases, score them and draw them.
 # `make test`: the test suite's fast tier; `make test-slow`: the slow tier (several processes,
-# signals). CI runs both. Each target creates .venv and installs the package first.
+# signals); `make lint`: ruff and mypy. CI runs all three. Each target creates .venv and
+# installs the package first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO := demo_out
 
-.PHONY: demo test test-slow clean
+.PHONY: demo test test-slow lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,lint]"
 	touch $@
 
 $(DEMO)/raw/.complete: $(VENV)/.installed
@@ -38,6 +39,11 @@ test: $(VENV)/.installed
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -n 2 -m slow tests
+
+# Style, import order and the import graph (ruff), types where they are declared (mypy).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy brats_jax/config brats_jax/workdir brats_jax/data
 
 clean:
 	rm -rf $(DEMO)

@@ -15,7 +15,6 @@ seconds, as on the chip; --find_max_batch searches the largest batch per device 
 Everything here is a compiler figure, not a measurement on hardware.
 """
 
-import json
 import os
 import re
 import sys
@@ -26,12 +25,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import jax.experimental.topologies as topologies  # noqa: E402
+import throughput  # noqa: E402  (benchmarks/: the analytic FLOP count)
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-import throughput  # noqa: E402  (benchmarks/: the analytic FLOP count)
-from brats_jax import (config_checks, input_pipeline, optimizer, sharding,  # noqa: E402
-                       train_state, train_step)
+from brats_jax import files, sharding  # noqa: E402
+from brats_jax.config import checks  # noqa: E402
+from brats_jax.train import host_input, optimizer  # noqa: E402
+from brats_jax.train import step as train_step  # noqa: E402
+from brats_jax.train.compile import compiled_memory_bytes  # noqa: E402
+from brats_jax.workdir import train_state  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLAGS = flags.FLAGS
@@ -85,7 +88,7 @@ def compile_step(config, devices):
   mesh = sharding.make_mesh(devices)
   tx = optimizer.make_optimizer(config.train)
   graphdef, state = train_state.abstract_train_state(config, mesh, tx)
-  batch = input_pipeline.batch_shapes(config, config.data.batch_per_device * len(devices),
+  batch = host_input.batch_shapes(config, config.data.batch_per_device * len(devices),
                                       mesh, "float16")
   lowered = train_step.make_train_step(graphdef, tx, mesh, config).lower(state, batch)
   try:
@@ -113,8 +116,7 @@ def analyse(config, target: str) -> dict:
                               if needed else None))
     return result
   memory = compiled.memory_analysis()
-  needed = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-            + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+  needed = compiled_memory_bytes(compiled)
   cost = compiled.cost_analysis() or lowered.cost_analysis() or {}
   if isinstance(cost, list):
     cost = cost[0] if cost else {}
@@ -134,8 +136,7 @@ def analyse(config, target: str) -> dict:
     result["analytic_mfu"] = samples * result["analytic_flops_per_sample"] / (
         peak_tflops * 1e12)
   if FLAGS.hlo:
-    with open(FLAGS.hlo, "w") as f:
-      f.write(compiled.as_text())
+    files.write_text(FLAGS.hlo, compiled.as_text())
   return result
 
 
@@ -177,7 +178,7 @@ def main(argv):
   config = FLAGS.config
   if FLAGS.batch_per_device:
     config.data.batch_per_device = FLAGS.batch_per_device
-  config_checks.validate(config)
+  checks.check_config(config)
   result = analyse(config, FLAGS.target)
   print(f"{result['target']}: {result['devices']} x {result['device_kind']}, batch "
         f"{result['batch_per_device']}/device, patch {tuple(result['patch_size'])}, "
@@ -202,10 +203,8 @@ def main(argv):
     result["max_batch_per_device"] = find_max_batch(config, FLAGS.target, result)
     print(f"  largest batch per device that fits: {result['max_batch_per_device']}")
   if FLAGS.out:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    with open(FLAGS.out, "w") as f:
-      json.dump({"date": time.strftime("%Y-%m-%d"), "jax": jax.__version__,
-                 "config": sys.argv, **result}, f, indent=1)
+    files.write_json(FLAGS.out, {"date": time.strftime("%Y-%m-%d"), "jax": jax.__version__,
+                                 "config": sys.argv, **result})
     print(f"wrote {FLAGS.out}")
 
 

@@ -14,7 +14,6 @@ cases held on the device, and prints the share of time each loop waited for its 
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -26,10 +25,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from brats_jax import config_io, prepare, synth, train  # noqa: E402
-from brats_jax.input_pipeline import PatchSampler, Prefetcher  # noqa: E402
-from brats_jax.store import PreparedStore  # noqa: E402
-from brats_jax.writers import read_metrics  # noqa: E402
+from brats_jax import files  # noqa: E402
+from brats_jax.config import io as config_io  # noqa: E402
+from brats_jax.data import prepare, synth  # noqa: E402
+from brats_jax.data.store import PreparedStore  # noqa: E402
+from brats_jax.train import loop  # noqa: E402
+from brats_jax.train.host_input import PatchSampler, Prefetcher  # noqa: E402
+from brats_jax.train.metrics_log import read_metrics  # noqa: E402
 
 H100_RECORD = 72.2  # samples/s per GPU, MLPerf 3D U-Net (NVIDIA)
 
@@ -59,7 +61,7 @@ def input_wait(store_path, placement, work) -> tuple:
   config.log_every_steps = 10
   config.checkpoint.every_steps = 60
   workdir = os.path.join(work, f"run_{placement}")
-  train.train_and_validate(config, workdir)
+  loop.train_and_validate(config, workdir)
   records = [r for r in read_metrics(workdir) if "train/input_wait_fraction" in r][1:]
   return (float(np.median([r["train/input_wait_fraction"] for r in records])),
           float(np.median([r["train/samples_per_second"] for r in records])))
@@ -98,9 +100,7 @@ def main():
     result[f"demo_{placement}"] = {"input_wait_fraction": wait, "samples_per_second": rate}
     print(f"  demo training, data {placement}: waited for input {100 * wait:.1f}% of the "
           f"time at {rate:.1f} samples/s")
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(result, f, indent=1)
+  files.write_json(args.out, result)
   print(f"wrote {args.out}")
 
 

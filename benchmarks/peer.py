@@ -34,16 +34,20 @@ import time
 
 import numpy as np
 
+from brats_jax import files  # noqa: E402
+from brats_jax import labels as label_values  # noqa: E402
+from brats_jax.data import discovery  # noqa: E402
+from brats_jax.evaluation import metrics  # noqa: E402
+
 START = time.time()
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from brats_jax import discovery, layouts, metrics  # noqa: E402  (none imports jax or torch)
 
 
 def _config():
-  from brats_jax import config_io
+  from brats_jax.config import io as config_io
   return config_io.load_config_file(os.path.join(ROOT, "configs", "demo.py"))
 
 
@@ -53,11 +57,11 @@ def _peak_rss_gib() -> float:
 
 def _region_dice(predicted_internal, reference_internal) -> dict:
   scores = metrics.region_dice(predicted_internal, reference_internal)
-  return {r: scores[r] for r in layouts.REGIONS}
+  return {r: scores[r] for r in label_values.REGIONS}
 
 
 def _summary(per_case: list) -> dict:
-  means = {r: float(np.mean([c[r] for c in per_case])) for r in layouts.REGIONS}
+  means = {r: float(np.mean([c[r] for c in per_case])) for r in label_values.REGIONS}
   return {**means, "mean": float(np.mean(list(means.values())))}
 
 
@@ -66,9 +70,12 @@ def _summary(per_case: list) -> dict:
 
 def run_jax(args) -> dict:
   import jax
-
   import throughput
-  from brats_jax import prepare, predict, preprocessing, runtime, train
+
+  from brats_jax import runtime
+  from brats_jax.data import prepare, raw_cases
+  from brats_jax.inference import predict
+  from brats_jax.train import loop
 
   runtime.configure()  # as every brats_jax command: the persistent compilation cache
   config = _config()
@@ -96,11 +103,11 @@ def run_jax(args) -> dict:
   # last step of its launch), what a user waits for before training starts.
   one_step = config.copy_and_resolve_references()
   one_step.train.num_steps, one_step.train.warmup_steps = 1, 0
-  train.train_and_validate(one_step, os.path.join(work, "one_step"), devices=jax.devices()[:1])
+  loop.train_and_validate(one_step, os.path.join(work, "one_step"), devices=jax.devices()[:1])
   with open(os.path.join(work, "one_step", "metrics.jsonl")) as f:
     result["first_step_after_seconds"] = json.loads(f.readline())["time"] - START
   started = time.time()
-  train.train_and_validate(config, workdir, devices=jax.devices()[:1])
+  loop.train_and_validate(config, workdir, devices=jax.devices()[:1])
   result["train_seconds"] = time.time() - started
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   result["steps"] = steps
@@ -112,7 +119,7 @@ def run_jax(args) -> dict:
   result["predict_first_case_seconds"] = timings[0][1]
   per_case = []
   for case in discovery.find_cases(args.heldout):
-    reference = preprocessing.read_raw_case(case)[1]
+    reference = raw_cases.read_raw_case(case)[1]
     predicted, _, _ = _read_prediction(os.path.join(work, "pred", f"{case.case_id}.nii.gz"),
                                        case)
     per_case.append(_region_dice(predicted, reference))
@@ -126,8 +133,8 @@ def run_jax(args) -> dict:
 
 
 def _read_prediction(path, case):
-  from brats_jax import volumes
-  raw, affine, spacing = volumes.load_label(path)
+  from brats_jax.imageio import nifti
+  raw, affine, spacing = nifti.load_label(path)
   return case.convention.encode(raw, path), affine, spacing
 
 
@@ -136,8 +143,9 @@ def _read_prediction(path, case):
 
 def _monai_network(config):
   from monai.networks.nets import DynUNet
-  from brats_jax import model
-  filters = model.level_filters(config.model)
+
+  from brats_jax.model.blocks import level_filters
+  filters = level_filters(config.model)
   return DynUNet(3, len(config.data.modalities), 4, kernel_size=[3] * len(filters),
                  strides=[1] + [2] * (len(filters) - 1),
                  upsample_kernel_size=[2] * (len(filters) - 1), filters=filters,
@@ -239,11 +247,11 @@ def run_monai(args) -> dict:
   import monai
   import nibabel as nib
   import torch
+  from monai import transforms as mt
   from monai.data import CacheDataset, DataLoader
   from monai.inferers import sliding_window_inference
-  from monai import transforms as mt
 
-  from brats_jax import preprocessing
+  from brats_jax.data import preprocessing, raw_cases
 
   torch.set_num_threads(os.cpu_count())
   monai.utils.set_determinism(seed=0)
@@ -288,7 +296,7 @@ def run_monai(args) -> dict:
   per_case, seconds = [], []
   output = tempfile.mkdtemp(prefix="peer_monai_pred_")
   for case, item in zip(discovery.find_cases(args.heldout), _monai_case_dicts(args.heldout)):
-    images, reference, affine, _ = preprocessing.read_raw_case(case)
+    images, reference, affine, _ = raw_cases.read_raw_case(case)
     _, _, geometry = preprocessing.preprocess(images, None, case.images[0])
     # Timed as brats_jax's per case: read, preprocess, infer, uncrop, write the labels.
     tick = time.perf_counter()
@@ -298,8 +306,8 @@ def run_monai(args) -> dict:
           image, tuple(config.data.patch_size), config.eval.sw_batch_per_device, net,
           overlap=config.eval.overlap, mode="gaussian",
           sigma_scale=config.eval.sigma_scale), 1)
-    predicted = preprocessing.restore(probabilities[0].argmax(0).numpy().astype(np.uint8),
-                                      geometry, reference.shape)
+    predicted = preprocessing.to_original_geometry(
+        probabilities[0].argmax(0).numpy().astype(np.uint8), geometry, reference.shape)
     nib.save(nib.Nifti1Image(case.convention.decode(predicted), affine),
              os.path.join(output, f"{case.case_id}.nii.gz"))
     seconds.append(time.perf_counter() - tick)
@@ -318,7 +326,7 @@ def run_monai(args) -> dict:
 
 
 def _synthesise(folder: str) -> tuple:
-  from brats_jax import synth
+  from brats_jax.data import synth
   data, heldout = os.path.join(folder, "train"), os.path.join(folder, "heldout")
   synth.write_dataset(data, "brats2021", 24, (64, 64, 48), seed=0)
   synth.write_dataset(heldout, "brats2021", 5, (64, 64, 48), seed=1)
@@ -349,8 +357,7 @@ def main():
   args = parser.parse_args()
   if args.side:
     result = (run_jax if args.side == "jax" else run_monai)(args)
-    with open(args.result, "w") as f:
-      json.dump(result, f)
+    files.write_json(args.result, result)
     return
   work = tempfile.mkdtemp(prefix="peer_")
   if not args.data:
@@ -389,9 +396,7 @@ def main():
       "python": platform.python_version()}, "args": {k: v for k, v in vars(args).items()
                                                       if k not in ("side", "result")},
       "brats_jax": jax_side, "monai": monai_side}
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(record, f, indent=1)
+  files.write_json(args.out, record)
   print(f"wrote {args.out}")
 
 

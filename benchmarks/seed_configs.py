@@ -27,6 +27,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from brats_jax import files  # noqa: E402  (imports neither jax nor torch)
+
 SHAPE, LGG_SHAPE = (64, 64, 48), (64, 64, 24)
 SEEDS = {  # config: (layout, patch size, prepare flags for SHAPE)
     "isensee2017": ("brats2021", (32, 32, 32), []),
@@ -45,25 +47,25 @@ SEEDS = {  # config: (layout, patch size, prepare flags for SHAPE)
 
 
 def _run(module, *args) -> str:
-  result = subprocess.run([sys.executable, "-m", f"brats_jax.{module}", *args],
+  result = subprocess.run([sys.executable, "-m", f"brats_jax.cli.{module}", *args],
                           capture_output=True, text=True)
   if result.returncode:
-    sys.exit(f"brats_jax.{module} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    sys.exit(f"brats_jax.cli.{module} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
   return result.stdout
 
 
 def _step_seconds(config_path: str, patch) -> float:
   import jax
-
   import throughput
-  from brats_jax import config_io
+
+  from brats_jax.config import io as config_io
   config = config_io.load_config_file(config_path)
   config.data.patch_size = tuple(patch)
   return throughput.measure(config, jax.devices()[:1], steps=5, warmup=2)
 
 
 def run_seed(name: str, train_seconds: float, work: str) -> dict:
-  from brats_jax import synth
+  from brats_jax.data import synth
   layout, patch, prepare_flags = SEEDS[name]
   config_path = os.path.join(ROOT, "configs", "seeds", f"{name}.py")
   raw, heldout = os.path.join(work, "raw"), os.path.join(work, "heldout")
@@ -79,7 +81,7 @@ def run_seed(name: str, train_seconds: float, work: str) -> dict:
                  f"--config.data.store={store}", f"--config.train.num_steps={steps}",
                  f"--config.data.patch_size={patch_flag}"]
   started = time.time()
-  _run("main", *train_flags)
+  _run("train", *train_flags)
   wall = time.time() - started
   _run("predict", f"--workdir={workdir}", f"--input={heldout}", f"--output={predictions}")
   scores = os.path.join(work, "scores.csv")
@@ -114,10 +116,7 @@ def main():
   record = {"date": datetime.date.today().isoformat(), "jax": jax.__version__,
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "train_seconds": args.train_seconds, "results": results}
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out + ".partial", "w") as f:
-    json.dump(record, f, indent=1)
-  os.replace(args.out + ".partial", args.out)
+  files.write_json(args.out, record)
   print(f"\n{'config':<28}{'layout':<20}{'steps':>7}  held-out Dice (WT TC ET)")
   for r in results:
     print(f"{r['config'][14:-3]:<28}{r['layout']:<20}{r['steps']:>7}  "

@@ -16,7 +16,11 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from brats_jax import model, optimizer, sharding, train_state, train_step
+from brats_jax import model, sharding  # noqa: E402
+from brats_jax.model import unet  # noqa: E402
+from brats_jax.train import optimizer  # noqa: E402
+from brats_jax.train import step as train_step  # noqa: E402
+from brats_jax.workdir import train_state  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -31,8 +35,8 @@ def _define_flags():
 
 
 def analytic_train_flops(config) -> float:
-  """FLOPs of one training sample (model.training_flops_per_sample)."""
-  return model.training_flops_per_sample(train_state.model_config(config),
+  """FLOPs of one training sample (unet.training_flops_per_sample)."""
+  return unet.training_flops_per_sample(model.model_config(config),
                                          config.data.patch_size)
 
 

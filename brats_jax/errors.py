@@ -1,13 +1,10 @@
-"""The exception types for user mistakes, and how command lines report them.
+"""The exception types for user mistakes.
 
 Every mistake a user can make (bad input files, a config that cannot run, a relaunch that
 would change a trained run) raises a subclass of UserError whose message is one line. Every
-command turns a UserError into that line on stderr and exit status 2, before anything is
-written.
+command (cli/app.py) turns a UserError into that line on stderr and exit status 2, before
+anything is written.
 """
-
-import functools
-import sys
 
 
 class UserError(Exception):
@@ -22,6 +19,10 @@ class ConfigError(UserError, ValueError):
   """A config that cannot run: a bad value, a relaunch that would change the run, a
   model that does not fit in device memory. The message names the field."""
 
+  @classmethod
+  def of_field(cls, field: str, value, what: str) -> "ConfigError":
+    return cls(f"config field {field}={value!r}: {what}")
+
 
 class CheckpointError(UserError):
   """A workdir whose checkpoints cannot be used (unreadable, or from another version)."""
@@ -29,21 +30,3 @@ class CheckpointError(UserError):
 
 class NonFiniteError(RuntimeError):
   """The loss or gradients became NaN/Inf and the config says to stop (train.on_nonfinite)."""
-
-
-def exit_on_user_error(main):
-  """Wraps an absl main: a UserError becomes one line on stderr and exit 2; a
-  NonFiniteError, one line and exit 3."""
-
-  @functools.wraps(main)
-  def wrapped(argv):
-    try:
-      return main(argv)
-    except UserError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
-    except NonFiniteError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(3)
-
-  return wrapped

@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.prefetch = 4  # batches read ahead of the device
   # auto | host | replicated | sharded: hold the training cases on the accelerators and cut
   # patches inside the step when they fit (auto decides from the sizes and says why), or
-  # stream patches from the store (host). brats_jax/device_data.py has the details.
+  # stream patches from the store (host). brats_jax/train/device_input.py has the details.
   config.data.placement = "auto"
 
   config.model = ml_collections.ConfigDict()

@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from brats_jax.config_io import sibling_config
+from brats_jax.config.io import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -16,7 +16,7 @@ if [ -n "${DEVICES_PER_PROCESS:-}" ]; then
 fi
 pids=()
 for ((i = 0; i < num_processes; i++)); do
-  python -m brats_jax.main --coordinator="localhost:$port" --num_processes="$num_processes" \
+  python -m brats_jax.cli.train --coordinator="localhost:$port" --num_processes="$num_processes" \
     --process_id="$i" "$@" >"$log_dir/process_$i.log" 2>&1 &
   pids+=($!)
 done

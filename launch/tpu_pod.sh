@@ -10,6 +10,6 @@ set -euo pipefail
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}" "${STORE:?set STORE}" "${WORKDIR:?set WORKDIR}"
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="
   cd ~/brats_jax && mkdir -p logs &&
-  python -m brats_jax.main --distributed --config=configs/default.py \
+  python -m brats_jax.cli.train --distributed --config=configs/default.py \
     --workdir=$WORKDIR --config.data.store=$STORE --config.model.dtype=bfloat16 \
     > logs/worker_\$(hostname).log 2>&1"

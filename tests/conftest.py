@@ -13,7 +13,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
 
-from brats_jax import config_io, optimizer, prepare, synth, train_state  # noqa: E402
+from brats_jax.config import io as config_io  # noqa: E402
+from brats_jax.data import prepare, synth  # noqa: E402
+from brats_jax.train import optimizer  # noqa: E402
+from brats_jax.workdir import train_state  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SHAPE = (32, 32, 24)

@@ -1,9 +1,11 @@
-"""validate(config): every rule the code assumes of a config, checked before anything runs.
+"""check_config(config): every rule the code assumes of a config, checked before anything runs.
 
 The table below lists every field the code reads, with what it admits; a field that is
 missing, unknown (a typo in a config file) or out of range is a ConfigError naming it, so
 every command turns it into one line and exit 2 before it touches a file. Rules between
-fields (patch size against depth, fold against the store, batch against processes) follow.
+fields (patch size against depth, validation sources, warm-up against steps) follow. Each
+choice admits the names the module implementing it defines (model/blocks.py's NORMS, ...);
+the rules that need the store or the devices are train/setup.py's check_against_store.
 """
 
 import math
@@ -11,28 +13,16 @@ import numbers
 
 import ml_collections
 
-from brats_jax import losses
+from brats_jax import model as model_lib
+from brats_jax import tasks
 from brats_jax.errors import ConfigError
-
-ARCHITECTURES = ("unet", "transunet")
-ACTIVATIONS = ("leaky_relu", "relu", "elu", "gelu", "silu")
-NORMS = ("instance", "group", "batch", "none")
-BLOCKS = ("plain", "residual", "context")
-DOWNSAMPLE = ("conv", "maxpool")
-UPSAMPLE = ("depth_to_space", "nearest", "linear")
-DROPOUT_AT = ("bottleneck", "blocks", "convolutions")
-OUTPUTS = ("separate", "summed")
-LOSS_TERMS = ("dice", "iou", "bce", "ce", "focal")
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("poly", "cosine", "constant")
-ON_NONFINITE = ("skip", "stop")
-DTYPES = ("float32", "bfloat16")
-REMAT = ("auto", "none", "convolutions")
-PLACEMENTS = ("auto", "host", "replicated", "sharded")  # device_data.py
+from brats_jax.model import blocks, unet
+from brats_jax.train import device_input, loop, losses, optimizer, step
+from brats_jax.workdir.contract import flatten
 
 
 def _fail(field, value, what):
-  raise ConfigError(f"config field {field}={value!r}: {what}")
+  raise ConfigError.of_field(field, value, what)
 
 
 def _integer(low=None, high=None):
@@ -95,12 +85,12 @@ def _modalities(field, value):
 
 
 def _loss_terms(field, value):
-  pairs = value if isinstance(value, (tuple, list)) else None
+  pairs = value if isinstance(value, (tuple, list)) else ()
   if not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
     _fail(field, value, "must be (name, weight) pairs, e.g. (('dice', 1.0), ('bce', 1.0))")
   for name, weight in pairs:
-    if name not in LOSS_TERMS:
-      _fail(field, value, f"unknown loss {name!r}; known: {', '.join(LOSS_TERMS)}")
+    if name not in losses.TERM_NAMES:
+      _fail(field, value, f"unknown loss {name!r}; known: {', '.join(losses.TERM_NAMES)}")
     _number(0)(field, weight)
   if not any(weight > 0 for _, weight in pairs):
     _fail(field, value, "needs a term with a weight above 0")
@@ -143,28 +133,28 @@ RULES = {
     "data.batch_per_device": _integer(1),
     "data.foreground_fraction": _PROBABILITY,
     "data.prefetch": _integer(1, 64),
-    "data.placement": _choice(*PLACEMENTS),
+    "data.placement": _choice(*device_input.PLACEMENTS),
     "model.base_filters": _integer(1),
     "model.max_filters": _integer(1),
     "model.depth": _integer(2, 8),
-    "model.architecture": _choice(*ARCHITECTURES),
-    "model.norm": _choice(*NORMS),
-    "model.activation": _choice(*ACTIVATIONS),
-    "model.block": _choice(*BLOCKS),
-    "model.downsample": _choice(*DOWNSAMPLE),
-    "model.upsample": _choice(*UPSAMPLE),
+    "model.architecture": _choice(*model_lib.ARCHITECTURES),
+    "model.norm": _choice(*blocks.NORMS),
+    "model.activation": _choice(*blocks.ACTIVATIONS),
+    "model.block": _choice(*blocks.BLOCKS),
+    "model.downsample": _choice(*blocks.DOWNSAMPLE),
+    "model.upsample": _choice(*blocks.UPSAMPLE),
     "model.dropout": _number(0, 1, high_open=True),
-    "model.dropout_at": _choice(*DROPOUT_AT),
+    "model.dropout_at": _choice(*blocks.DROPOUT_AT),
     "model.deep_supervision": _integer(0),
-    "model.outputs": _choice(*OUTPUTS),
+    "model.outputs": _choice(*unet.OUTPUTS),
     "model.bottleneck_dilation": _dilation,
     "model.vit_layers": _integer(1, 48),
     "model.vit_heads": _integer(1),
     "model.vit_dim": _integer(1),
     "model.vit_mlp_dim": _integer(1),
-    "model.dtype": _choice(*DTYPES),
-    "model.remat": _choice(*REMAT),
-    "loss.kind": _choice(*losses.KINDS),
+    "model.dtype": _choice(*model_lib.DTYPES),
+    "model.remat": _choice(*step.REMAT),
+    "loss.kind": _choice(*tasks.KINDS),
     "loss.terms": _loss_terms,
     "loss.class_weights": _weights,
     "loss.dice_smooth": _number(0),
@@ -185,14 +175,14 @@ RULES = {
     "augment.p_noise": _PROBABILITY,
     "augment.noise_std_max": _number(0),
     "train.num_steps": _integer(1),
-    "train.optimizer": _choice(*OPTIMIZERS),
+    "train.optimizer": _choice(*optimizer.OPTIMIZERS),
     "train.learning_rate": _number(0, low_open=True),
     "train.momentum": _number(0, 1, high_open=True),
     "train.weight_decay": _number(0),
-    "train.schedule": _choice(*SCHEDULES),
+    "train.schedule": _choice(*optimizer.SCHEDULES),
     "train.warmup_steps": _integer(0),
     "train.grad_clip_norm": _number(0, low_open=True),
-    "train.on_nonfinite": _choice(*ON_NONFINITE),
+    "train.on_nonfinite": _choice(*loop.ON_NONFINITE),
     "train.early_stopping_patience": _integer(0),
     "train.device_memory_gib": _number(0),
     "eval.every_steps": _integer(1),
@@ -207,31 +197,16 @@ RULES = {
 }
 
 
-def _flatten(config, prefix="") -> dict:
-  flat = {}
-  for key, value in config.items():
-    name = prefix + key
-    if isinstance(value, (ml_collections.ConfigDict, dict)):
-      flat.update(_flatten(value, name + "."))
-    else:
-      flat[name] = value
-  return flat
-
-
 def nearest_valid_sizes(size: int, multiple: int) -> list:
   """The multiples of `multiple` nearest to `size` (below and above; one if size is one)."""
   below = max(multiple, size // multiple * multiple)
   return sorted({below, below + multiple} if below < size else {below})
 
 
-def validate(config: ml_collections.ConfigDict, *, channels: tuple | None = None,
-             num_folds: int | None = None, num_devices: int | None = None,
-             num_processes: int = 1, binary_labels: bool = False) -> None:
-  """Raises ConfigError naming the first field that breaks a rule.
-
-  The store's channels and folds, and the device and process counts, are checked when given.
-  """
-  flat = _flatten(config)
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first field that breaks a rule. (The rules that need the
+  store and the devices are checked when a run starts: train/setup.py.)"""
+  flat = flatten(config)
   unknown = sorted(set(flat) - set(RULES))
   if unknown:
     raise ConfigError(f"config field {unknown[0]} is not a field brats_jax reads "
@@ -269,29 +244,21 @@ def validate(config: ml_collections.ConfigDict, *, channels: tuple | None = None
           f"every size must be divisible by 2^(model.depth-1) = {multiple} "
           f"(model.depth={model.depth}); nearest valid: {nearest}")
   for name, _ in loss.terms:
-    if name not in losses.TERMS[loss.kind]:
+    if name not in losses.terms_for(loss.kind):
       hint = "; use ce" if name == "bce" else "; use bce" if name == "ce" else ""
       _fail("loss.terms", tuple(loss.terms),
             f"{name} is not a loss for loss.kind={loss.kind} (it takes "
-            f"{', '.join(losses.TERMS[loss.kind])}){hint}")
-  outputs = losses.num_outputs(loss)
+            f"{', '.join(losses.terms_for(loss.kind))}){hint}")
+  outputs = tasks.num_outputs(loss.kind)
   if loss.class_weights and len(loss.class_weights) != outputs:
     _fail("loss.class_weights", tuple(loss.class_weights),
           f"loss.kind={loss.kind} has {outputs} outputs, so {outputs} weights (or none)")
-  if binary_labels and loss.kind != "binary":
-    _fail("loss.kind", loss.kind, f"the store {data.store} holds binary masks (no TC or "
-          "ET); train it with loss.kind=binary")
   if train.warmup_steps >= train.num_steps:
     _fail("train.warmup_steps", train.warmup_steps,
           f"must be below train.num_steps ({train.num_steps})")
   if config.augment.enabled and len(data.modalities) > 8:
     _fail("data.modalities", tuple(data.modalities),
           "augmentation draws for at most 8 channels")
-  missing = [m for m in data.modalities if channels is not None and m not in channels]
-  if missing:
-    _fail("data.modalities", tuple(data.modalities),
-          f"the store {data.store} has no {', '.join(missing)} (it holds "
-          f"{', '.join(channels)})")
   if data.val_store and data.val_fraction:
     _fail("data.val_fraction", data.val_fraction,
           f"validation comes from data.val_store ({data.val_store}); set one of the two")
@@ -299,10 +266,3 @@ def validate(config: ml_collections.ConfigDict, *, channels: tuple | None = None
                                             or data.val_fold >= 0):
     _fail("train.early_stopping_patience", train.early_stopping_patience,
           "needs validation cases (data.val_fold, data.val_fraction or data.val_store)")
-  if num_folds is not None and data.val_fold >= num_folds:
-    _fail("data.val_fold", data.val_fold,
-          f"the store {data.store} has folds 0-{num_folds - 1} (-1: no validation)")
-  if num_devices is not None and (data.batch_per_device * num_devices) % num_processes:
-    _fail("data.batch_per_device", data.batch_per_device,
-          f"the global batch ({data.batch_per_device} x {num_devices} devices) must split "
-          f"evenly over {num_processes} processes")

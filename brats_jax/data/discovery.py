@@ -10,9 +10,9 @@ import collections
 import os
 import re
 
+from brats_jax.data.layouts import LAYOUTS, Layout, RawCase
 from brats_jax.errors import DataError
-from brats_jax.formats import LGG_SLICE
-from brats_jax.layouts import LAYOUTS, Layout, RawCase
+from brats_jax.imageio.tiff import LGG_SLICE
 
 _NIFTI = r"\.nii(\.gz)?$"
 _MHA = r"\.mh[ad]$"
@@ -49,7 +49,7 @@ def _find_per_modality(root: str, layout: Layout) -> list:
   (folder, case id) whichever modality the files are."""
   sep = layout.separator
   pattern = _per_modality_name(layout, layout.suffixes + ("seg",))
-  groups = collections.defaultdict(dict)
+  groups: dict[tuple, dict[str, str]] = collections.defaultdict(dict)
   for path in walk_files(root, _NIFTI):
     match = pattern.match(os.path.basename(path))
     if not match:
@@ -87,7 +87,7 @@ def _find_brats2015(root: str) -> list:
   """The original tree: a patient folder holds one folder per channel and one for labels,
   each with one .mha of the same name. The case id is the patient folder's name."""
   layout = LAYOUTS["brats2015"]
-  groups = collections.defaultdict(dict)
+  groups: dict[str, dict[str, str]] = collections.defaultdict(dict)
   for path in walk_files(root, _MHA):
     name = os.path.basename(path)
     channel = _BRATS2015_CHANNEL.match(name)
@@ -124,7 +124,7 @@ def _find_brats2015_repacked(root: str) -> list:
   """One folder per channel (and one for labels); a patient's files share their name."""
   layout = LAYOUTS["brats2015_repacked"]
   folders = _repacked_folders(root)
-  stems = collections.defaultdict(dict)
+  stems: dict[str, dict[str, str]] = collections.defaultdict(dict)
   for key, folder in folders.items():
     for path in walk_files(folder, _MHA + "|" + _NIFTI):
       stem = re.sub(_MHA + "|" + _NIFTI, "", os.path.basename(path), flags=re.IGNORECASE)
@@ -139,7 +139,7 @@ def _find_brats2015_repacked(root: str) -> list:
 def _find_lgg(root: str) -> list:
   """Kaggle LGG: a folder per patient of <patient>_<n>.tif slices and their _mask.tif; the
   case's `images` is the patient folder, its `label` too when any mask is there."""
-  patients = collections.defaultdict(lambda: [False, False])
+  patients: dict[str, list[bool]] = collections.defaultdict(lambda: [False, False])
   for path in walk_files(root, r"\.tiff?$"):
     match = LGG_SLICE.match(os.path.basename(path))
     folder = os.path.dirname(path)

@@ -10,8 +10,9 @@ import os
 
 import numpy as np
 
-from brats_jax import formats, layouts, volumes
+from brats_jax.data import layouts
 from brats_jax.errors import DataError
+from brats_jax.imageio import metaimage, nifti, tiff
 
 
 def path(output_dir: str, case_id: str, layout: str) -> str:
@@ -30,13 +31,13 @@ def write(output_dir: str, case_id: str, layout: str, labels: np.ndarray, affine
   file_format = layouts.LAYOUTS[layout].file_format
   labels = labels.astype(np.uint8)
   if file_format == "tiff":
-    formats.save_lgg_masks(target, case_id, labels)
+    tiff.save_lgg_masks(target, case_id, labels)
   elif file_format == "mha" and reference and os.path.exists(reference):
-    formats.save_mha_like(target, labels, reference)
+    metaimage.save_mha_like(target, labels, reference)
   elif file_format == "mha":
-    formats.save_mha(target, labels, np.linalg.norm(affine[:3, :3], axis=0), affine[:3, 3])
+    metaimage.save_mha(target, labels, np.linalg.norm(affine[:3, :3], axis=0), affine[:3, 3])
   else:
-    volumes.save_label_like(target, labels, affine, reference)
+    nifti.save_label_like(target, labels, affine, reference)
   return target
 
 
@@ -47,12 +48,12 @@ def read(output_dir: str, case: layouts.RawCase, shape: tuple):
   if not os.path.exists(target):
     raise DataError(f"{target}: missing prediction for case {case.case_id}")
   if file_format == "tiff":
-    reference_images, _ = formats.lgg_slices(case.images[0])
-    planes = [formats.load_lgg_plane(os.path.join(target, f"{case.case_id}_{n + 1}_mask.tif"))
+    reference_images, _ = tiff.lgg_slices(case.images[0])
+    planes = [tiff.load_lgg_plane(os.path.join(target, f"{case.case_id}_{n + 1}_mask.tif"))
               for n in range(len(reference_images))]
-    return volumes.as_labels(np.stack(planes, axis=2), target, shape, "prediction"), None
+    return nifti.as_labels(np.stack(planes, axis=2), target, shape, "prediction"), None
   if file_format == "mha":
-    data, affine, _ = formats.load_mha(target, "prediction")
-    return volumes.as_labels(data, target, shape, "prediction"), affine
-  data, affine, _ = volumes.load_label(target, shape, what="prediction")
+    data, affine, _ = metaimage.load_mha(target, "prediction")
+    return nifti.as_labels(data, target, shape, "prediction"), affine
+  data, affine, _ = nifti.load_label(target, shape, what="prediction")
   return data, affine

@@ -1,6 +1,5 @@
-"""Prepare a raw BraTS dataset once into a pre-sharded TensorStore zarr3 store.
-
-    brats-jax-prepare --input=RAW_DIR --output=STORE [--layout=brats2021|brats2023|msd]
+"""Prepare a raw BraTS dataset once into a pre-sharded TensorStore zarr3 store
+(brats-jax-prepare runs this).
 
 Per case: read and check every file, map labels to the internal convention, crop to the brain
 bounding box, z-score each channel over brain voxels (background stays 0), sample foreground
@@ -9,7 +8,6 @@ only when complete; a rerun after a crash starts clean.
 """
 
 import concurrent.futures
-import json
 import os
 import shutil
 import sys
@@ -17,10 +15,12 @@ import zlib
 
 import ml_dtypes
 import numpy as np
-from absl import app, flags
 
-from brats_jax import discovery, layouts, preprocessing, store
-from brats_jax.errors import DataError, exit_on_user_error
+from brats_jax import files
+from brats_jax.data import discovery, layouts, preprocessing, store
+from brats_jax.data.raw_cases import read_raw_case
+from brats_jax.errors import DataError
+from brats_jax.labels import INTERNAL_NAMES
 from brats_jax.progress import progress_bar
 
 FOLD_SEED = 20_211_121
@@ -29,7 +29,7 @@ FOLD_SEED = 20_211_121
 def foreground_samples(labels: np.ndarray, rng, per_class: int) -> np.ndarray:
   """Up to per_class random (x, y, z, label) rows for each tumour label present."""
   rows = [np.zeros((0, 4), np.int16)]
-  for value in layouts.INTERNAL_NAMES:
+  for value in INTERNAL_NAMES:
     coords = np.argwhere(labels == value)
     if len(coords):
       chosen = coords[rng.choice(len(coords), min(per_class, len(coords)), replace=False)]
@@ -41,7 +41,7 @@ def prepare_case(case: layouts.RawCase, root: str, dtype: str, inner_chunk: int,
                  fg_per_class: int, options: dict) -> dict:
   """Reads, preprocesses (options: preprocessing.describe) and writes one case; returns
   its manifest entry."""
-  images, labels, affine, spacing = preprocessing.read_raw_case(case)
+  images, labels, affine, spacing = read_raw_case(case)
   ready, labels, geometry = preprocessing.preprocess(images, labels, case.images[0], options)
   np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
   store.write_array(root, f"images/{case.case_id}", ready.astype(np_dtype), inner_chunk, dtype)
@@ -58,8 +58,8 @@ def prepare_case(case: layouts.RawCase, root: str, dtype: str, inner_chunk: int,
     rng = np.random.default_rng(zlib.crc32(case.case_id.encode()))
     store.write_array(root, f"foreground/{case.case_id}",
                       foreground_samples(labels, rng, fg_per_class), 1 << 16)
-    entry["voxels_per_label"] = {layouts.INTERNAL_NAMES[v]: int((labels == v).sum())
-                                 for v in layouts.INTERNAL_NAMES}
+    entry["voxels_per_label"] = {INTERNAL_NAMES[v]: int((labels == v).sum())
+                                 for v in INTERNAL_NAMES}
   return entry
 
 
@@ -111,11 +111,10 @@ def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str =
         "format_version": store.FORMAT_VERSION, "source": os.path.abspath(input_dir),
         "layout": entries[0]["layout"], "dtype": dtype, "num_folds": num_folds,
         "channels": list(channels), "preprocessing": options,
-        "label_values": layouts.INTERNAL_NAMES,
+        "label_values": INTERNAL_NAMES,
         "skipped": skipped, "cases": entries,
     }
-    with open(os.path.join(tmp, store.MANIFEST), "w") as f:
-      json.dump(manifest, f, indent=1)
+    files.write_json(os.path.join(tmp, store.MANIFEST), manifest)
     store.write_group(tmp, {"brats_jax": store.FORMAT_VERSION})
     if os.path.exists(output):
       shutil.rmtree(output)
@@ -123,56 +122,3 @@ def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str =
     return manifest
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Defined when the command runs, so importing the module defines no flags."""
-  flags.DEFINE_string("input", None, "Raw dataset folder.")
-  flags.DEFINE_string("output", None, "Store to write.")
-  flags.DEFINE_enum("layout", None, list(layouts.LAYOUTS), "Source layout; detected if unset.")
-  flags.DEFINE_enum("dtype", "float16", ["float16", "bfloat16"], "Stored image dtype.")
-  flags.DEFINE_integer("num_workers", 4, "Cases processed in parallel.")
-  flags.DEFINE_bool("skip_bad", False, "Report bad cases and go on instead of stopping.")
-  flags.DEFINE_bool("overwrite", False, "Replace an existing store.")
-  flags.DEFINE_integer("num_folds", 5, "Cross-validation folds recorded in the manifest.")
-  flags.DEFINE_integer("inner_chunk", 32, "Edge of the inner (read) chunks in voxels.")
-  flags.DEFINE_integer("fg_per_class", 10_000, "Foreground locations kept per label and case.")
-  flags.DEFINE_enum("crop", "brain", list(preprocessing.CROPS),
-                    "brain: to the nonzero bounding box; centre: a --crop_shape box.")
-  flags.DEFINE_list("crop_shape", None, "Box of crop=centre, e.g. 144,224,224.")
-  flags.DEFINE_enum("normalisation", "zscore", list(preprocessing.NORMALISATIONS),
-                    "Per channel: zscore over brain voxels, minmax, divide (by --divide_by).")
-  flags.DEFINE_float("divide_by", 255.0, "The divisor of normalisation=divide.")
-  flags.DEFINE_float("smooth_sigma", 0.0, "Gaussian smoothing (voxels; 0: none).")
-  flags.DEFINE_float("sharpen", 0.0, "Laplacian sharpening weight (x - w * laplace(x)).")
-  flags.DEFINE_list("resize_shape", None, "Resample to this shape after cropping.")
-
-
-@exit_on_user_error
-def main(argv):
-  del argv
-  if not FLAGS.input or not FLAGS.output:
-    raise app.UsageError("--input and --output are required")
-  def shape(values):
-    return [int(v) for v in values] if values else None
-
-  manifest = prepare(FLAGS.input, FLAGS.output, FLAGS.layout, FLAGS.dtype, FLAGS.num_workers,
-                     FLAGS.skip_bad, FLAGS.overwrite, FLAGS.num_folds, FLAGS.inner_chunk,
-                     FLAGS.fg_per_class, progress=True, crop=FLAGS.crop,
-                     crop_shape=shape(FLAGS.crop_shape), normalisation=FLAGS.normalisation,
-                     divide_by=FLAGS.divide_by, smooth_sigma=FLAGS.smooth_sigma,
-                     sharpen=FLAGS.sharpen, resize_shape=shape(FLAGS.resize_shape))
-  print(f"prepared {len(manifest['cases'])} {manifest['layout']} cases into {FLAGS.output}"
-        + (f" ({len(manifest['skipped'])} skipped)" if manifest["skipped"] else ""))
-
-
-def run():
-  _define_flags()
-  app.run(main)
-
-
-if __name__ == "__main__":
-  run()

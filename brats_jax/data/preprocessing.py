@@ -1,6 +1,7 @@
-"""What prepare, predict and evaluate do to a raw case before the model sees it.
+"""What prepare and predict do to a raw case (raw_cases.py reads it) before the model sees it,
+and how a prediction is put back into the case's geometry.
 
-Reading and checking a raw case's files, then, with the options `describe` records:
+The options `describe` records:
   crop           brain: to the bounding box of voxels nonzero in any channel (default);
                  centre: a box of crop_shape centred on the volume (padded where larger)
   normalisation  zscore: per channel over brain voxels, background stays 0 (default);
@@ -10,15 +11,15 @@ Reading and checking a raw case's files, then, with the options `describe` recor
   sharpen        Laplacian sharpening x - sharpen * laplace(x) (0: none)
   resize_shape   resampled to this shape after cropping (linear; labels nearest)
 The store's manifest records what was applied, and every checkpoint's inference contract
-carries it, so prediction applies exactly the preprocessing the model was trained with
-(and `restore` puts predictions back into the input's geometry), or refuses one it does not
-know.
+carries it, so prediction applies exactly the preprocessing the model was trained with (and
+`to_original_geometry` puts predictions back into the input's geometry), or refuses one it
+does not know.
 """
 
 import numpy as np
 from scipy import ndimage
 
-from brats_jax import formats, layouts, volumes
+from brats_jax.data.layouts import MODALITIES
 from brats_jax.errors import DataError
 
 CROPS = ("brain", "centre")
@@ -27,7 +28,7 @@ NORMALISATIONS = ("zscore", "minmax", "divide", "none")
 _LEGACY = {"nonzero_bounding_box": "brain", "zscore_nonzero": "zscore"}
 
 
-def describe(channels=layouts.MODALITIES, crop: str = "brain", crop_shape=None,
+def describe(channels=MODALITIES, crop: str = "brain", crop_shape=None,
              normalisation: str = "zscore", divide_by: float = 255.0,
              smooth_sigma: float = 0.0, sharpen: float = 0.0, resize_shape=None) -> dict:
   """The record of a preprocessing (what prepare writes into the manifest)."""
@@ -41,7 +42,7 @@ def describe(channels=layouts.MODALITIES, crop: str = "brain", crop_shape=None,
 def resolve(recorded: dict, where: str) -> dict:
   """A recorded preprocessing with every option (older records: their defaults), or a
   DataError if this version cannot apply it."""
-  full = describe(recorded.get("channels", layouts.MODALITIES))
+  full = describe(recorded.get("channels", MODALITIES))
   full.update({k: _LEGACY.get(v, v) if isinstance(v, str) else v
                for k, v in recorded.items()})
   if full["crop"] not in CROPS or full["normalisation"] not in NORMALISATIONS:
@@ -62,93 +63,6 @@ def preparation(recorded: dict) -> dict:
   """A recorded preprocessing without its channel list: two stores (or a store and a model)
   agree on how cases were prepared when these are equal, whichever channels they hold."""
   return {k: v for k, v in recorded.items() if k != "channels"}
-
-
-def _header(path: str, layout: layouts.Layout, what: str) -> tuple:
-  """(shape [X, Y, Z], affine) of one channel or label file, from its header."""
-  if layout.file_format == "mha":
-    shape, affine, _ = formats.mha_header(path, what)
-    return shape, affine
-  image = volumes.open_nifti(path, what=what)
-  return tuple(image.shape[:3]), image.affine
-
-
-def check_raw_case(case: layouts.RawCase) -> None:
-  """Header-level checks of a case, without reading voxels: every file present and sound,
-  the layout's channels, and one geometry (shape, affine) for all its files."""
-  layout = layouts.LAYOUTS[case.layout]
-  if case.layout == "lgg":
-    images, masks = formats.lgg_slices(case.images[0])
-    shape = formats.tiff_header(images[0], "image slice")
-    if len(shape) != 3 or shape[-1] != len(layout.channels):
-      raise DataError(f"{images[0]}: slice shape {shape}, expected [rows, columns, "
-                      f"{len(layout.channels)}] (pre-contrast, FLAIR, post-contrast)")
-    if masks:
-      formats.tiff_header(masks[0], "mask slice")
-    return
-  if case.layout == "msd":
-    image = volumes.open_nifti(case.images[0], ndim=(4,))
-    if image.shape[-1] != 4:
-      raise DataError(f"{case.images[0]}: expected 4 channels (FLAIR, T1w, T1gd, T2w), "
-                      f"found {image.shape[-1]}")
-    first = (tuple(image.shape[:3]), image.affine)
-  else:
-    first = _header(case.images[0], layout, "modality")
-    for path in case.images[1:]:
-      _check_same_geometry(_header(path, layout, "modality"), first, path, case.images[0])
-  if case.label:
-    _check_same_geometry(_header(case.label, layout, "label"), first, case.label,
-                         case.images[0])
-
-
-def _check_same_geometry(geometry, reference, path: str, reference_path: str):
-  (shape, affine), (reference_shape, reference_affine) = geometry, reference
-  if shape != reference_shape:
-    raise DataError(f"{path}: shape {shape} differs from {reference_path} {reference_shape}")
-  if not np.allclose(affine, reference_affine, atol=1e-3):
-    raise DataError(f"{path}: affine differs from {reference_path}")
-
-
-def _load(path: str, layout: layouts.Layout, what: str):
-  return formats.load_mha(path, what) if layout.file_format == "mha" else \
-      volumes.load_nifti(path, what=what)
-
-
-def read_raw_case(case: layouts.RawCase):
-  """Loads and checks one raw case: (images [X, Y, Z, C] float32 in the layout's channel
-  order, internal labels or None, affine, spacing)."""
-  check_raw_case(case)
-  layout = layouts.LAYOUTS[case.layout]
-  if case.layout == "lgg":
-    images, mask = formats.load_lgg_case(case.images[0], with_mask=case.label is not None)
-    labels = None if mask is None else case.convention.encode(
-        volumes.as_labels(mask, case.label), case.label)
-    return images, labels, np.eye(4), (1.0, 1.0, 1.0)
-  if case.layout == "msd":
-    data, affine, spacing = volumes.load_nifti(case.images[0], ndim=(4,))
-    images = data.astype(np.float32)
-  else:
-    channels = [_load(path, layout, "modality") for path in case.images]
-    _, affine, spacing = channels[0]
-    images = np.stack([data.astype(np.float32) for data, _, _ in channels], axis=-1)
-  labels = None
-  if case.label:
-    raw, _, _ = _load(case.label, layout, "label")
-    labels = case.convention.encode(volumes.as_labels(raw, case.label, images.shape[:3]),
-                                    case.label)
-  return images, labels, affine, spacing
-
-
-def read_reference(case: layouts.RawCase):
-  """(internal labels, affine or None, spacing) of a case's reference label file(s)."""
-  layout = layouts.LAYOUTS[case.layout]
-  if case.layout == "lgg":
-    images, mask = formats.load_lgg_case(case.images[0])
-    return (case.convention.encode(volumes.as_labels(mask, case.label), case.label), None,
-            (1.0, 1.0, 1.0))
-  raw, affine, spacing = _load(case.label, layout, "label")
-  return (case.convention.encode(volumes.as_labels(raw, case.label), case.label), affine,
-          spacing)
 
 
 def brain_box(images: np.ndarray, labels, path: str):
@@ -245,7 +159,7 @@ def preprocess(images: np.ndarray, labels, path: str, options: dict | None = Non
   return image.astype(np.float32), labels, geometry
 
 
-def restore(labels: np.ndarray, geometry: dict, original_shape) -> np.ndarray:
+def to_original_geometry(labels: np.ndarray, geometry: dict, original_shape) -> np.ndarray:
   """Model-space labels -> labels in the input's geometry (resize undone by nearest
   neighbour, crop undone; voxels outside the crop are background)."""
   cropped_shape = tuple(geometry["cropped_shape"])

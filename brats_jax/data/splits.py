@@ -15,9 +15,9 @@ import dataclasses
 
 import numpy as np
 
-from brats_jax import preprocessing
+from brats_jax.data import preprocessing
+from brats_jax.data.store import PreparedStore
 from brats_jax.errors import ConfigError, DataError
-from brats_jax.store import PreparedStore
 
 
 @dataclasses.dataclass

@@ -3,7 +3,7 @@
     STORE/zarr.json                  group metadata
     STORE/manifest.json              cases: ids, geometry, crop boxes, folds, conventions
     STORE/images/<case>/             [X, Y, Z, 4] float16 (or bfloat16), z-scored, brain-cropped
-    STORE/labels/<case>/             [X, Y, Z] uint8, internal labels (layouts.py)
+    STORE/labels/<case>/             [X, Y, Z] uint8, internal labels (labels.py)
     STORE/foreground/<case>/         [K, 4] int16: (x, y, z, internal label) samples
 
 Each case array is a single zarr3 shard, so it is one object on disk or in a bucket, and is
@@ -18,8 +18,9 @@ import threading
 import numpy as np
 import tensorstore as ts
 
-from brats_jax import layouts, preprocessing
+from brats_jax.data import layouts, preprocessing
 from brats_jax.errors import DataError
+from brats_jax.labels import CONVENTIONS
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -106,9 +107,9 @@ class PreparedStore:
     self.image_dtype = self.manifest.get("dtype", "float16")
     # Binary masks only (Kaggle LGG): no tumour sub-regions to train on.
     self.binary_labels = bool(self.cases) and all(
-        layouts.CONVENTIONS[c["convention"]].binary for c in self.cases.values())
+        CONVENTIONS[c["convention"]].binary for c in self.cases.values())
     self._context = ts.Context({"cache_pool": {"total_bytes_limit": _CACHE_BYTES}})
-    self._handles = {}
+    self._handles: dict[tuple, ts.TensorStore] = {}
     self._lock = threading.Lock()
 
   def case_ids(self, folds=None, exclude_folds=None, labelled=True) -> list:
@@ -165,12 +166,12 @@ class PreparedStore:
         lo = [max(0, s) for s in start]
         hi = [min(d, s + n) for d, s, n in zip(shape, start, size)]
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        image = self.array("images", case_id)[box].read(batch=batch)
-        labels = self.array("labels", case_id)[box].read(batch=batch)
-        pending.append((image, labels, [a - s for a, s in zip(lo, start)], size))
+        pending.append((self.array("images", case_id)[box].read(batch=batch),
+                        self.array("labels", case_id)[box].read(batch=batch),
+                        [a - s for a, s in zip(lo, start)], size))
     patches = []
-    for image, labels, offset, size in pending:
-      image, labels = image.result()[..., self._selection], labels.result()
+    for image_read, labels_read, offset, size in pending:
+      image, labels = image_read.result()[..., self._selection], labels_read.result()
       out_image = np.zeros(tuple(size) + image.shape[-1:], image.dtype)
       out_labels = np.zeros(tuple(size), np.uint8)
       box = tuple(slice(o, o + n) for o, n in zip(offset, labels.shape))

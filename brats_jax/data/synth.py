@@ -1,6 +1,5 @@
-"""Synthetic BraTS-like MRI: brain anatomy, tumours, four contrasts, any supported layout.
-
-    brats-jax-synth --output=/tmp/raw --layout=brats2021 --num_cases=8 --shape=240,240,155
+"""Synthetic BraTS-like MRI: brain anatomy, tumours, four contrasts, any supported layout
+(brats-jax-synth runs this).
 
 Each case is a skull-stripped head: white matter, a cortical grey-matter shell, ventricles and
 sulcal CSF, with a tumour made of edema around a core of necrosis and an enhancing rim (some
@@ -14,11 +13,11 @@ import os
 import shutil
 
 import numpy as np
-from absl import app, flags
 from scipy import ndimage
 
-from brats_jax import formats, layouts, volumes
-from brats_jax.errors import exit_on_user_error
+from brats_jax.data import layouts
+from brats_jax.imageio import metaimage, nifti, tiff
+from brats_jax.labels import CONVENTIONS, ED, ET, NCR, NET, regions_from_labels
 from brats_jax.progress import progress_bar
 
 # Mean intensity of each tissue in (FLAIR, T1, T1ce, T2), relative units.
@@ -29,9 +28,9 @@ _TISSUE_CONTRAST = {
     _WM: (0.45, 0.85, 0.85, 0.45),
 }
 _TUMOUR_CONTRAST = {
-    layouts.ED: (0.95, 0.50, 0.52, 0.85),
-    layouts.NCR: (0.55, 0.30, 0.32, 0.95),
-    layouts.ET: (0.75, 0.55, 1.30, 0.70),
+    ED: (0.95, 0.50, 0.52, 0.85),
+    NCR: (0.55, 0.30, 0.32, 0.95),
+    ET: (0.75, 0.55, 1.30, 0.70),
 }
 
 
@@ -69,12 +68,12 @@ def make_case(shape, rng, p_non_enhancing=0.1):
   d_edema = d * (1 + 0.3 * _smooth_field(rng, shape, 8))
   d_core = d * (1 + 0.2 * _smooth_field(rng, shape, 8))
   labels = np.zeros(shape, np.uint8)
-  labels[(d_edema < edema_radius) & brain] = layouts.ED
+  labels[(d_edema < edema_radius) & brain] = ED
   if rng.uniform() < p_non_enhancing:
-    labels[(d_core < core_radius) & brain] = layouts.NCR
+    labels[(d_core < core_radius) & brain] = NCR
   else:
-    labels[(d_core < core_radius) & brain] = layouts.ET
-    labels[(d_core < necrosis_radius) & brain] = layouts.NCR
+    labels[(d_core < core_radius) & brain] = ET
+    labels[(d_core < necrosis_radius) & brain] = NCR
 
   images = np.zeros(shape + (4,), np.float32)
   for value, contrast in list(_TISSUE_CONTRAST.items()):
@@ -109,11 +108,11 @@ def case_id(layout: str, index: int) -> str:
 def _with_non_enhancing(labels):
   """BraTS 2015 tells non-enhancing tumour (3) from necrosis (1): the upper half of each
   tumour's non-enhancing core (by voxel count, ordered by height) becomes non-enhancing."""
-  core = np.argwhere(labels == layouts.NCR)
+  core = np.argwhere(labels == NCR)
   if len(core) > 1:
     upper = core[np.argsort(core[:, 2], kind="stable")[len(core) // 2:]]
     labels = labels.copy()
-    labels[tuple(upper.T)] = layouts.NET
+    labels[tuple(upper.T)] = NET
   return labels
 
 
@@ -131,7 +130,7 @@ def _write_brats2015(root, cid, index, images, seg, affine, repacked):
       kind = "VSD.Brain_3more.XX.O.OT" if suffix == "OT" else f"VSD.Brain.XX.O.MR_{suffix}"
       name = f"{kind}.{50000 + 10 * index + k}"
       path = os.path.join(root, grade, cid, name, name + ".mha")
-    formats.save_mha(path, data, spacing, affine[:3, 3])
+    metaimage.save_mha(path, data, spacing, affine[:3, 3])
 
 
 def _write_lgg(root, cid, images, labels):
@@ -139,8 +138,8 @@ def _write_lgg(root, cid, images, labels):
   channels = [layouts.MODALITIES.index(c) for c in layouts.LAYOUTS["lgg"].channels]
   rgb = images[..., channels].astype(np.float64)
   rgb = np.round(255 * rgb / max(rgb.max(), 1)).astype(np.uint8)
-  mask = (layouts.regions_from_labels(labels)[..., 0] * 255).astype(np.uint8)
-  formats.save_lgg_case(os.path.join(root, cid), cid, rgb, mask)
+  mask = (regions_from_labels(labels)[..., 0] * 255).astype(np.uint8)
+  tiff.save_lgg_case(os.path.join(root, cid), cid, rgb, mask)
 
 
 def write_case(root, layout, index, shape, seed, spacing=(1.0, 1.0, 1.0), p_non_enhancing=0.1):
@@ -151,7 +150,7 @@ def write_case(root, layout, index, shape, seed, spacing=(1.0, 1.0, 1.0), p_non_
   affine = make_affine(rng, spacing)
   if layout.startswith("brats2015"):
     labels = _with_non_enhancing(labels)
-  seg = layouts.CONVENTIONS[layouts.LAYOUTS[layout].convention].decode(labels)
+  seg = CONVENTIONS[layouts.LAYOUTS[layout].convention].decode(labels)
   cid = case_id(layout, index)
   if layout.startswith("brats2015"):
     _write_brats2015(root, cid, index, images, seg, affine, layout == "brats2015_repacked")
@@ -160,14 +159,14 @@ def write_case(root, layout, index, shape, seed, spacing=(1.0, 1.0, 1.0), p_non_
     _write_lgg(root, cid, images, labels)
     return cid
   if layout == "msd":
-    volumes.save_nifti(os.path.join(root, "imagesTr", cid + ".nii.gz"), images, affine)
-    volumes.save_nifti(os.path.join(root, "labelsTr", cid + ".nii.gz"), seg, affine)
+    nifti.save_nifti(os.path.join(root, "imagesTr", cid + ".nii.gz"), images, affine)
+    nifti.save_nifti(os.path.join(root, "labelsTr", cid + ".nii.gz"), seg, affine)
     return cid
   spec = layouts.LAYOUTS[layout]
   folder = os.path.join(root, cid)
   for c, suffix in enumerate(spec.suffixes):
-    volumes.save_nifti(os.path.join(folder, spec.file_name(cid, suffix)), images[..., c], affine)
-  volumes.save_nifti(os.path.join(folder, spec.file_name(cid, "seg")), seg, affine)
+    nifti.save_nifti(os.path.join(folder, spec.file_name(cid, suffix)), images[..., c], affine)
+  nifti.save_nifti(os.path.join(folder, spec.file_name(cid, "seg")), seg, affine)
   return cid
 
 
@@ -195,38 +194,3 @@ def write_dataset(output, layout, num_cases, shape, seed=0, spacing=(1.0, 1.0, 1
       f.write("synthetic Kaggle LGG layout (brats-jax-synth)\n")
   shutil.rmtree(output, ignore_errors=True)
   os.replace(tmp, output)
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Defined when the command runs, so importing the module defines no flags."""
-  flags.DEFINE_string("output", None, "Folder to write the raw dataset to (replaced if present).")
-  flags.DEFINE_enum("layout", "brats2021", list(layouts.LAYOUTS), "Layout and label convention.")
-  flags.DEFINE_integer("num_cases", 8, "Number of cases.")
-  flags.DEFINE_list("shape", ["240", "240", "155"], "Volume shape in voxels.")
-  flags.DEFINE_list("spacing", ["1", "1", "1"], "Voxel spacing in mm.")
-  flags.DEFINE_integer("seed", 0, "Case i depends only on (seed, i).")
-  flags.DEFINE_float("p_non_enhancing", 0.1, "Fraction of tumours without an enhancing rim.")
-  flags.DEFINE_integer("num_workers", 2, "Cases written in parallel.")
-
-
-@exit_on_user_error
-def main(argv):
-  del argv
-  if not FLAGS.output:
-    raise app.UsageError("--output is required")
-  write_dataset(FLAGS.output, FLAGS.layout, FLAGS.num_cases, [int(s) for s in FLAGS.shape],
-                FLAGS.seed, tuple(float(s) for s in FLAGS.spacing), FLAGS.p_non_enhancing,
-                FLAGS.num_workers, progress=True)
-  print(f"wrote {FLAGS.num_cases} {FLAGS.layout} cases to {FLAGS.output}")
-
-
-def run():
-  _define_flags()
-  app.run(main)
-
-
-if __name__ == "__main__":
-  run()

@@ -1,7 +1,5 @@
-"""Score a folder of predictions against the reference labels of a raw dataset, BraTS-style.
-
-  brats-jax-evaluate --predictions=PRED_DIR --references=RAW_DIR --output=scores.csv \
-      [--lesion_wise]
+"""Score a folder of predictions against the reference labels of a raw dataset, BraTS-style
+(brats-jax-evaluate runs this).
 
 Per case, for the regions WT/TC/ET and the labels NCR/ED: Dice, F1, HD95 (mm), sensitivity,
 specificity, precision, Jaccard (IoU) and voxel accuracy (metrics.py documents the empty-mask
@@ -12,21 +10,24 @@ Predictions are `<case_id>.nii.gz` in the references' own label convention.
 """
 
 import csv
-import json
+import io
 import os
 
 import numpy as np
-from absl import app, flags
 
-from brats_jax import discovery, layouts, metrics, plots, prediction_files, preprocessing
-from brats_jax.errors import DataError, exit_on_user_error
+from brats_jax import files
+from brats_jax.data import discovery, layouts, prediction_files
+from brats_jax.data.raw_cases import read_raw_case, read_reference
+from brats_jax.errors import DataError
+from brats_jax.evaluation import metrics, plots
+from brats_jax.labels import REGIONS
 from brats_jax.progress import progress_bar
 
 
 def score_case(case: layouts.RawCase, predictions: str, lesion_wise: bool = False):
   """(CSV row with every metric of one case, predicted and reference internal labels). A
   dataset with binary labels (Kaggle LGG) is scored on the whole tumour only."""
-  reference, reference_affine, spacing = preprocessing.read_reference(case)
+  reference, reference_affine, spacing = read_reference(case)
   predicted_raw, predicted_affine = prediction_files.read(predictions, case, reference.shape)
   target = prediction_files.path(predictions, case.case_id, case.layout)
   if reference_affine is not None and not np.allclose(predicted_affine, reference_affine,
@@ -54,7 +55,7 @@ def column_statistics(rows: list) -> dict:
 
 def format_table(summary: dict) -> str:
   """Mean of each metric (rows) per region and label (columns)."""
-  names = [n for n in list(layouts.REGIONS) + ["NCR", "ED"] if f"{n}_dice" in summary]
+  names = [n for n in list(REGIONS) + ["NCR", "ED"] if f"{n}_dice" in summary]
   lines = [" " * 12 + "".join(f"{n:>10}" for n in names)]
   for metric in metrics.METRICS + ("lesion_dice", "lesion_hd95"):
     if f"WT_{metric}" in summary:
@@ -80,9 +81,9 @@ def evaluate_folder(predictions: str, references: str, output_csv: str,
     row, predicted, reference = score_case(case, predictions, lesion_wise)
     rows.append(row)
     if pictures and i < max_pictures:
-      images = preprocessing.read_raw_case(case)[0]
+      images = read_raw_case(case)[0]
       title = f"{case.case_id}   Dice " + "  ".join(
-          f"{r} {row[f'{r}_dice']:.3f}" for r in layouts.REGIONS if f"{r}_dice" in row)
+          f"{r} {row[f'{r}_dice']:.3f}" for r in REGIONS if f"{r}_dice" in row)
       plots.case_overlay(images, reference, predicted,
                          os.path.join(pictures, f"{case.case_id}.png"), title,
                          layouts.LAYOUTS[case.layout].channels)
@@ -92,54 +93,11 @@ def evaluate_folder(predictions: str, references: str, output_csv: str,
   if pictures:
     plots.dice_distribution(rows, os.path.join(pictures, "dice_distribution.png"))
   summary = column_statistics(rows)
-  folder = os.path.dirname(os.path.abspath(output_csv))
-  os.makedirs(folder, exist_ok=True)
-  tmp = output_csv + ".partial"
-  with open(tmp, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-  os.replace(tmp, output_csv)
-  summary_path = os.path.splitext(output_csv)[0] + "_summary.json"
-  with open(summary_path + ".partial", "w") as f:
-    json.dump({"num_cases": len(rows), "metrics": summary}, f, indent=1)
-  os.replace(summary_path + ".partial", summary_path)
+  table = io.StringIO()
+  writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+  writer.writeheader()
+  writer.writerows(rows)
+  files.write_text(output_csv, table.getvalue())
+  files.write_json(os.path.splitext(output_csv)[0] + "_summary.json",
+                   {"num_cases": len(rows), "metrics": summary})
   return rows, summary
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Defined when the command runs, so importing the module defines no flags."""
-  flags.DEFINE_string("predictions", None, "Folder of <case_id>.nii.gz predictions.")
-  flags.DEFINE_string("references", None, "Raw dataset folder with the reference labels.")
-  flags.DEFINE_string("output", None, "CSV to write (a _summary.json is written beside it).")
-  flags.DEFINE_bool("lesion_wise", False, "Also compute BraTS 2023 lesion-wise Dice and HD95.")
-  flags.DEFINE_enum("layout", None, list(layouts.LAYOUTS), "Reference layout; detected if unset.")
-  flags.DEFINE_string("pictures", None, "Folder for case overlays and the Dice distribution.")
-  flags.DEFINE_integer("max_pictures", 8, "Cases drawn (the first ones, by case id).")
-  flags.DEFINE_bool("gifs", False, "Also write an animated GIF per drawn case.")
-
-
-@exit_on_user_error
-def main(argv):
-  del argv
-  if not (FLAGS.predictions and FLAGS.references and FLAGS.output):
-    raise app.UsageError("--predictions, --references and --output are required")
-  rows, summary = evaluate_folder(FLAGS.predictions, FLAGS.references, FLAGS.output,
-                                  FLAGS.lesion_wise, FLAGS.layout, FLAGS.pictures,
-                                  FLAGS.max_pictures, FLAGS.gifs)
-  print(f"{len(rows)} cases (mean over cases)")
-  print(format_table(summary))
-  print(f"wrote {FLAGS.output}" + (f"; pictures in {FLAGS.pictures}" if FLAGS.pictures
-                                    else ""))
-
-
-def run():
-  _define_flags()
-  app.run(main)
-
-
-if __name__ == "__main__":
-  run()

@@ -14,7 +14,8 @@ fewer are ignored; every unmatched predicted component counts as a false positiv
 import numpy as np
 from scipy import ndimage
 
-from brats_jax import layouts
+from brats_jax import tasks
+from brats_jax.labels import ET, LABEL_GROUPS, REGION_LABELS, REGIONS
 
 EMPTY_HD95 = float(np.sqrt(240**2 + 240**2 + 155**2))  # 373.13 mm
 # f1 is the voxel F1 score, equal to Dice for binary masks; listed because many projects
@@ -25,10 +26,8 @@ METRICS = ("dice", "f1", "hd95", "sensitivity", "specificity", "precision", "jac
 
 def dice(predicted: np.ndarray, reference: np.ndarray) -> float:
   predicted, reference = predicted.astype(bool), reference.astype(bool)
-  total = predicted.sum() + reference.sum()
-  if total == 0:
-    return 1.0
-  return float(2.0 * np.logical_and(predicted, reference).sum() / total)
+  return tasks.dice_from_counts(np.logical_and(predicted, reference).sum(), predicted.sum(),
+                                reference.sum())
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
@@ -61,14 +60,14 @@ def overlap_metrics(predicted: np.ndarray, reference: np.ndarray) -> dict:
   fn = np.logical_and(~predicted, reference).sum()
   tn = predicted.size - tp - fp - fn
   both_empty = tp + fp + fn == 0
-  overlap = _ratio(2 * tp, 2 * tp + fp + fn, True)  # Dice
+  overlap = tasks.dice_from_counts(tp, tp + fp, tp + fn)
   return {
       "dice": overlap,
       "f1": overlap,
       "sensitivity": _ratio(tp, tp + fn, both_empty),
       "specificity": _ratio(tn, tn + fp, True),
       "precision": _ratio(tp, tp + fp, both_empty),
-      "jaccard": _ratio(tp, tp + fp + fn, True),
+      "jaccard": tasks.iou_from_counts(tp, tp + fp, tp + fn),
       "accuracy": float((tp + tn) / predicted.size),
   }
 
@@ -112,14 +111,14 @@ def case_metrics(predicted_labels: np.ndarray, reference_labels: np.ndarray, spa
                  lesion_wise_scores: bool = False, regions=None) -> dict:
   """{"WT_dice": ..., "NCR_hd95": ...} for the regions and labels of one case (internal).
   regions=("WT",) scores the whole tumour alone (binary datasets)."""
-  masks = {r: (np.isin(predicted_labels, layouts.REGION_LABELS[r]),
-               np.isin(reference_labels, layouts.REGION_LABELS[r]))
-           for r in (regions or layouts.REGIONS)}
+  masks = {r: (np.isin(predicted_labels, REGION_LABELS[r]),
+               np.isin(reference_labels, REGION_LABELS[r]))
+           for r in (regions or REGIONS)}
   # Per label: the enhancing label is the ET region already; necrosis (with BraTS 2015's
   # non-enhancing tumour) and edema are not regions.
   for name in (("NCR", "ED") if regions is None else ()):
-    masks[name] = (np.isin(predicted_labels, layouts.LABEL_GROUPS[name]),
-                   np.isin(reference_labels, layouts.LABEL_GROUPS[name]))
+    masks[name] = (np.isin(predicted_labels, LABEL_GROUPS[name]),
+                   np.isin(reference_labels, LABEL_GROUPS[name]))
   predicted_classes = _classes(predicted_labels, regions)
   reference_classes = _classes(reference_labels, regions)
   row = {"accuracy": float(np.mean(predicted_classes == reference_classes)),
@@ -127,7 +126,7 @@ def case_metrics(predicted_labels: np.ndarray, reference_labels: np.ndarray, spa
   for name, (predicted, reference) in masks.items():
     for metric, value in binary_metrics(predicted, reference, spacing).items():
       row[f"{name}_{metric}"] = value
-    if lesion_wise_scores and name in layouts.REGIONS:
+    if lesion_wise_scores and name in REGIONS:
       for metric, value in lesion_wise(predicted, reference, spacing).items():
         row[f"{name}_{metric}"] = value
   return row
@@ -139,7 +138,7 @@ def _classes(labels: np.ndarray, regions=None) -> np.ndarray:
   if regions == ("WT",):
     return (labels > 0).astype(np.int8)
   classes = np.zeros(labels.shape, np.int8)
-  for index, members in enumerate(layouts.LABEL_GROUPS.values(), start=1):
+  for index, members in enumerate(LABEL_GROUPS.values(), start=1):
     classes[np.isin(labels, members)] = index
   return classes
 
@@ -161,18 +160,18 @@ ET_THRESHOLD_CANDIDATES = (0, 25, 50, 100, 200, 300, 500, 750, 1000)
 
 
 def region_dice(predicted_labels: np.ndarray, labels: np.ndarray,
-                regions=layouts.REGIONS) -> dict:
+                regions=REGIONS) -> dict:
   """Internal predicted and reference labels [*S] -> {region: Dice} for the given regions,
   their IoU and voxel accuracy ({"iou_WT": ...}, {"accuracy_WT": ...}), and the predicted and
   reference ET voxel counts (for the ET threshold)."""
   scores = {}
   for r in regions:
-    overlap = overlap_metrics(np.isin(predicted_labels, layouts.REGION_LABELS[r]),
-                              np.isin(labels, layouts.REGION_LABELS[r]))
+    overlap = overlap_metrics(np.isin(predicted_labels, REGION_LABELS[r]),
+                              np.isin(labels, REGION_LABELS[r]))
     scores[r] = overlap["dice"]
     scores[f"iou_{r}"], scores[f"accuracy_{r}"] = overlap["jaccard"], overlap["accuracy"]
-  scores["predicted_ET_voxels"] = int((predicted_labels == layouts.ET).sum())
-  scores["reference_ET_voxels"] = int((labels == layouts.ET).sum())
+  scores["predicted_ET_voxels"] = int((predicted_labels == ET).sum())
+  scores["reference_ET_voxels"] = int((labels == ET).sum())
   return scores
 
 
@@ -193,7 +192,7 @@ def choose_et_threshold(per_case: list) -> int:
 def validation_summary(per_case: list, et_threshold: int = 0) -> dict:
   """Mean Dice per region over cases (ET after the threshold), the mean over regions, and
   the mean IoU and accuracy per region (before any threshold)."""
-  regions = [r for r in layouts.REGIONS if r in per_case[0]]
+  regions = [r for r in REGIONS if r in per_case[0]]
   summary = {r: float(np.mean([c[r] for c in per_case])) for r in regions if r != "ET"}
   for r in regions:
     for metric in ("iou", "accuracy"):

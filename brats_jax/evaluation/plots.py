@@ -3,8 +3,6 @@
 Colours are the same everywhere: edema green, necrosis red, enhancing tumour yellow.
 """
 
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -14,12 +12,14 @@ from matplotlib import animation  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from brats_jax import layouts  # noqa: E402
+from brats_jax import files  # noqa: E402
+from brats_jax.data.layouts import MODALITIES  # noqa: E402
+from brats_jax.labels import ED, ET, INTERNAL_NAMES, NCR, NET, OTHER, REGIONS, TUMOUR  # noqa: E402
 
-LABEL_COLOURS = {layouts.ED: (0.1, 0.8, 0.2), layouts.NCR: (0.9, 0.1, 0.1),
-                 layouts.ET: (1.0, 0.85, 0.0), layouts.OTHER: (0.3, 0.5, 1.0),
-                 layouts.NET: (0.9, 0.45, 0.1), layouts.TUMOUR: (0.0, 0.9, 0.9)}
-_LAST = max(layouts.INTERNAL_NAMES)
+LABEL_COLOURS = {ED: (0.1, 0.8, 0.2), NCR: (0.9, 0.1, 0.1),
+                 ET: (1.0, 0.85, 0.0), OTHER: (0.3, 0.5, 1.0),
+                 NET: (0.9, 0.45, 0.1), TUMOUR: (0.0, 0.9, 0.9)}
+_LAST = max(INTERNAL_NAMES)
 _CMAP = ListedColormap([(0, 0, 0, 0)] + [LABEL_COLOURS[v] + (1.0,)
                                          for v in range(1, _LAST + 1)])
 
@@ -27,9 +27,9 @@ _CMAP = ListedColormap([(0, 0, 0, 0)] + [LABEL_COLOURS[v] + (1.0,)
 def _legend(*label_volumes):
   """Patches for the tumour labels present (edema, necrosis, enhancing at least)."""
   present = set(np.unique(np.concatenate([np.unique(v) for v in label_volumes])).tolist())
-  shown = [v for v in LABEL_COLOURS if v in present or v in (layouts.ED, layouts.NCR,
-                                                                layouts.ET)]
-  return [Patch(color=LABEL_COLOURS[v], label=layouts.INTERNAL_NAMES[v]) for v in shown]
+  shown = [v for v in LABEL_COLOURS if v in present or v in (ED, NCR,
+                                                                ET)]
+  return [Patch(color=LABEL_COLOURS[v], label=INTERNAL_NAMES[v]) for v in shown]
 
 
 PLANE_AXES = {"axial": 2, "coronal": 1, "sagittal": 0}  # the volume axis a plane cuts
@@ -54,7 +54,7 @@ def _contrast_limits(channel):
   return np.percentile(values, [1, 99]) if values.size else (0, 1)
 
 
-def case_overlay(images, reference, predicted, path, title="", channels=layouts.MODALITIES):
+def case_overlay(images, reference, predicted, path, title="", channels=MODALITIES):
   """PNG: rows = axial/coronal/sagittal planes through the tumour; columns = each channel
   (named by `channels`), then reference and predicted labels over the FLAIR (or the first)
   channel. Labels are internal."""
@@ -110,16 +110,14 @@ def case_sweep_gif(images, reference, predicted, path, fps=8):
     ax.set_title(name, color="white", fontsize=10)
     ax.axis("off")
   movie = animation.ArtistAnimation(fig, frames, interval=1000 // fps)
-  tmp = path + ".partial.gif"
-  movie.save(tmp, writer=animation.PillowWriter(fps=fps))
+  files.write_atomic(path, lambda tmp: movie.save(tmp, writer=animation.PillowWriter(fps=fps)))
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def dice_distribution(rows, path, title="Dice per region"):
   """Box plot with every case as a dot, one box per region."""
   fig, ax = plt.subplots(figsize=(5, 4))
-  regions = [r for r in layouts.REGIONS if f"{r}_dice" in rows[0]]
+  regions = [r for r in REGIONS if f"{r}_dice" in rows[0]]
   data = [[float(r[f"{region}_dice"]) for r in rows] for region in regions]
   ax.boxplot(data, tick_labels=regions, showmeans=True)
   rng = np.random.default_rng(0)
@@ -140,7 +138,7 @@ def training_curves(records, path):
   fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
   axes[0].plot([r["step"] for r in train], [r["train/loss"] for r in train])
   axes[0].set_title("training loss")
-  regions = [g for g in layouts.REGIONS if train and f"train/dice_{g}" in train[0]]
+  regions = [g for g in REGIONS if train and f"train/dice_{g}" in train[0]]
   for ax, name, val_key in ((axes[1], "dice", "{}"), (axes[2], "iou", "iou_{}")):
     for region in regions:
       key = val_key.format(region)
@@ -161,8 +159,6 @@ def training_curves(records, path):
 
 
 def _save(fig, path):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".partial.png"
-  fig.savefig(tmp, dpi=110, bbox_inches="tight", facecolor=fig.get_facecolor())
+  files.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight",
+                                                   facecolor=fig.get_facecolor(), format="png"))
   plt.close(fig)
-  os.replace(tmp, path)

@@ -9,9 +9,8 @@ import nibabel as nib
 import numpy as np
 
 from brats_jax.errors import DataError
-
-# 2^28 voxels (e.g. 640^3): far beyond any MRI volume; a larger size is a corrupt header.
-MAX_VOXELS = 1 << 28
+from brats_jax.files import write_atomic
+from brats_jax.imageio.checks import check_declared_size, check_file
 
 
 @contextlib.contextmanager
@@ -30,38 +29,6 @@ def _reading(path: str):
   except Exception as e:  # nibabel raises many types for malformed headers and data.
     raise DataError(f"{path}: unreadable NIfTI ({type(e).__name__}: {e})".splitlines()[0]) \
         from None
-
-
-def check_file(path: str, what: str) -> None:
-  """DataError unless path is an existing, non-empty, readable regular file."""
-  if not os.path.exists(path):
-    raise DataError(f"{path}: missing {what} file")
-  if not os.path.isfile(path):
-    raise DataError(f"{path}: not a regular file")
-  if os.path.getsize(path) == 0:
-    raise DataError(f"{path}: empty file")
-  if not os.access(path, os.R_OK):
-    raise DataError(f"{path}: permission denied")
-
-
-def check_declared_size(path: str, shape: tuple) -> None:
-  """DataError for a header that declares an empty or implausibly large volume."""
-  if min(shape) < 1 or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
-    raise DataError(f"{path}: implausible declared size {shape}")
-
-
-def write_atomic(path: str, write) -> None:
-  """write(temporary path) in path's folder, then renamed to path: a reader never sees a
-  half-written file, and a failed write leaves nothing behind."""
-  folder, name = os.path.split(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  tmp = os.path.join(folder, f".partial-{os.getpid()}-{name}")
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def open_nifti(path: str, ndim: tuple = (3,), what: str = "image") -> nib.Nifti1Image:

@@ -1,156 +1,58 @@
-"""Segment whole patients with a trained workdir.
+"""Segment whole patients with a trained workdir (brats-jax-predict runs this).
 
-  brats-jax-predict --workdir=RUN --input=RAW_DIR --output=PRED_DIR [--checkpoint=best]
-
-Reads the run's config from the workdir, restores a checkpoint (latest, best or a step) onto
-the devices of this machine, applies exactly the training preprocessing (as its contract
-records it: crop, normalisation, filters, resizing),
-predicts each case with Gaussian-weighted sliding windows (optionally with 8-flip mirror
-test-time augmentation), turns regions back into labels, undoes resizing and crop, optionally
-removes tumour components smaller than --min_component_voxels, writes
-`<case_id>.nii.gz` in the geometry (shape, affine, orientation) and label convention of the
-case's input images, as uint8.
+Restores a checkpoint's model (latest, best or a step) onto the devices of this machine,
+applies exactly the training preprocessing (as its contract records it: crop,
+normalisation, filters, resizing), predicts each case with Gaussian-weighted sliding windows
+(optionally with 8-flip mirror test-time augmentation), decodes outputs into labels (tasks.py),
+undoes resizing and crop, optionally removes tumour components smaller than
+min_component_voxels, and writes each prediction in the geometry and label convention of the
+case's input (data/prediction_files.py).
 """
 
-import dataclasses
-import functools
 import os
 import sys
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from scipy import ndimage
 from tqdm import tqdm
 
-from brats_jax import (config_checks, contract, discovery, inference, layouts,
-                       prediction_files, preprocessing, runtime, sharding, train_state)
-from brats_jax.checkpointing import Checkpoints
-from brats_jax.errors import DataError, exit_on_user_error
+from brats_jax import sharding, tasks
+from brats_jax.data import prediction_files, preprocessing
+from brats_jax.data.store import MANIFEST
+from brats_jax.errors import DataError
+from brats_jax.inference.case_predictor import make_case_predictor
+from brats_jax.inference.inputs import CaseInput, raw_inputs, store_inputs
+from brats_jax.inference.trained_model import TrainedModel, load_trained_model, read_contract
+from brats_jax.labels import BACKGROUND
 from brats_jax.progress import progress_bar
-from brats_jax.store import MANIFEST, PreparedStore
 
 
-@dataclasses.dataclass
-class TrainedModel:
-  """A checkpoint's model, restored for inference on this machine's devices."""
-
-  config: object  # the ConfigDict the run trained with (from the inference contract)
-  contract: dict
-  graphdef: object
-  variables: dict  # {"params", "model_state"}, replicated on the mesh
-  step: int
-
-  def et_threshold(self) -> int:
-    """The ET threshold: the config's, or (-1) the one validation chose (contract)."""
-    if self.config.eval.min_enhancing_voxels >= 0:
-      return int(self.config.eval.min_enhancing_voxels)
-    chosen = self.contract["et_threshold"]
-    return int(chosen["voxels"]) if chosen else 0
-
-
-def read_contract(workdir: str, checkpoint: str = "latest") -> tuple:
-  """(step, inference contract) of a workdir's checkpoint: latest, best or a step number.
-  A small JSON read: nothing else of the checkpoint is opened."""
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-    raise DataError(f"{workdir}: no checkpoints folder; not a brats_jax workdir")
-  checkpoints = Checkpoints(workdir, read_only=True)
-  try:
-    steps = checkpoints.all_steps()
-    step = {"latest": checkpoints.latest_step, "best": checkpoints.best_step}.get(
-        checkpoint, lambda: int(checkpoint) if str(checkpoint).isdigit() else None)()
-    if step is None or step not in steps:
-      raise DataError(f"{checkpoints.directory}: no {checkpoint} checkpoint (have steps "
-                      f"{steps}; --checkpoint takes latest, best or one of them)")
-    run_contract = checkpoints.contract(step)
-  finally:
-    checkpoints.close()
-  config = contract.config_of(run_contract)
-  config_checks.validate(config)
-  preprocessing.check_supported(run_contract["preprocessing"],
-                                f"{checkpoints.directory}/{step}")
-  return step, run_contract
-
-
-def restore_for_inference(workdir: str, checkpoint: str = "latest", mesh=None) -> TrainedModel:
-  """The model of a workdir's checkpoint, through its inference contract: only the
-  parameters and model state are read, no optimiser is built, no log is read."""
-  step, run_contract = read_contract(workdir, checkpoint)
-  config = contract.config_of(run_contract)
-  mesh = mesh or sharding.make_mesh()
-  graphdef, target = train_state.abstract_model(config, mesh)
-  checkpoints = Checkpoints(workdir, read_only=True)
-  try:
-    variables = checkpoints.restore_model(step, target)
-  finally:
-    checkpoints.close()
-  return TrainedModel(config, run_contract, graphdef, variables, step)
-
-
-@dataclasses.dataclass
-class CaseInput:
-  """A case ready for the model: its preprocessed image and how to undo the preprocessing."""
-
-  case_id: str
-  layout: str
-  image: np.ndarray  # [x, y, z, C], preprocessed, the model's channels
-  geometry: dict  # preprocessing.preprocess's: the crop box and the shape before resizing
-  original_shape: tuple
-  affine: np.ndarray
-  convention: layouts.LabelConvention
-  reference_image: str | None  # whose NIfTI header codes the prediction copies
-
-
-def raw_inputs(input_dir: str, channels: tuple, options: dict, layout: str | None = None):
-  """[(case_id, check, load)] of a raw dataset folder: `check` reads headers only, `load`
-  applies the training preprocessing and keeps the model's channels. Labels are not read."""
-  cases = [dataclasses.replace(c, label=None) for c in discovery.find_cases(input_dir, layout)]
-  available = layouts.LAYOUTS[cases[0].layout].channels
-  missing = [c for c in channels if c not in available]
-  if missing:
-    raise DataError(f"{input_dir}: a {cases[0].layout} folder has no {', '.join(missing)} "
-                    f"channel (the model reads {', '.join(channels)})")
-  selection = [available.index(c) for c in channels]
-
-  def load(case):
-    images, _, affine, _ = preprocessing.read_raw_case(case)
-    image, _, geometry = preprocessing.preprocess(images, None, case.images[0], options)
-    return CaseInput(case.case_id, case.layout, image[..., selection], geometry,
-                     images.shape[:3], affine, case.convention, case.reference_image)
-
-  return [(case.case_id, functools.partial(preprocessing.check_raw_case, case),
-           functools.partial(load, case)) for case in cases]
-
-
-def store_inputs(store_path: str, channels: tuple, trained_preprocessing: dict):
-  """[(case_id, check, load)] of a prepared store (checked, cropped and normalised already,
-  which must be the way the model's training store was), with the model's channels."""
-  store = PreparedStore(store_path, channels)
-  ours, trained = (preprocessing.preparation(store.preprocessing),
-                   preprocessing.preparation(trained_preprocessing))
-  if ours != trained:
-    raise DataError(f"{store_path}: prepared with {ours}, but the model was trained on data "
-                    f"prepared with {trained}")
-
-  def load(case_id):
-    entry = store.cases[case_id]
-    reference = entry["images"][0] if os.path.exists(entry["images"][0]) else None
-    return CaseInput(case_id, entry["layout"], store.read_case(case_id)[0],
-                     {"box": entry["crop_box"], "cropped_shape": entry["cropped_shape"]},
-                     tuple(entry["original_shape"]), np.array(entry["affine"]),
-                     layouts.CONVENTIONS[entry["convention"]], reference)
-
-  return [(cid, lambda: None, functools.partial(load, cid))
-          for cid in store.case_ids(labelled=False)]
+def remove_small_components(labels: np.ndarray, min_voxels: int) -> np.ndarray:
+  """Labels with every connected tumour component (26-connected, any tumour label) of fewer
+  than min_voxels voxels set to background: the usual clean-up of isolated false positives.
+  min_voxels <= 1 changes nothing."""
+  if min_voxels <= 1:
+    return labels
+  structure = ndimage.generate_binary_structure(labels.ndim, labels.ndim)
+  components, count = ndimage.label(labels > 0, structure)
+  if not count:
+    return labels
+  sizes = np.bincount(components.ravel())
+  small = sizes < min_voxels
+  small[0] = False
+  return np.where(small[components], np.uint8(BACKGROUND), labels).astype(labels.dtype)
 
 
 def segment(predict, model: TrainedModel, case: CaseInput, min_enhancing_voxels: int = 0,
             min_component_voxels: int = 0) -> np.ndarray:
   """Internal labels of a case in its original geometry (resizing and crop undone), tumour
   components under min_component_voxels original voxels removed."""
-  labels = inference.decode(predict(model.variables, case.image), model.config.loss.kind,
-                            min_enhancing_voxels)
-  labels = preprocessing.restore(labels, case.geometry, case.original_shape)
-  return inference.remove_small_components(labels, min_component_voxels)
+  decoded = tasks.relabel_small_enhancing(
+      tasks.decode(predict(model.variables, case.image), model.config.loss.kind),
+      min_enhancing_voxels)
+  decoded = preprocessing.to_original_geometry(decoded, case.geometry, case.original_shape)
+  return remove_small_components(decoded, min_component_voxels)
 
 
 def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: str = "latest",
@@ -190,8 +92,8 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
     raise DataError(f"{input_dir}: no usable case")
 
   mesh = sharding.make_mesh(devices)
-  model = restore_for_inference(workdir, str(step), mesh)
-  predict = inference.make_case_predictor(model.graphdef, mesh, model.config, mirror_tta)
+  model = load_trained_model(workdir, str(step), mesh)
+  predict = make_case_predictor(model.graphdef, mesh, model.config, mirror_tta)
   threshold = model.et_threshold()
   os.makedirs(output_dir, exist_ok=True)
   if progress:
@@ -218,46 +120,3 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
   if not timings:
     raise DataError(f"{input_dir}: no usable case")
   return timings, skipped
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Defined when the command runs, so importing the module defines no flags."""
-  flags.DEFINE_string("workdir", None, "A training workdir (config and checkpoints).")
-  flags.DEFINE_string("input", None, "Raw dataset folder (any supported layout) or a store.")
-  flags.DEFINE_string("output", None, "Folder for the <case_id>.nii.gz predictions.")
-  flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
-  flags.DEFINE_bool("tta", False, "Average over the 8 mirror flips (test-time augmentation).")
-  flags.DEFINE_enum("layout", None, list(layouts.LAYOUTS), "Input layout; detected if unset.")
-  flags.DEFINE_bool("skip_bad", False, "Report bad cases and go on instead of stopping.")
-  flags.DEFINE_integer("min_component_voxels", 0,
-                       "Remove connected tumour components smaller than this many voxels "
-                       "(26-connected, in the case's own voxels); 0 keeps every one.",
-                       lower_bound=0)
-
-
-@exit_on_user_error
-def main(argv):
-  del argv
-  if not (FLAGS.workdir and FLAGS.input and FLAGS.output):
-    raise app.UsageError("--workdir, --input and --output are required")
-  logging.set_verbosity(logging.ERROR)
-  runtime.configure()
-  timings, skipped = predict_folder(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint,
-                                    FLAGS.tta, FLAGS.layout, FLAGS.skip_bad,
-                                    min_component_voxels=FLAGS.min_component_voxels)
-  seconds = [t for _, t in timings]
-  print(f"wrote {len(timings)} predictions to {FLAGS.output} "
-        f"({np.mean(seconds):.1f} s per case, first {seconds[0]:.1f} s including compilation)"
-        + (f"; {len(skipped)} bad cases skipped" if skipped else ""))
-
-
-def run():
-  _define_flags()
-  app.run(main)
-
-
-if __name__ == "__main__":
-  run()

@@ -9,36 +9,50 @@ transposed-convolution gradient, jax-ml/jax#31662) or by nearest/linear resizing
 after the bottleneck, after every block or after every convolution.
 
 The `folded` methods run a layer on space-to-depth tensors for TPUs (space_to_depth.py);
-model.foldable says which configs they cover.
+unet.foldable says which configs they cover.
 """
 
 import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
-from brats_jax import convolution
-from brats_jax import space_to_depth as s2d
+from brats_jax.model import cpu_convolution
+from brats_jax.model import space_to_depth as s2d
 
-# Every convolution of the model: lax's, except 3D on CPUs (convolution.py says why).
-Conv = functools.partial(nnx.Conv, conv_general_dilated=convolution.conv_general_dilated)
+# Every convolution of the model: lax's, except 3D on CPUs (cpu_convolution.py says why).
+Conv = functools.partial(nnx.Conv, conv_general_dilated=cpu_convolution.conv_general_dilated)
 
 ACTIVATIONS = {"leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01), "relu": jax.nn.relu,
                "elu": jax.nn.elu, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
 
 
-def _norm(kind: str, features: int, dtype, rngs):
-  if kind == "instance":
-    return nnx.InstanceNorm(features, epsilon=1e-5, dtype=dtype, rngs=rngs)
-  if kind == "group":
-    return nnx.GroupNorm(features, num_groups=min(8, features), epsilon=1e-5, dtype=dtype,
-                         rngs=rngs)
-  if kind == "batch":
+def level_filters(config: ml_collections.ConfigDict) -> list:
+  """Filters per resolution level: doubling from `base_filters`, capped at `max_filters`."""
+  return [min(config.base_filters * 2**i, config.max_filters) for i in range(config.depth)]
+
+
+_NORMS = {
+    "instance": lambda features, dtype, rngs: nnx.InstanceNorm(
+        features, epsilon=1e-5, dtype=dtype, rngs=rngs),
+    "group": lambda features, dtype, rngs: nnx.GroupNorm(
+        features, num_groups=min(8, features), epsilon=1e-5, dtype=dtype, rngs=rngs),
     # Statistics are averaged across the data-parallel axis inside the train step.
-    return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, dtype=dtype, axis_name="data",
-                         rngs=rngs)
-  return None  # "none"
+    "batch": lambda features, dtype, rngs: nnx.BatchNorm(
+        features, momentum=0.9, epsilon=1e-5, dtype=dtype, axis_name="data", rngs=rngs),
+    "none": lambda features, dtype, rngs: None,
+}
+NORMS = tuple(_NORMS)
+BLOCKS = ("plain", "residual", "context")  # ConvBlock (plain or residual), ContextBlock
+DOWNSAMPLE = ("conv", "maxpool")  # strided convolution, or max-pooling (ConvBlock)
+UPSAMPLE = ("depth_to_space", "nearest", "linear")  # UpSample
+DROPOUT_AT = ("bottleneck", "blocks", "convolutions")  # where Dropout layers sit
+
+
+def _norm(kind: str, features: int, dtype, rngs):
+  return _NORMS[kind](features, dtype, rngs)
 
 
 def _apply_norm(norm, x, train):

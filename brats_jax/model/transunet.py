@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from brats_jax.blocks import Conv, ConvBlock, ConvNormAct, Dropout, UpSample
+from brats_jax.model.blocks import Conv, ConvBlock, ConvNormAct, Dropout, UpSample, level_filters
 
 
 class TransformerBlock(nnx.Module):
@@ -37,8 +37,6 @@ class TransUNet(nnx.Module):
   """Returns [full-resolution logits] (the U-Net's output convention)."""
 
   def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
-    from brats_jax.model import level_filters  # the same filter schedule as the U-Net
-
     dims, filters = config.spatial_dims, level_filters(config)
     self.config = config
     self.encoder = nnx.List()

@@ -7,7 +7,7 @@ from plain matrix products, because XLA's 3D transposed-convolution gradient is 
 path (jax-ml/jax#31662).
 
 One model, lowered per platform: on CPUs the 3D convolutions run as 2D ones
-(convolution.py); on TPUs the full-resolution level runs on space-to-depth tensors
+(cpu_convolution.py); on TPUs the full-resolution level runs on space-to-depth tensors
 (space_to_depth.py) when the norm allows it. The parameters and the function are the same.
 """
 
@@ -20,14 +20,18 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from brats_jax import space_to_depth as s2d
-from brats_jax import transunet
-from brats_jax.blocks import Conv, ContextBlock, ConvBlock, Dropout, UpSample, resize2x
+from brats_jax.model import space_to_depth as s2d
+from brats_jax.model.blocks import (
+  ContextBlock,
+  Conv,
+  ConvBlock,
+  Dropout,
+  UpSample,
+  level_filters,
+  resize2x,
+)
 
-
-def level_filters(config: ml_collections.ConfigDict) -> list:
-  """Filters per resolution level: doubling from `base_filters`, capped at `max_filters`."""
-  return [min(config.base_filters * 2**i, config.max_filters) for i in range(config.depth)]
+OUTPUTS = ("separate", "summed")  # UNet's outputs (see its docstring)
 
 
 def foldable(config: ml_collections.ConfigDict) -> bool:
@@ -141,14 +145,3 @@ def training_flops_per_sample(config: ml_collections.ConfigDict, patch_size) -> 
   for level in range(1 + config.deep_supervision):  # 1x1 heads
     forward += 2 * np.prod(patch / 2**level) * filters[level] * config.out_channels
   return 3 * forward
-
-
-def create_model(config: ml_collections.ConfigDict, seed: int) -> nnx.Module:
-  """The configured network (model.architecture: unet | transunet)."""
-  # Parameter initialisation draws from an "rbg" key: XLA compiles it ~8x faster than
-  # threefry (20 s -> 2.5 s for a small U-Net on a CPU). Keys that must be identical under
-  # any vmap or device split (augmentation) stay threefry.
-  rngs = nnx.Rngs(jax.random.key(seed, impl="rbg"))
-  if config.architecture == "transunet":
-    return transunet.TransUNet(config, rngs=rngs)
-  return UNet(config, rngs=rngs)

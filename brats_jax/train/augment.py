@@ -164,7 +164,7 @@ def augment_batch(images, labels, keys, config: ml_collections.ConfigDict):
   if config.p_rotation > 0 or config.p_scale > 0:
     images, labels = jax.lax.cond(
         jnp.any(jax.vmap(lambda v: _needs_resampling(v, config))(u)),
-        lambda: jax.vmap(lambda i, l, v: resample(i, l, v, config))(images, labels, u),
+        lambda: jax.vmap(lambda i, y, v: resample(i, y, v, config))(images, labels, u),
         lambda: (images.astype(jnp.float32), labels))
   images = images.astype(jnp.float32)
 

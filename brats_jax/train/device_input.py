@@ -4,11 +4,11 @@ When the prepared training cases fit in device memory, streaming patches from th
 work for nothing: the cases are copied to the devices once (zero-padded to one common box)
 and each step cuts its patches there with dynamic slices. The host then computes only each
 sample's descriptor (case, patch start, augmentation seed): a few integers per sample, from
-the same function (seed, step, sample) as streaming (input_pipeline.PatchSampler), and reads
+the same function (seed, step, sample) as streaming (host_input.PatchSampler), and reads
 or copies no image data.
 
 Placement (data.placement):
-  host        stream patches from the store (input_pipeline.Prefetcher)
+  host        stream patches from the store (host_input.Prefetcher)
   replicated  every device holds every training case: batches are exactly those of `host`
   sharded     device d holds the cases with index % devices == d and its rows draw only from
               them: batches stay a function of (seed, step, sample) for a given device count,
@@ -25,11 +25,11 @@ import ml_dtypes
 import numpy as np
 
 from brats_jax import sharding
-from brats_jax.store import PreparedStore
+from brats_jax.data.store import PreparedStore
 
 # Of a device's memory left after the train step, the share the dataset may take.
 _DATA_SHARE = 0.8
-MODES = ("auto", "host", "replicated", "sharded")
+PLACEMENTS = ("auto", "host", "replicated", "sharded")  # data.placement (module docstring)
 
 
 @dataclasses.dataclass

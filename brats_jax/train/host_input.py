@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 
 from brats_jax import sharding
-from brats_jax.store import PreparedStore
+from brats_jax.data.store import PreparedStore
 
 
 def is_foreground_sample(index: int, fraction: float) -> bool:
@@ -30,7 +30,7 @@ class PatchSampler:
 
   def __init__(self, store: PreparedStore, case_ids, patch_size, global_batch: int,
                rows: slice, foreground_fraction: float, seed: int, sharded_over: int = 0):
-    """sharded_over > 0: the cases are split over that many devices (device_data.py), and
+    """sharded_over > 0: the cases are split over that many devices (device_input.py), and
     row i, on device i // (global_batch / sharded_over), draws only from that device's."""
     if not case_ids:
       raise ValueError("no training cases")
@@ -77,7 +77,7 @@ class PatchSampler:
     return case_id, draw, start, np.uint32(rng.integers(1 << 32))
 
   def descriptors(self, step: int) -> dict:
-    """This process's rows as descriptors for patches cut on the devices (device_data.py):
+    """This process's rows as descriptors for patches cut on the devices (device_input.py):
     case [b] (index into what the row's device holds), start [b, 3], aug_seed [b]."""
     described = [self.describe(step, i) for i in range(self.global_batch)[self.rows]]
     return {"case": np.array([d[1] for d in described], np.int32),

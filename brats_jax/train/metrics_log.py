@@ -1,6 +1,9 @@
-"""Metric logs: JSON lines (workdir/metrics.jsonl) and TensorBoard (workdir/tensorboard).
+"""The training metrics log: device-side sums read back one step late, written by process 0
+to WORKDIR/metrics.jsonl and TensorBoard (WORKDIR/tensorboard).
 
-Only process 0 writes; other processes get a writer that does nothing.
+The train step returns per-step sums (loss, finite steps, overlap counts). They are added up
+on the device over a logging interval and read back only after the next step has been
+dispatched, so the host never makes the device wait. MaxText's MetricLogger does the same.
 """
 
 import json
@@ -9,11 +12,14 @@ import time
 
 import jax
 
+from brats_jax import sharding, tasks
+
 
 class MetricWriter:
+  """Scalars to metrics.jsonl and TensorBoard; a writer that does nothing off process 0."""
 
   def __init__(self, workdir: str):
-    self.enabled = jax.process_index() == 0
+    self.enabled = sharding.is_main_process()
     if not self.enabled:
       return
     from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
@@ -44,3 +50,69 @@ def read_metrics(workdir: str) -> list:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricLogger:
+  """Sums each step's metrics on the device and writes each interval one step late."""
+
+  def __init__(self, workdir: str, global_batch: int, schedule, kind: str, every: int,
+               last_step: int, start: int, on_write=None):
+    self.writer = MetricWriter(workdir)
+    self.global_batch, self.schedule = global_batch, schedule
+    self.regions = tasks.scored_regions(kind)
+    self.every, self.last_step = every, last_step
+    self.on_write = on_write or (lambda scalars: None)
+    self.sums, self.ready = None, None
+    self.interval_start, self.interval_step, self.waited = time.time(), start, 0.0
+
+  def add(self, step_metrics, done: int, waited_seconds: float) -> None:
+    """Step `done`'s metric sums (still on the device) and how long the loop waited for its
+    input. Writes the previous interval if it is ready: by now that step has finished."""
+    self.flush()
+    self.waited += waited_seconds
+    self.sums = step_metrics if self.sums is None else jax.tree.map(
+        lambda a, b: a + b, self.sums, step_metrics)
+    if done % self.every == 0 or done == self.last_step:
+      now = time.time()
+      self.ready = (self.sums, done, now - self.interval_start, done - self.interval_step,
+                    self.waited)
+      self.sums, self.interval_start, self.interval_step, self.waited = None, now, done, 0.0
+
+  def exclude(self, seconds: float) -> None:
+    """Time spent on something else (validation): samples/s counts training time only."""
+    self.interval_start += seconds
+
+  def flush(self) -> None:
+    if self.ready is not None:
+      at, scalars = self._scalars(*self.ready)
+      self.ready = None
+      self.writer.write(at, scalars)
+      self.on_write(scalars)
+
+  def write(self, step: int, scalars: dict) -> None:
+    """Other scalars (validation), written now."""
+    self.writer.write(step, scalars)
+
+  def close(self) -> None:
+    self.flush()
+    self.writer.close()
+
+  def _scalars(self, sums, at, seconds, steps, waited) -> tuple:
+    sums = sharding.host_value(sums)
+    finite = max(float(sums["finite_steps"]), 1.0)
+    scalars = {"train/loss": float(sums["loss"]) / finite,
+               "train/nonfinite_steps": float(sums["nonfinite_steps"]),
+               "train/samples_per_second": steps * self.global_batch / max(seconds, 1e-9),
+               # Share of the interval the loop stood waiting for patches: > 0 means
+               # input-bound.
+               "train/input_wait_fraction": waited / max(seconds, 1e-9),
+               # The rate step `at` used (steps count from 1).
+               "train/learning_rate": float(self.schedule(at - 1))}
+    for i, region in enumerate(self.regions):  # Dice (= F1), IoU, accuracy of the patches
+      both, predicted, reference = (float(sums[k][i]) for k in ("intersection", "predicted",
+                                                                "reference"))
+      union = predicted + reference - both
+      scalars[f"train/dice_{region}"] = tasks.dice_from_counts(both, predicted, reference)
+      scalars[f"train/iou_{region}"] = tasks.iou_from_counts(both, predicted, reference)
+      scalars[f"train/accuracy_{region}"] = 1 - (union - both) / float(sums["voxels"][i])
+    return at, scalars

@@ -13,7 +13,12 @@ import ml_collections
 import optax
 from flax import nnx
 
-from brats_jax import augment, device_data, losses, sharding
+from brats_jax import sharding, tasks
+from brats_jax.train import augment, device_input, losses
+
+# model.remat: what the backward pass keeps. none: everything; convolutions: only convolution
+# outputs; auto: convolutions on TPUs (memory-bound there), none elsewhere.
+REMAT = ("auto", "none", "convolutions")
 
 
 def _all_finite(tree) -> jax.Array:
@@ -24,14 +29,14 @@ def _all_finite(tree) -> jax.Array:
 def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict,
                     placement: str = "host"):
   """jit(shard_map(step)): (state, global batch[, data]) -> (state, metric sums). The state
-  is donated. With data on the devices (placement replicated or sharded, device_data.py) the
+  is donated. With data on the devices (placement replicated or sharded, device_input.py) the
   batch holds descriptors and the step cuts its patches from `data`."""
 
   def step(state, batch, data):
     if placement == "host":
       images, labels = batch["image"], batch["label"]
     else:
-      images, labels = device_data.cut_patches(data, batch["case"], batch["start"],
+      images, labels = device_input.cut_patches(data, batch["case"], batch["start"],
                                                config.data.patch_size)
     keys = jax.vmap(jax.random.key)(batch["aug_seed"])
     images, labels = augment.augment_batch(images, labels, keys, config.augment)
@@ -54,8 +59,9 @@ def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict,
       forward = rematerialised
     elif config.model.remat == "auto":
       plain = forward
-      forward = lambda *args: jax.lax.platform_dependent(*args, tpu=rematerialised,
-                                                         default=plain)
+
+      def forward(*args):
+        return jax.lax.platform_dependent(*args, tpu=rematerialised, default=plain)
 
     def loss_fn(params):
       outputs, model_state = forward(params, state["model_state"], images)
@@ -87,7 +93,7 @@ def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict,
         "opt_state": keep_new(opt_state, state["opt_state"]),
         "rng": state["rng"],
     }
-    counts = jax.lax.psum(losses.dice_counts(logits, labels, config.loss.kind), sharding.DATA)
+    counts = jax.lax.psum(tasks.overlap_counts(logits, labels, config.loss.kind), sharding.DATA)
     metrics = {"loss": jnp.where(finite, loss, 0.0), "finite_steps": finite.astype(jnp.float32),
                "nonfinite_steps": 1.0 - finite.astype(jnp.float32), **counts}
     return new_state, metrics

@@ -4,7 +4,7 @@ import signal
 
 import jax
 
-from brats_jax.checkpointing import Checkpoints
+from brats_jax.workdir.checkpoints import Checkpoints
 
 
 class StopRequest:

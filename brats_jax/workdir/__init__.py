@@ -1,0 +1,6 @@
+"""A run's workdir: what a checkpoint holds and the rules for using it again.
+
+  train_state.py  the train state and how it splits into checkpoint items; restore targets
+  checkpoints.py  the Orbax wrapper: save, restore onto any devices, unreadable checkpoints
+  contract.py     the inference contract saved with every checkpoint; relaunch rules
+"""

@@ -16,9 +16,10 @@ import time
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from brats_jax import contract as contract_lib
-from brats_jax import sharding, train_state
+from brats_jax import sharding
 from brats_jax.errors import CheckpointError
+from brats_jax.workdir import contract as contract_lib
+from brats_jax.workdir import train_state
 
 BEST_METRIC = "val/mean_dice"
 ITEMS = ("model", "optimizer", "data", "contract")
@@ -76,21 +77,32 @@ class Checkpoints:
     return contract_lib.check_version(restored["contract"],
                                       os.path.join(self.directory, str(step)))
 
-  def latest_contract(self, log=print):
-    """(step, contract) of the newest checkpoint whose contract reads, or None if there are
-    no checkpoints."""
+  def _newest_readable(self, read, what: str, log) -> tuple | None:
+    """(step, read(step), [newer steps that could not be read]) of the newest checkpoint
+    that `read` reads, or None if there are no checkpoints. A brats_jax refusal
+    (CheckpointError) stops the scan; if checkpoints exist but none can be read, this raises
+    rather than let a run start from scratch."""
     steps = sorted(self.all_steps(), reverse=True)
+    unreadable: list[int] = []
     for step in steps:
       try:
-        return step, self.contract(step)
+        return step, read(step), unreadable
       except CheckpointError:
         raise
-      except Exception as e:  # Orbax raises many types for damaged files.
-        log(f"warning: the contract of checkpoint {step} cannot be read ({_first_line(e)})")
+      except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
+        log(f"warning: {what} at step {step} in {self.directory} cannot be read "
+            f"({_first_line(e)}); trying an older one")
+        unreadable.append(step)
     if steps:
       raise CheckpointError(f"{self.directory}: none of the checkpoints {steps} can be read; "
                             "refusing to start from scratch (move them away to do so)")
     return None
+
+  def latest_contract(self, log=print):
+    """(step, contract) of the newest checkpoint whose contract reads, or None if there are
+    no checkpoints."""
+    found = self._newest_readable(self.contract, "the contract of the checkpoint", log)
+    return None if found is None else found[:2]
 
   def restore(self, step: int, state) -> tuple:
     """(state, data, contract) of `step`, onto the shardings carried by `state` (arrays or
@@ -115,26 +127,13 @@ class Checkpoints:
 
   def restore_latest_readable(self, state, log=print):
     """(step, state, data, contract) of the newest checkpoint that can be read, or None if
-    there are no checkpoints. Unreadable ones are reported and set aside; if checkpoints
-    exist but none can be read, this raises rather than let a run start from scratch."""
-    steps = sorted(self.all_steps(), reverse=True)
-    unreadable = []
-    for step in steps:
-      try:
-        restored = self.restore(step, state)
-      except CheckpointError:
-        raise
-      except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
-        log(f"warning: checkpoint at step {step} in {self.directory} cannot be read "
-            f"({_first_line(e)}); trying an older one")
-        unreadable.append(step)
-        continue
-      self._set_aside(unreadable, log)
-      return (step, *restored)
-    if steps:
-      raise CheckpointError(f"{self.directory}: none of the checkpoints {steps} can be read; "
-                            "refusing to start from scratch (move them away to do so)")
-    return None
+    there are no checkpoints. Unreadable ones are reported and set aside."""
+    found = self._newest_readable(lambda step: self.restore(step, state), "checkpoint", log)
+    if found is None:
+      return None
+    step, restored, unreadable = found
+    self._set_aside(unreadable, log)
+    return (step, *restored)
 
   def _set_aside(self, steps, log):
     """Renames unreadable checkpoints (kept for inspection) so their steps can be saved

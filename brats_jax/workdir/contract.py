@@ -15,11 +15,16 @@ change (they are recorded in the history); any other change would silently alter
 model, its loss or its data, and is refused in one line before the workdir is touched.
 """
 
+import os
+import zlib
+
 import ml_collections
 
+from brats_jax import files
 from brats_jax.errors import ConfigError
 
 CONTRACT_VERSION = 1
+READABLE_CONFIG = "config.json"
 
 # Fields a relaunch may change: how long and how often, not what is trained.
 RESUMABLE = (
@@ -80,25 +85,32 @@ def _as_tuples(tree):
   return tree
 
 
-def _flatten(tree, prefix="") -> dict:
+def flatten(tree, prefix: str = "") -> dict:
+  """{"section.field": value} of a nested config (ConfigDict or dict); lists become tuples."""
   flat = {}
   for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      flat.update(flatten(value, f"{prefix}{key}."))
     else:
       flat[prefix + key] = _as_tuples(value)
   return flat
 
 
+def cases_checksum(case_ids) -> int:
+  """The checksum of a run's training case list (a relaunch must train on the same)."""
+  return zlib.crc32("\n".join(case_ids).encode())
+
+
+def write_readable_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """WORKDIR/config.json: the run's config for people to read (the contract is the record)."""
+  files.write_text(os.path.join(workdir, READABLE_CONFIG), config.to_json_best_effort(indent=2))
+
+
 def config_changes(run_config, new_config) -> dict:
   """{field: (run's value, new value)} of every field that differs."""
-  old, new = _flatten(_plain(run_config)), _flatten(_plain(new_config))
+  old, new = flatten(run_config), flatten(new_config)
   return {f: (old.get(f), new.get(f)) for f in sorted(set(old) | set(new))
           if old.get(f) != new.get(f)}
-
-
-def _plain(config) -> dict:
-  return config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
 
 
 def check_relaunch(contract: dict, new_config, train_cases_crc32: int, where: str) -> dict:

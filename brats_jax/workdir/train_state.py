@@ -19,32 +19,21 @@ import ml_collections
 import optax
 from flax import nnx
 
-from brats_jax import losses, model, sharding
+from brats_jax import model, sharding
 
 MODEL_KEYS = ("params", "model_state")
 OPTIMIZER_KEYS = ("step", "opt_state", "rng")
 
 
-def model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The model section with the derived fields (dims, output channels) filled in."""
-  mc = config.model.copy_and_resolve_references()
-  with mc.unlocked():
-    mc.spatial_dims = len(config.data.patch_size)
-    mc.in_channels = len(config.data.modalities)
-    mc.patch_size = tuple(config.data.patch_size)
-    mc.out_channels = losses.num_outputs(config.loss)
-  return mc
-
-
 def _split_model(net):
-  graphdef, params, model_state = nnx.split(net, nnx.Param, ...)
+  graphdef, params, model_state = nnx.split(net, nnx.Param, ...)  # type: ignore[misc]
   return graphdef, {"params": params, "model_state": model_state}
 
 
 def abstract_model(config: ml_collections.ConfigDict, mesh):
   """(graphdef, shapes of {params, model_state} carrying replicated shardings): the target
   a checkpoint's "model" item is restored into, without creating any array."""
-  mc = model_config(config)
+  mc = model.model_config(config)
   graphdef, variables = _split_model(nnx.eval_shape(lambda: model.create_model(mc, config.seed)))
   return graphdef, _with_sharding(variables, mesh)
 
@@ -56,7 +45,7 @@ def _with_sharding(tree, mesh):
 
 
 def _state_initialiser(config: ml_collections.ConfigDict, tx: optax.GradientTransformation):
-  mc = model_config(config)
+  mc = model.model_config(config)
 
   def init():
     _, variables = _split_model(model.create_model(mc, config.seed))

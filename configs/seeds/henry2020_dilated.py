@@ -18,7 +18,7 @@ WT/TC/ET sigmoids; patches of 144x144x96.
 
 import ml_collections
 
-from brats_jax.config_io import sibling_config
+from brats_jax.config.io import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -19,7 +19,7 @@ in the paper, rather than the blog's whole 240x240x155 volumes.
 
 import ml_collections
 
-from brats_jax.config_io import sibling_config
+from brats_jax.config.io import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:

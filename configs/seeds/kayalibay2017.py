@@ -23,7 +23,7 @@ volumes at batch 1; Adam 1e-4 as the project settled on, with a poly decay.
 
 import ml_collections
 
-from brats_jax.config_io import sibling_config
+from brats_jax.config.io import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:

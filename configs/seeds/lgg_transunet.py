@@ -18,7 +18,7 @@ parameters, trainable from scratch on 110 patients.
 
 import ml_collections
 
-from brats_jax.config_io import sibling_config
+from brats_jax.config.io import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -17,7 +17,7 @@ centred on tumour); predictions are written back as <patient>_<n>_mask.tif files
 
 import ml_collections
 
-from brats_jax.config_io import sibling_config
+from brats_jax.config.io import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:

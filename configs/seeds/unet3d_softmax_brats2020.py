@@ -20,7 +20,7 @@ flips, and more) runs on the accelerator; the Dice of the classes is added to th
 
 import ml_collections
 
-from brats_jax.config_io import sibling_config
+from brats_jax.config.io import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:

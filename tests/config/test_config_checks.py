@@ -1,15 +1,20 @@
-"""Every validate() rule refuses a bad value with one line naming the field."""
+"""Every check_config rule refuses a bad value with one line naming the field."""
 
 import glob
 import os
+import re
 import subprocess
 import sys
 
 import ml_collections
 import pytest
 
-from brats_jax import config_checks, config_io
+from brats_jax.config import checks
+from brats_jax.config import io as config_io
 from brats_jax.errors import ConfigError
+from brats_jax.model import blocks
+from brats_jax.train import device_input, optimizer, setup
+from brats_jax.workdir import contract
 
 from conftest import ROOT
 
@@ -63,14 +68,14 @@ def _with(config, field, value):
 
 
 def test_every_field_has_a_rule_and_every_rule_a_test():
-  assert set(BAD_VALUES) == set(config_checks.RULES)
-  assert set(config_checks._flatten(_default())) == set(config_checks.RULES)
+  assert set(BAD_VALUES) == set(checks.RULES)
+  assert set(contract.flatten(_default())) == set(checks.RULES)
 
 
 @pytest.mark.parametrize("field", sorted(BAD_VALUES))
 def test_a_bad_value_is_refused_naming_the_field(field):
   with pytest.raises(ConfigError) as error:
-    config_checks.validate(_with(_default(), field, BAD_VALUES[field]))
+    checks.check_config(_with(_default(), field, BAD_VALUES[field]))
   assert str(error.value).startswith(f"config field {field}=") and "\n" not in str(error.value)
 
 
@@ -78,7 +83,7 @@ def test_a_bad_value_is_refused_naming_the_field(field):
                                          + glob.glob(os.path.join(ROOT, "configs", "seeds",
                                                                   "*.py"))))
 def test_every_shipped_config_is_valid(path):
-  config_checks.validate(config_io.load_config_file(path))
+  checks.check_config(config_io.load_config_file(path))
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -93,19 +98,19 @@ def test_every_shipped_config_is_valid(path):
 ])
 def test_rules_between_fields(field, value, message):
   with pytest.raises(ConfigError, match=message):
-    config_checks.validate(_with(_default(), field, value))
+    checks.check_config(_with(_default(), field, value))
 
 
 def test_early_stopping_needs_validation_and_one_source_of_it():
   no_validation = _with(_with(_default(), "data.val_fold", -1),
                         "train.early_stopping_patience", 3)
   with pytest.raises(ConfigError, match="early_stopping_patience=3: needs validation cases"):
-    config_checks.validate(no_validation)
-  config_checks.validate(_with(no_validation, "data.val_fraction", 0.2))
+    checks.check_config(no_validation)
+  checks.check_config(_with(no_validation, "data.val_fraction", 0.2))
   both = _with(_with(_default(), "data.val_store", "/data/val"), "data.val_fraction", 0.2)
   with pytest.raises(ConfigError, match="val_fraction=0.2: validation comes from "
                                         "data.val_store"):
-    config_checks.validate(both)
+    checks.check_config(both)
 
 
 @pytest.mark.parametrize("kind,terms,message", [
@@ -113,54 +118,62 @@ def test_early_stopping_needs_validation_and_one_source_of_it():
     ("region", (("ce", 1.0),), "ce is not a loss for loss.kind=region .*use bce"),
     ("binary", (("iou", 0.0),), "needs a term with a weight above 0"),
     ("region", (("dice", 1.0), ("iou",)), "must be \\(name, weight\\) pairs"),
-    ("labels", (("none", 1.0),), "unknown loss 'none'; known: dice, iou, bce, ce, focal")])
+    ("labels", (("none", 1.0),), "unknown loss 'none'; known: dice, iou, bce, focal, ce")])
 def test_loss_terms_must_suit_the_task(kind, terms, message):
   config = _with(_with(_default(), "loss.kind", kind), "loss.terms", terms)
   with pytest.raises(ConfigError, match=message):
-    config_checks.validate(config)
+    checks.check_config(config)
   for kind, terms in (("softmax", (("focal", 1.0), ("iou", 0.5))),
                       ("binary", (("dice", 1.0), ("focal", 2.0)))):
-    config_checks.validate(_with(_with(_default(), "loss.kind", kind), "loss.terms", terms))
+    checks.check_config(_with(_with(_default(), "loss.kind", kind), "loss.terms", terms))
+
+
+# What a store of the default recipe and a 4-device, 2-process machine give the start of a run.
+_ENVIRONMENT = {"channels": ("t2", "t1ce", "t1", "flair"), "num_folds": 5,
+                "binary_labels": False, "num_devices": 4, "num_processes": 2}
+
+
+def _check_against(config, **changes):
+  setup.check_against_store(config, **{**_ENVIRONMENT, **changes})
 
 
 def test_class_weights_and_binary_stores():
   config = _with(_default(), "loss.class_weights", (1.0, 2.0))
   with pytest.raises(ConfigError, match="loss.kind=region has 3 outputs, so 3 weights"):
-    config_checks.validate(config)
-  config_checks.validate(_with(_default(), "loss.class_weights", (1.0, 2.0, 4.0)))
+    checks.check_config(config)
+  checks.check_config(_with(_default(), "loss.class_weights", (1.0, 2.0, 4.0)))
   with pytest.raises(ConfigError, match="holds binary masks .* loss.kind=binary"):
-    config_checks.validate(_default(), binary_labels=True)
-  config_checks.validate(_with(_default(), "loss.kind", "binary"), binary_labels=True)
+    _check_against(_default(), binary_labels=True)
+  _check_against(_with(_default(), "loss.kind", "binary"), binary_labels=True)
 
 
 def test_rules_against_the_store_and_the_devices():
   config = _default()
   with pytest.raises(ConfigError, match="data.modalities=.*: the store .* has no t1ce, t2 "
                                         r"\(it holds flair, t1\)"):
-    config_checks.validate(config, channels=("flair", "t1"))
+    _check_against(config, channels=("flair", "t1"))
   with pytest.raises(ConfigError, match="data.val_fold=5: the store .* has folds 0-4"):
-    config_checks.validate(_with(config, "data.val_fold", 5), num_folds=5)
+    _check_against(_with(config, "data.val_fold", 5), num_folds=5)
   with pytest.raises(ConfigError, match=r"global batch \(2 x 3 devices\) must split evenly "
                                         "over 4 processes"):
-    config_checks.validate(config, num_devices=3, num_processes=4)
-  config_checks.validate(config, channels=("t2", "t1ce", "t1", "flair"), num_folds=5,
-                         num_devices=4, num_processes=2)
+    _check_against(config, num_devices=3, num_processes=4)
+  _check_against(config)
 
 
 def test_unknown_and_missing_fields():
   plain = _default().to_dict()
   plain["model"]["base_filter"] = 16  # a typo in a config file
   with pytest.raises(ConfigError, match="model.base_filter is not a field brats_jax reads"):
-    config_checks.validate(ml_collections.ConfigDict(plain))
+    checks.check_config(ml_collections.ConfigDict(plain))
   plain = _default().to_dict()
   del plain["train"]["schedule"]
   with pytest.raises(ConfigError, match="train.schedule is missing"):
-    config_checks.validate(ml_collections.ConfigDict(plain))
+    checks.check_config(ml_collections.ConfigDict(plain))
 
 
 def test_the_training_command_reports_one_line_and_exit_2(tmp_path):
   workdir = str(tmp_path / "run")
-  result = subprocess.run([sys.executable, "-m", "brats_jax.main",
+  result = subprocess.run([sys.executable, "-m", "brats_jax.cli.train",
                            f"--config={ROOT}/configs/tiny.py", f"--workdir={workdir}",
                            "--config.loss.kind=bogus"],
                           capture_output=True, text=True, timeout=120)
@@ -168,3 +181,36 @@ def test_the_training_command_reports_one_line_and_exit_2(tmp_path):
   assert result.stderr == ("error: config field loss.kind='bogus': must be one of region, "
                            "softmax, labels, binary\n")
   assert not os.path.exists(workdir)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.train.num_step=3", "config field train.num_step is not a field of .*tiny.py; "
+                                  "did you mean train.num_steps\\?"),
+    ("--config.trian.num_steps=3", "config field trian.num_steps is not a field of .*tiny.py; "
+                                   "did you mean train.num_steps\\?"),
+    ("--config.model.no_such_field=3", "config field model.no_such_field is not a field of "
+                                       ".*tiny.py$"),
+    ("--config.train.num_steps=abc", "command line: flag --config.train.num_steps=abc: "
+                                     "invalid literal .*"),
+])
+def test_a_command_line_config_mistake_is_one_line_and_exit_2(tmp_path, override, message):
+  workdir = str(tmp_path / "run")
+  result = subprocess.run([sys.executable, "-m", "brats_jax.cli.train",
+                           f"--config={ROOT}/configs/tiny.py", f"--workdir={workdir}", override],
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr
+  lines = result.stderr.splitlines()
+  assert len(lines) == 1 and re.fullmatch("error: " + message, lines[0]), result.stderr
+  assert not os.path.exists(workdir)
+
+
+def test_every_choice_is_the_implementing_modules_own():
+  """A name a module adds (a norm, a schedule, a placement) is admitted without restating it."""
+  for field, names in (("model.norm", blocks.NORMS), ("train.schedule", optimizer.SCHEDULES),
+                       ("data.placement", device_input.PLACEMENTS),
+                       ("model.activation", tuple(blocks.ACTIVATIONS))):
+    for name in names:
+      checks.check_config(_with(_default(), field, name))
+    with pytest.raises(ConfigError, match=f"config field {field}='nope': must be one of "
+                                          + ", ".join(names)):
+      checks.check_config(_with(_default(), field, "nope"))

@@ -13,7 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats_jax import discovery, layouts, volumes
+from brats_jax.data import discovery
+from brats_jax.imageio import nifti
 
 
 def _case_files(root):
@@ -24,7 +25,7 @@ def _case_files(root):
 def _rewrite(path, transform):
   image = nib.load(path)
   data, affine = transform(np.asarray(image.dataobj).copy(), image.affine.copy())
-  volumes.save_nifti(path, data, affine)
+  nifti.save_nifti(path, data, affine)
 
 
 def _missing_modality(root):
@@ -128,13 +129,13 @@ def _directory_instead_of_file(root):
   return files["t2"]
 
 
-BREAKERS = [_missing_modality, _missing_flair, _shape_mismatch, _affine_mismatch, _nan_voxels, _inf_voxels,
-            _bad_label_values, _truncated_file, _garbage_file, _empty_file,
+BREAKERS = [_missing_modality, _missing_flair, _shape_mismatch, _affine_mismatch, _nan_voxels,
+            _inf_voxels, _bad_label_values, _truncated_file, _garbage_file, _empty_file,
             _wrong_dimensionality, _huge_declared_size, _directory_instead_of_file]
 
 
 def _prepare(args):
-  return subprocess.run([sys.executable, "-m", "brats_jax.prepare", *args],
+  return subprocess.run([sys.executable, "-m", "brats_jax.cli.prepare", *args],
                         capture_output=True, text=True, timeout=120)
 
 
@@ -217,7 +218,7 @@ def test_unreadable_file_or_folder_is_one_clear_line(raw_datasets, tmp_path, wha
   os.chmod(target, 0)
   output = str(tmp_path / "store")
   try:
-    result = subprocess.run([sys.executable, "-m", "brats_jax.prepare", f"--input={root}",
+    result = subprocess.run([sys.executable, "-m", "brats_jax.cli.prepare", f"--input={root}",
                              f"--output={output}"], capture_output=True, text=True, timeout=120,
                             preexec_fn=_without_root_file_access())
   finally:

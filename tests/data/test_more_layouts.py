@@ -9,9 +9,13 @@ import pytest
 import SimpleITK as sitk
 import tifffile
 
-from brats_jax import (discovery, evaluate, layouts, prediction_files, predict, prepare,
-                       preprocessing, synth, train)
+from brats_jax import labels as label_values
+from brats_jax.data import discovery, layouts, prediction_files, prepare, raw_cases, synth
 from brats_jax.errors import DataError
+from brats_jax.evaluation import evaluate
+from brats_jax.imageio import tiff
+from brats_jax.inference import predict
+from brats_jax.train import loop
 
 from conftest import tiny_config
 
@@ -35,10 +39,10 @@ def test_found_read_and_written_back_exactly(folders, layout, tmp_path):
   assert discovery.detect_layout(root) == layout
   cases = discovery.find_cases(root)
   assert len(cases) == 4 and all(c.label for c in cases)
-  convention = layouts.CONVENTIONS[layouts.LAYOUTS[layout].convention]
+  convention = label_values.CONVENTIONS[layouts.LAYOUTS[layout].convention]
   seen = set()
   for case in cases:
-    images, labels, _, _ = preprocessing.read_raw_case(case)
+    images, labels, _, _ = raw_cases.read_raw_case(case)
     assert images.shape == SHAPE + (len(layouts.LAYOUTS[layout].channels),)
     assert labels.shape == SHAPE and not np.array_equal(labels, images[..., 0])
     seen |= set(np.unique(labels).tolist())
@@ -57,24 +61,24 @@ def test_found_read_and_written_back_exactly(folders, layout, tmp_path):
       assert tifffile.imread(first).dtype == np.uint8
       assert set(np.unique(tifffile.imread(first))) <= {0, 255}
   if layout == "lgg":
-    assert seen == {layouts.BACKGROUND, layouts.TUMOUR}
+    assert seen == {label_values.BACKGROUND, label_values.TUMOUR}
   else:  # 2015 tells non-enhancing tumour (3) from necrosis (1), and both are in TC
-    assert {layouts.NCR, layouts.ED, layouts.ET, layouts.NET} <= seen
-    assert convention.encode(np.array([3])).tolist() == [layouts.NET]
-    assert layouts.regions_from_labels(np.array([layouts.NET])).tolist() == [[1, 1, 0]]
+    assert {label_values.NCR, label_values.ED, label_values.ET, label_values.NET} <= seen
+    assert convention.encode(np.array([3])).tolist() == [label_values.NET]
+    assert label_values.regions_from_labels(np.array([label_values.NET])).tolist() == [[1, 1, 0]]
 
 
 def test_lgg_slices_in_number_order_and_stray_files_ignored(folders, tmp_path):
   root = str(tmp_path / "lgg")
   shutil.copytree(folders["lgg"], root)
   case = discovery.find_cases(root)[0]
-  images, masks = preprocessing.formats.lgg_slices(case.images[0])
+  images, masks = tiff.lgg_slices(case.images[0])
   numbers = [int(os.path.basename(p).split("_")[-1].split(".")[0]) for p in images]
   assert numbers == list(range(1, SHAPE[2] + 1))  # 10 after 9, not after 1
   assert os.path.exists(os.path.join(root, "data.csv"))
   os.remove(os.path.join(case.images[0], f"{case.case_id}_7_mask.tif"))
   with pytest.raises(DataError, match=f"{case.case_id}_7_mask.tif: missing mask file"):
-    preprocessing.read_raw_case(case)
+    raw_cases.read_raw_case(case)
 
 
 def test_a_missing_2015_channel_is_named(folders, tmp_path):
@@ -84,7 +88,7 @@ def test_a_missing_2015_channel_is_named(folders, tmp_path):
   shutil.rmtree(os.path.dirname(case.images[2]))  # the T1c folder
   case = discovery.find_cases(root)[1]
   with pytest.raises(DataError, match=r"MR_T1c.*: missing modality file"):
-    preprocessing.read_raw_case(case)
+    raw_cases.read_raw_case(case)
   with pytest.raises(DataError, match="MR_T1c"):
     prepare.prepare(root, str(tmp_path / "store"))
   assert not os.path.exists(str(tmp_path / "store"))
@@ -105,7 +109,7 @@ def test_train_predict_evaluate(folders, tmp_path, layout, kind, modalities):
   config.loss.kind = kind
   config.train.num_steps = 2
   workdir = str(tmp_path / "run")
-  train.train_and_validate(config, workdir)
+  loop.train_and_validate(config, workdir)
   out = str(tmp_path / "predictions")
   timings, _ = predict.predict_folder(workdir, folders[layout], out, progress=False)
   assert len(timings) == 4

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from brats_jax import discovery, predict, prepare, preprocessing
+from brats_jax.data import discovery, prepare, preprocessing
+from brats_jax.data.store import PreparedStore
 from brats_jax.errors import DataError
-from brats_jax.store import PreparedStore
+from brats_jax.inference import inputs
 
 
 def _volume(shape=(20, 18, 12), channels=2, seed=0):
@@ -57,7 +58,7 @@ def test_centre_crop_pads_and_restore_puts_labels_back():
   assert geometry["box"] == [[2, 18], [-3, 21], [2, 10]]  # y is padded: 24 > 18
   np.testing.assert_array_equal(out[:, 3:21], images[2:18, :, 2:10])
   assert np.all(out[:, :3] == 0) and np.all(out[:, 21:] == 0)
-  back = preprocessing.restore(cropped, geometry, labels.shape)
+  back = preprocessing.to_original_geometry(cropped, geometry, labels.shape)
   np.testing.assert_array_equal(back, labels)  # nothing of the tumour was cropped away
 
 
@@ -67,7 +68,7 @@ def test_resize_and_its_restore():
   out, resized, geometry = preprocessing.preprocess(images, labels, "x", options)
   assert out.shape == (28, 28, 16, 2) and resized.shape == (28, 28, 16)
   assert set(np.unique(resized)) == {0, 2, 3}  # nearest: no new label values
-  back = preprocessing.restore(resized, geometry, labels.shape)
+  back = preprocessing.to_original_geometry(resized, geometry, labels.shape)
   assert back.shape == labels.shape
   assert (back == labels).mean() > 0.98
 
@@ -95,7 +96,7 @@ def test_prepare_records_and_predict_applies_the_same(raw_datasets, tmp_path):
   store = PreparedStore(store_path)
   resolved = preprocessing.resolve(recorded, store_path)
   channels = tuple(recorded["channels"])
-  for case_id, _, load in predict.raw_inputs(raw_datasets["brats2021"], channels, resolved):
+  for case_id, _, load in inputs.raw_inputs(raw_datasets["brats2021"], channels, resolved):
     case = load()
     stored, _ = store.read_case(case_id)
     assert case.image.shape == stored.shape == (16, 16, 16, 4)

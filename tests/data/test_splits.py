@@ -6,10 +6,13 @@ import shutil
 
 import pytest
 
-from brats_jax import contract, prepare, splits, synth, train
-from brats_jax.checkpointing import Checkpoints
+from brats_jax.config import checks
+from brats_jax.data import prepare, splits, synth
+from brats_jax.data.store import PreparedStore
 from brats_jax.errors import ConfigError, DataError
-from brats_jax.store import PreparedStore
+from brats_jax.train import loop, validation
+from brats_jax.workdir import contract
+from brats_jax.workdir.checkpoints import Checkpoints
 
 from conftest import TINY_SHAPE, tiny_config
 
@@ -70,17 +73,17 @@ def test_fraction_store_and_fold_splits(tiny_store, train_and_val_stores):
   config.data.val_fraction = 0.2  # and a fraction as well: which one?
   with pytest.raises(ConfigError, match="data.val_fraction=0.2: validation comes from "
                                         "data.val_store"):
-    train.train_and_validate(config, "/nonexistent/never_written")
+    checks.check_config(config)
 
 
 def test_early_stop_reason():
   history = [{"step": 2, "mean_dice": 0.5}, {"step": 4, "mean_dice": 0.7},
              {"step": 6, "mean_dice": 0.7}, {"step": 8, "mean_dice": 0.6}]
-  assert train.early_stop_reason(history[:2], 1) is None
+  assert validation.early_stop_reason(history[:2], 1) is None
   assert "2 validations without beating mean Dice 0.7000 of step 4" in \
-      train.early_stop_reason(history, 2)  # a tie is not an improvement
-  assert train.early_stop_reason(history, 3) is None
-  assert train.early_stop_reason(history, 0) is None
+      validation.early_stop_reason(history, 2)  # a tie is not an improvement
+  assert validation.early_stop_reason(history, 3) is None
+  assert validation.early_stop_reason(history, 0) is None
 
 
 @pytest.mark.slow  # three training launches with a validation every step
@@ -92,7 +95,7 @@ def test_early_stopping_on_a_validation_store_stays_stopped(train_and_val_stores
   config.eval.every_steps = 1
   config.train.early_stopping_patience = 2
   workdir = str(tmp_path / "run")
-  train.train_and_validate(config, workdir)
+  loop.train_and_validate(config, workdir)
   checkpoints = Checkpoints(workdir, read_only=True)
   assert checkpoints.latest_step() == 3  # validations at 1, 2, 3: two without improvement
   assert [v["step"] for v in checkpoints.contract(3)["validations"]] == [1, 2, 3]
@@ -100,14 +103,14 @@ def test_early_stopping_on_a_validation_store_stays_stopped(train_and_val_stores
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert max(r["step"] for r in records) == 3 and "val/iou_WT" in records[-1]
 
-  train.train_and_validate(config, workdir)  # the same command: still stopped
+  loop.train_and_validate(config, workdir)  # the same command: still stopped
   checkpoints = Checkpoints(workdir, read_only=True)
   assert checkpoints.latest_step() == 3
   checkpoints.close()
 
   config.train.early_stopping_patience = 10  # more patience: training goes on
   config.train.num_steps = 5
-  train.train_and_validate(config, workdir)
+  loop.train_and_validate(config, workdir)
   checkpoints = Checkpoints(workdir, read_only=True)
   assert checkpoints.latest_step() == 5
   checkpoints.close()

@@ -7,8 +7,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats_jax import discovery, layouts, prepare, synth
-from brats_jax.store import PreparedStore
+from brats_jax.data import discovery, layouts, prepare, synth
+from brats_jax.data.store import PreparedStore
+from brats_jax.labels import CONVENTIONS, ED, ET, NCR, OTHER, regions_from_labels
 
 from conftest import TINY_SHAPE
 
@@ -41,9 +42,9 @@ def test_synth_contrasts_look_like_mri(tmp_path):
   flair, t1, t1ce = images[..., 0], images[..., 1], images[..., 2]
   brain = images[..., 0] > 0
   healthy = brain & (labels == 0)
-  assert flair[labels == layouts.ED].mean() > 1.3 * flair[healthy].mean()
-  assert t1ce[labels == layouts.ET].mean() > 1.3 * t1ce[healthy].mean()
-  assert t1[labels == layouts.NCR].mean() < 0.8 * t1[healthy].mean()
+  assert flair[labels == ED].mean() > 1.3 * flair[healthy].mean()
+  assert t1ce[labels == ET].mean() > 1.3 * t1ce[healthy].mean()
+  assert t1[labels == NCR].mean() < 0.8 * t1[healthy].mean()
   assert np.all(images[~brain] == 0)  # skull-stripped: background is exactly zero
 
 
@@ -56,7 +57,7 @@ def test_layout_detection_and_label_round_trip(raw_datasets, layout, tmp_path):
   store_path = str(tmp_path / "store")
   manifest = prepare.prepare(root, store_path, num_workers=2, fg_per_class=100)
   store = PreparedStore(store_path)
-  convention = layouts.CONVENTIONS[layouts.LAYOUTS[layout].convention]
+  convention = CONVENTIONS[layouts.LAYOUTS[layout].convention]
   for case, entry in zip(cases, manifest["cases"]):
     assert entry["case_id"] == case.case_id and entry["convention"] == convention.name
     source = _read(case.label)
@@ -67,8 +68,8 @@ def test_layout_detection_and_label_round_trip(raw_datasets, layout, tmp_path):
       assert not np.array_equal(labels.astype(np.float32), image[..., c])
     assert image.dtype == np.float32 and np.unique(image).size > 50
     # Every region present in the source is present in the store.
-    source_regions = layouts.regions_from_labels(convention.encode(source))
-    stored_regions = layouts.regions_from_labels(labels)
+    source_regions = regions_from_labels(convention.encode(source))
+    stored_regions = regions_from_labels(labels)
     for r in range(3):
       assert source_regions[..., r].any() and stored_regions[..., r].any()
       assert source_regions[..., r].sum() == stored_regions[..., r].sum()
@@ -82,12 +83,11 @@ def test_layout_detection_and_label_round_trip(raw_datasets, layout, tmp_path):
 
 def test_convention_values():
   """The three conventions disagree on what 2, 3 and 4 mean; pin each one down."""
-  enc = {name: c.encode(np.array(c.source_values)) for name, c in layouts.CONVENTIONS.items()}
-  assert enc["brats2021"].tolist() == [0, layouts.NCR, layouts.ED, layouts.ET]  # 0 1 2 4
-  assert enc["brats2023"].tolist() == [0, layouts.NCR, layouts.ED, layouts.ET, layouts.OTHER]
-  assert enc["msd"].tolist() == [0, layouts.ED, layouts.NCR, layouts.ET]  # 1 edema, 2 NET
-  regions = layouts.regions_from_labels(np.array([layouts.NCR, layouts.ED, layouts.ET,
-                                                  layouts.OTHER]))
+  enc = {name: c.encode(np.array(c.source_values)) for name, c in CONVENTIONS.items()}
+  assert enc["brats2021"].tolist() == [0, NCR, ED, ET]  # 0 1 2 4
+  assert enc["brats2023"].tolist() == [0, NCR, ED, ET, OTHER]
+  assert enc["msd"].tolist() == [0, ED, NCR, ET]  # 1 edema, 2 NET
+  regions = regions_from_labels(np.array([NCR, ED, ET, OTHER]))
   assert regions.tolist() == [[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0]]
 
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from brats_jax import layouts, metrics
+from brats_jax import labels as label_values
+from brats_jax.evaluation import metrics
 
 
 def _mask(shape, *boxes):
@@ -54,14 +55,14 @@ def test_hd95_uses_anisotropic_spacing():
 
 def test_case_metrics_regions_and_labels():
   reference = np.zeros((8, 8, 8), np.uint8)
-  reference[1:7, 1:7, 1:7] = layouts.ED
-  reference[2:5, 2:5, 2:5] = layouts.NCR
-  reference[3:5, 3:5, 3:5] = layouts.ET
+  reference[1:7, 1:7, 1:7] = label_values.ED
+  reference[2:5, 2:5, 2:5] = label_values.NCR
+  reference[3:5, 3:5, 3:5] = label_values.ET
   row = metrics.case_metrics(reference, reference, (1, 1, 1))
   for name in ("WT", "TC", "ET", "NCR", "ED"):
     assert row[f"{name}_dice"] == 1.0 and row[f"{name}_hd95"] == 0.0
   predicted = reference.copy()
-  predicted[predicted == layouts.ET] = layouts.NCR  # ET missed entirely
+  predicted[predicted == label_values.ET] = label_values.NCR  # ET missed entirely
   row = metrics.case_metrics(predicted, reference, (1, 1, 1))
   assert row["ET_dice"] == 0.0 and row["TC_dice"] == 1.0 and row["WT_dice"] == 1.0
   assert row["ET_hd95"] == pytest.approx(metrics.EMPTY_HD95)

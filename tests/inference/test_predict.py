@@ -13,21 +13,25 @@ import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
+from test_bad_input import BREAKERS
 
-from brats_jax import discovery, layouts, prepare, predict, preprocessing, synth, train, volumes
+from brats_jax import labels as label_values
+from brats_jax.data import discovery, prepare, raw_cases, synth
 from brats_jax.errors import DataError
+from brats_jax.imageio import nifti
+from brats_jax.inference import predict
+from brats_jax.train import loop
 
 from conftest import TINY_SHAPE, tiny_config
-from test_bad_input import BREAKERS
 
 
 @pytest.mark.parametrize("layout", ["brats2021", "brats2023", "msd"])
 def test_reference_labels_written_through_the_prediction_path_round_trip(
     raw_datasets, layout, tmp_path):
   for case in discovery.find_cases(raw_datasets[layout]):
-    _, internal, affine, _ = preprocessing.read_raw_case(case)
+    _, internal, affine, _ = raw_cases.read_raw_case(case)
     out = str(tmp_path / f"{case.case_id}.nii.gz")
-    volumes.save_label_like(out, case.convention.decode(internal), affine, case.reference_image)
+    nifti.save_label_like(out, case.convention.decode(internal), affine, case.reference_image)
     written, reference = nib.load(out), nib.load(case.label)
     assert written.shape == reference.shape and written.get_data_dtype() == np.uint8
     np.testing.assert_allclose(written.affine, nib.load(case.reference_image).affine)
@@ -41,7 +45,7 @@ def trained_on_8(tiny_store, tmp_path_factory):
   config = tiny_config(tiny_store)
   config.train.num_steps = 4
   config.eval.max_cases = 1
-  train.train_and_validate(config, workdir)
+  loop.train_and_validate(config, workdir)
   return workdir
 
 
@@ -58,7 +62,7 @@ def test_checkpoint_from_8_devices_predicts_on_1_and_back(trained_on_8, raw_data
     assert a.shape == reference.shape
     np.testing.assert_allclose(a.affine, reference.affine)
     labels = np.asarray(a.dataobj)
-    assert set(np.unique(labels)) <= set(layouts.CONVENTIONS["brats2023"].source_values)
+    assert set(np.unique(labels)) <= set(label_values.CONVENTIONS["brats2023"].source_values)
     assert np.array_equal(labels, np.asarray(b.dataobj))
 
   # And the other way round: trained on 1 device, predicted on 8.
@@ -66,14 +70,14 @@ def test_checkpoint_from_8_devices_predicts_on_1_and_back(trained_on_8, raw_data
   config = tiny_config(tiny_store)
   config.train.num_steps = 2
   config.data.val_fold = -1
-  train.train_and_validate(config, workdir, devices=jax.devices()[:1])
+  loop.train_and_validate(config, workdir, devices=jax.devices()[:1])
   out = str(tmp_path / "from1")
   predict.predict_folder(workdir, raw, out, progress=False)
   assert len(os.listdir(out)) == 3
 
 
 def _evaluate(args):
-  return subprocess.run([sys.executable, "-m", "brats_jax.evaluate", *args],
+  return subprocess.run([sys.executable, "-m", "brats_jax.cli.evaluate", *args],
                         capture_output=True, text=True, timeout=120)
 
 
@@ -86,7 +90,7 @@ def test_evaluate_command(raw_datasets, tmp_path):
     labels = np.asarray(reference.dataobj).copy()
     if i == 0:
       labels[labels == 3] = 2  # MSD: enhancing (3) -> non-enhancing (2)
-    volumes.save_label_like(os.path.join(predictions, f"{case.case_id}.nii.gz"), labels,
+    nifti.save_label_like(os.path.join(predictions, f"{case.case_id}.nii.gz"), labels,
                             reference.affine, case.reference_image)
   output = str(tmp_path / "scores.csv")
   result = _evaluate([f"--predictions={predictions}", f"--references={raw}",
@@ -108,7 +112,7 @@ def test_evaluate_command(raw_datasets, tmp_path):
                       f"--output={tmp_path / 'again.csv'}"])
   assert result.returncode == 2 and cases[1].case_id in result.stderr
   assert "Traceback" not in result.stderr
-  volumes.save_nifti(os.path.join(predictions, f"{cases[1].case_id}.nii.gz"),
+  nifti.save_nifti(os.path.join(predictions, f"{cases[1].case_id}.nii.gz"),
                      np.zeros((5, 5, 5), np.uint8), np.eye(4))
   result = _evaluate([f"--predictions={predictions}", f"--references={raw}",
                       f"--output={tmp_path / 'again.csv'}"])
@@ -201,8 +205,8 @@ def test_predict_command_bad_input_is_one_line_and_exit_2(trained_on_8, hostile_
                                                            tmp_path):
   root, bad_files = hostile_folder
   out = str(tmp_path / "pred")
-  result = subprocess.run([sys.executable, "-m", "brats_jax.predict", f"--workdir={trained_on_8}",
-                           f"--input={root}", f"--output={out}"],
+  result = subprocess.run([sys.executable, "-m", "brats_jax.cli.predict",
+                           f"--workdir={trained_on_8}", f"--input={root}", f"--output={out}"],
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 2, result.stderr
   assert "Traceback" not in result.stderr

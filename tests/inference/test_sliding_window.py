@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from brats_jax import inference, sharding
+from brats_jax import sharding
+from brats_jax.inference import case_predictor, predict, sliding_window
 
 from conftest import new_train_state, tiny_config
 
@@ -22,15 +23,15 @@ def pointwise(windows):
 @pytest.mark.parametrize("mode", ["constant", "gaussian"])
 def test_equals_whole_volume_for_pointwise_predictor(shape, mode):
   x = jax.random.normal(jax.random.key(0), (2,) + shape + (3,))
-  out = jax.jit(lambda v: inference.sliding_window_inference(
+  out = jax.jit(lambda v: sliding_window.sliding_window_inference(
       v, pointwise, (8, 8, 8), 3, overlap=0.5, mode=mode))(x)
   np.testing.assert_allclose(out, pointwise(x), rtol=1e-5, atol=1e-5)
 
 
 def test_window_positions_match_monai():
-  assert inference.scan_starts((10,), (4,), 0.25) == [[0, 3, 6]]
-  assert inference.scan_starts((7,), (4,), 0.5) == [[0, 2, 3]]
-  assert inference.scan_starts((4, 9), (4, 4), 0.5) == [[0], [0, 2, 4, 5]]
+  assert sliding_window.scan_starts((10,), (4,), 0.25) == [[0, 3, 6]]
+  assert sliding_window.scan_starts((7,), (4,), 0.5) == [[0, 2, 3]]
+  assert sliding_window.scan_starts((4, 9), (4, 4), 0.5) == [[0], [0, 2, 4, 5]]
 
 
 def test_gaussian_blend_by_hand():
@@ -40,7 +41,7 @@ def test_gaussian_blend_by_hand():
   def window_mean(w):
     return jnp.broadcast_to(w.mean(axis=(1, 2), keepdims=True), w.shape)
 
-  out = inference.sliding_window_inference(x, window_mean, (4,), 1, overlap=0.5,
+  out = sliding_window.sliding_window_inference(x, window_mean, (4,), 1, overlap=0.5,
                                            mode="gaussian", sigma_scale=0.125)
   offsets = np.array([-1.5, -0.5, 0.5, 1.5])
   g = np.maximum(np.exp(-offsets**2 / (2 * 0.5**2)), 1e-3)  # MONAI: not normalised
@@ -51,7 +52,7 @@ def test_gaussian_blend_by_hand():
     den = sum(g[p - s] for s in means if 0 <= p - s < 4)
     expected.append(num / den)
   np.testing.assert_allclose(out[0, :, 0], expected, rtol=1e-5)
-  constant = inference.sliding_window_inference(x, window_mean, (4,), 1, overlap=0.5)
+  constant = sliding_window.sliding_window_inference(x, window_mean, (4,), 1, overlap=0.5)
   np.testing.assert_allclose(constant[0, :, 0], [1.5, 1.5, 2.5, 2.5, 3.5, 3.5], rtol=1e-6)
 
 
@@ -61,37 +62,19 @@ def test_case_predictor_equals_plain_sliding_window():
   config.eval.overlap = 0.5
   mesh = sharding.make_mesh()
   graphdef, state, _ = new_train_state(config, mesh)
-  predict = inference.make_case_predictor(graphdef, mesh, config)
+  predict = case_predictor.make_case_predictor(graphdef, mesh, config)
   image = np.asarray(jax.random.normal(jax.random.key(1), (21, 18, 11, 4)))
   net = nnx.merge(graphdef, state["params"], state["model_state"])
-  expected = inference.sliding_window_inference(
+  expected = sliding_window.sliding_window_inference(
       jnp.asarray(image)[None], lambda w: jax.nn.sigmoid(net(w)[0]), (16, 16, 16), 2,
       overlap=0.5, mode="gaussian")[0]
   got = predict(state, image)
   assert got.shape == (21, 18, 11, 3)
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
   # With mirror TTA the result stays a probability map of the same shape.
-  tta = inference.make_case_predictor(graphdef, mesh, config, mirror_tta=True)(state, image)
+  tta = case_predictor.make_case_predictor(graphdef, mesh, config, mirror_tta=True)(state, image)
   assert tta.shape == got.shape and 0 <= tta.min() and tta.max() <= 1
   assert not np.allclose(tta, got)
-
-
-def test_decode_regions_by_threshold_and_classes_by_argmax():
-  probabilities = np.zeros((4, 1, 1, 3))
-  probabilities[0] = [0.9, 0.1, 0.1]  # WT only: edema
-  probabilities[1] = [0.9, 0.9, 0.1]  # TC, not ET: necrosis
-  probabilities[2] = [0.9, 0.9, 0.9]  # ET
-  assert inference.decode(probabilities, "region")[:, 0, 0].tolist() == [2, 1, 3, 0]
-  # A too-small ET prediction becomes necrosis.
-  assert inference.decode(probabilities, "region", 5)[:, 0, 0].tolist() == [2, 1, 1, 0]
-  # Softmax classes (background, NCR, ED, ET): the largest wins, even below 0.5. p(ET) = 0.4
-  # as the largest class is ET; summing into regions and thresholding would say edema.
-  classes = np.array([[0.2, 0.1, 0.3, 0.4],  # ET with p 0.4
-                      [0.3, 0.35, 0.05, 0.3],  # necrosis with p 0.35
-                      [0.1, 0.2, 0.6, 0.1],  # edema
-                      [0.7, 0.1, 0.1, 0.1]])  # background
-  assert inference.decode(classes, "softmax").tolist() == [3, 1, 2, 0]
-  assert inference.decode(classes, "softmax", 2).tolist() == [1, 1, 2, 0]
 
 
 def test_small_tumour_components_are_removed():
@@ -101,15 +84,16 @@ def test_small_tumour_components_are_removed():
   labels[8:10, 8:10, 8:10] = 1  # 8 voxels of necrosis, apart
   labels[7, 7, 7] = 3  # touches the necrosis only at a corner (26-connected): 9 together
   labels[0, 11, 0] = 2  # a lone voxel
-  cleaned = inference.remove_small_components(labels, 10)
+  cleaned = predict.remove_small_components(labels, 10)
   assert (cleaned[:6, :6, :6] == labels[:6, :6, :6]).all()  # 64 voxels: kept as they were
   assert cleaned[6:, 6:, 6:].max() == 0 and cleaned[0, 11, 0] == 0
-  kept = inference.remove_small_components(labels, 9)  # the 9-voxel component stays
+  kept = predict.remove_small_components(labels, 9)  # the 9-voxel component stays
   assert (kept[6:, 6:, 6:] == labels[6:, 6:, 6:]).all() and kept[0, 11, 0] == 0
-  assert (inference.remove_small_components(labels, 0) == labels).all()
+  assert (predict.remove_small_components(labels, 0) == labels).all()
 
 
-MONAI_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "monai_sliding_window.npz")
+MONAI_FIXTURE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures",
+                             "monai_sliding_window.npz")
 
 
 def _ramp_predictor(windows):
@@ -130,7 +114,7 @@ def test_sliding_window_matches_monai(name, roi, overlap, mode, sigma, sw_batch)
   """Against outputs MONAI 1.6 itself produced (tests/fixtures/make_monai_fixture.py)."""
   fixture = np.load(MONAI_FIXTURE)
   inputs = np.moveaxis(fixture["inputs"], 1, -1)  # MONAI is channels-first
-  out = inference.sliding_window_inference(jnp.asarray(inputs), _ramp_predictor, roi,
+  out = sliding_window.sliding_window_inference(jnp.asarray(inputs), _ramp_predictor, roi,
                                            sw_batch, overlap=overlap, mode=mode,
                                            sigma_scale=sigma)
   np.testing.assert_allclose(np.moveaxis(np.asarray(out), -1, 1), fixture[name], atol=1e-5,
@@ -139,5 +123,5 @@ def test_sliding_window_matches_monai(name, roi, overlap, mode, sigma, sw_batch)
                                        ("map_7_10_12", (7, 10, 12), 0.2),
                                        ("map_16_16", (16, 16), 0.125),
                                        ("map_5_6_7", (5, 6, 7), 0.5)):
-    np.testing.assert_allclose(inference.importance_map(map_roi, "gaussian", map_sigma),
+    np.testing.assert_allclose(sliding_window.importance_map(map_roi, "gaussian", map_sigma),
                                fixture[map_name], rtol=1e-6, atol=0)

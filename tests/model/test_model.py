@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from brats_jax import (blocks, config_checks, convolution, layouts, losses, model, sharding,
-                       train_state, train_step)
+from brats_jax import labels as label_values
+from brats_jax import model, sharding, tasks
+from brats_jax.config import checks
+from brats_jax.model import blocks, cpu_convolution
+from brats_jax.train import losses
+from brats_jax.train import step as train_step
 
 from conftest import new_train_state, tiny_config
 
@@ -31,7 +35,7 @@ def test_upsample_equals_stride_2_transposed_convolution():
     expected = expected + jnp.tile(bias, x.shape[1:-1] + (1,))[None]
     np.testing.assert_allclose(up(x), expected, rtol=1e-5, atol=1e-5)
   # Nothing in the model lowers to XLA's transposed convolution.
-  net = model.create_model(train_state.model_config(tiny_config()), 0)
+  net = model.create_model(model.model_config(tiny_config()), 0)
   hlo = jax.jit(lambda x: net(x)[0]).lower(jnp.ones((1, 16, 16, 16, 4))).as_text()
   dilations = re.findall(r"lhs_dilate = \[([0-9, ]*)\]", hlo)
   assert len(dilations) >= 10
@@ -49,7 +53,7 @@ def test_unet_shapes_3d_and_2d(patch, norm, residual):
   config.model.block = "residual" if residual else "plain"
   config.model.bottleneck_dilation = (1, 2)
   config.model.dropout = 0.1
-  net = model.create_model(train_state.model_config(config), 0)
+  net = model.create_model(model.model_config(config), 0)
   x = jnp.ones((2,) + patch + (4,))
 
   graphdef, variables = nnx.split(net)
@@ -70,7 +74,7 @@ def test_unet_shapes_3d_and_2d(patch, norm, residual):
 def test_bf16_compute_keeps_float32_parameters():
   config = tiny_config()
   config.model.dtype = "bfloat16"
-  net = model.create_model(train_state.model_config(config), 0)
+  net = model.create_model(model.model_config(config), 0)
   params = nnx.state(net, nnx.Param)
   assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
   hlo = jax.jit(lambda x: net(x)[0]).lower(jnp.ones((1, 16, 16, 16, 4))).as_text()
@@ -100,8 +104,8 @@ def test_batch_norm_statistics_are_global_across_devices(tiny_store):
 
 def _perfect_logits(labels, kind):
   if kind == "softmax":
-    return 20.0 * (jax.nn.one_hot(losses.softmax_classes(labels), losses.NUM_CLASSES) - 0.5)
-  return 20.0 * (losses.sigmoid_targets(labels, kind) - 0.5)
+    return 20.0 * (jax.nn.one_hot(tasks.softmax_classes(labels), tasks.NUM_CLASSES) - 0.5)
+  return 20.0 * (tasks.sigmoid_targets(labels, kind) - 0.5)
 
 
 @pytest.mark.parametrize("kind,terms", [
@@ -110,21 +114,21 @@ def _perfect_logits(labels, kind):
     ("labels", (("dice", 1.0), ("bce", 0.5))), ("binary", (("dice", 1.0), ("focal", 1.0)))])
 def test_losses_reward_the_right_answer(kind, terms):
   labels = np.zeros((2, 8, 8, 8), np.uint8)
-  labels[:, 2:6, 2:6, 2:6] = layouts.ED
-  labels[:, 3:5, 3:5, 3:5] = layouts.ET
-  labels[:, 3, 3, 3] = layouts.NCR
+  labels[:, 2:6, 2:6, 2:6] = label_values.ED
+  labels[:, 3:5, 3:5, 3:5] = label_values.ET
+  labels[:, 3, 3, 3] = label_values.NCR
   config = tiny_config().loss
   config.kind, config.terms = kind, terms
   perfect = _perfect_logits(labels, kind)
-  assert perfect.shape[-1] == losses.num_outputs(config)
+  assert perfect.shape[-1] == tasks.num_outputs(config.kind)
   good = losses.segmentation_loss(perfect, labels, config)
   bad = losses.segmentation_loss(-perfect, labels, config)
   assert good < 0.05 and bad > 0.5, (kind, terms, good, bad)
   # Training metrics decode as inference does: a perfect output scores every region fully.
-  counts = losses.dice_counts(perfect, labels, kind)
+  counts = tasks.overlap_counts(perfect, labels, kind)
   np.testing.assert_array_equal(counts["intersection"], counts["reference"])
   np.testing.assert_array_equal(counts["predicted"], counts["reference"])
-  assert len(counts["reference"]) == len(losses.scored_regions(kind))
+  assert len(counts["reference"]) == len(tasks.scored_regions(kind))
   assert losses.deep_supervision_weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])
 
 
@@ -147,7 +151,7 @@ def test_loss_terms_add_up_and_class_weights_weigh_outputs():
   config.class_weights = ()
   et_logits = logits[..., 2:]
   config.kind = "binary"  # one output: its Dice alone
-  labels_et = np.where(labels == layouts.ET, layouts.ET, 0).astype(np.uint8)
+  labels_et = np.where(labels == label_values.ET, label_values.ET, 0).astype(np.uint8)
   assert only_et == pytest.approx(float(losses.segmentation_loss(et_logits, labels_et, config)),
                                   rel=1e-5)
 
@@ -168,13 +172,14 @@ def test_cpu_convolution_is_lax_convolution(shape, kernel, strides, dilation, pa
     return lambda x, w: jnp.sum(jnp.sin(conv(x, w, strides, padding, rhs_dilation=dilation,
                                                  dimension_numbers=numbers)))
 
-  ours, theirs = convolution.conv_general_dilated, jax.lax.conv_general_dilated
+  ours, theirs = cpu_convolution.conv_general_dilated, jax.lax.conv_general_dilated
   np.testing.assert_allclose(
       jax.jit(lambda x, w: ours(x, w, strides, padding, rhs_dilation=dilation,
                                 dimension_numbers=numbers))(x, w),
       theirs(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=numbers),
       rtol=1e-5, atol=5e-5)
-  for a, b in zip(jax.jit(jax.grad(loss(ours), (0, 1)))(x, w), jax.grad(loss(theirs), (0, 1))(x, w)):
+  for a, b in zip(jax.jit(jax.grad(loss(ours), (0, 1)))(x, w),
+                  jax.grad(loss(theirs), (0, 1))(x, w)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-4)
   # On the CPU the program holds only 2D convolutions.
   hlo = jax.jit(loss(ours)).lower(x, w).as_text()
@@ -194,7 +199,7 @@ def test_tpu_space_to_depth_level_is_the_same_function(norm, residual, patch):
   config.model.norm = norm
   config.model.block = "residual" if residual else "plain"
   config.model.base_filters = 8
-  mc = train_state.model_config(config)
+  mc = model.model_config(config)
 
   def run(module, x, folded):
     return module.forward(x, train=True, dropout_key=None, folded=folded)
@@ -236,8 +241,8 @@ def test_model_options_build_train_and_infer(options):
   config.data.patch_size = options.pop("patch", (16, 16, 16))
   for name, value in options.items():
     setattr(config.model, name, value)
-  config_checks.validate(config)
-  net = model.create_model(train_state.model_config(config), 0)
+  checks.check_config(config)
+  net = model.create_model(model.model_config(config), 0)
   patch = tuple(config.data.patch_size)
   x = jax.random.normal(jax.random.key(0), (2,) + patch + (4,))
   graphdef, params, rest = nnx.split(net, nnx.Param, ...)

@@ -13,7 +13,7 @@ from conftest import ROOT
 
 
 def _train_command(store, workdir, num_steps):
-  return [sys.executable, "-m", "brats_jax.main", f"--config={ROOT}/configs/tiny.py",
+  return [sys.executable, "-m", "brats_jax.cli.train", f"--config={ROOT}/configs/tiny.py",
           f"--workdir={workdir}", f"--config.data.store={store}",
           f"--config.train.num_steps={num_steps}", "--config.eval.max_cases=1",
           "--config.eval.every_steps=1000", "--config.checkpoint.every_steps=1000"]

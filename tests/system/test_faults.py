@@ -11,10 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from brats_jax import errors, train, volumes, writers
-from brats_jax.checkpointing import Checkpoints
+from brats_jax.cli import app
 from brats_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteError
-from brats_jax.input_pipeline import PatchSampler
+from brats_jax.imageio import nifti
+from brats_jax.train import loop, metrics_log, setup
+from brats_jax.train.host_input import PatchSampler
+from brats_jax.workdir.checkpoints import Checkpoints
 
 from conftest import tiny_config
 
@@ -32,12 +34,12 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_store, tmp
   config.data.val_fold = -1
   config.train.num_steps = 4
   workdir = str(tmp_path / "run")
-  train.train_and_validate(config, workdir)
+  loop.train_and_validate(config, workdir)
   assert Checkpoints(workdir, read_only=True).all_steps() == [2, 4]
   _damage_checkpoint(workdir, 4)
   capsys.readouterr()
   config.train.num_steps = 6
-  train.train_and_validate(config, workdir)
+  loop.train_and_validate(config, workdir)
   out = capsys.readouterr()
   assert "checkpoint at step 4" in out.err and "cannot be read" in out.err
   assert "resumed from checkpoint at step 2" in out.out
@@ -51,7 +53,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_store, tmp
     _damage_checkpoint(workdir, step)
   config.train.num_steps = 8
   with pytest.raises(CheckpointError, match="refusing to start from scratch"):
-    train.train_and_validate(config, workdir)
+    loop.train_and_validate(config, workdir)
 
 
 class _SamplerWithANanAtStep3(PatchSampler):
@@ -65,7 +67,7 @@ class _SamplerWithANanAtStep3(PatchSampler):
 @pytest.mark.parametrize("on_nonfinite", ["skip", "stop"])
 def test_nan_in_a_batch_skips_the_step_or_stops_the_run(tiny_store, tmp_path, monkeypatch,
                                                         on_nonfinite):
-  monkeypatch.setattr(train, "PatchSampler", _SamplerWithANanAtStep3)
+  monkeypatch.setattr(setup, "PatchSampler", _SamplerWithANanAtStep3)
   config = tiny_config(tiny_store)
   config.data.val_fold = -1
   config.train.num_steps = 6
@@ -75,18 +77,18 @@ def test_nan_in_a_batch_skips_the_step_or_stops_the_run(tiny_store, tmp_path, mo
   workdir = str(tmp_path / on_nonfinite)
   if on_nonfinite == "stop":
     with pytest.raises(NonFiniteError, match="at step 3 "):
-      train.train_and_validate(config, workdir)
+      loop.train_and_validate(config, workdir)
     assert Checkpoints(workdir, read_only=True).all_steps() == [2]  # none at or after step 3
     return
-  train.train_and_validate(config, workdir)
-  records = {r["step"]: r for r in writers.read_metrics(workdir) if "train/loss" in r}
+  loop.train_and_validate(config, workdir)
+  records = {r["step"]: r for r in metrics_log.read_metrics(workdir) if "train/loss" in r}
   assert [records[s]["train/nonfinite_steps"] for s in range(1, 7)] == [0, 0, 1, 0, 0, 0]
   assert all(np.isfinite(records[s]["train/loss"]) for s in range(1, 7))
   assert Checkpoints(workdir, read_only=True).all_steps() == [2, 4, 6]
 
 
 def test_nonfinite_stop_is_one_line_and_exit_status_3(capsys):
-  @errors.exit_on_user_error
+  @app.exit_on_user_error
   def main(argv):
     raise NonFiniteError("non-finite loss or gradient at step 7 (train.on_nonfinite=stop)")
 
@@ -102,7 +104,7 @@ def test_config_that_cannot_fit_is_refused_before_the_first_step(tiny_store, tmp
   config.data.val_fold = -1
   config.train.device_memory_gib = 0.001  # 1 MiB "device"
   with pytest.raises(ConfigError, match=r"GiB over\): lower data.batch_per_device"):
-    train.train_and_validate(config, str(tmp_path / "run"))
+    loop.train_and_validate(config, str(tmp_path / "run"))
   assert not os.path.exists(os.path.join(tmp_path, "run", "checkpoints", "1"))
 
 
@@ -149,7 +151,7 @@ def test_fuzzed_nifti_gives_data_error_or_a_valid_volume(case):
     path = os.path.join(folder, "fuzz.nii.gz" if compressed else "fuzz.nii")
     with open(path, "wb") as f:
       f.write(data)
-    for read in (lambda: volumes.load_nifti(path), lambda: volumes.load_label(path)):
+    for read in (lambda: nifti.load_nifti(path), lambda: nifti.load_label(path)):
       try:
         array = read()[0]
       except DataError as e:
@@ -168,4 +170,4 @@ def test_hostile_declared_size_is_refused_without_reading(tmp_path):
   with open(path, "wb") as f:
     f.write(buffer.getvalue() + b"\0" * 4 + b"\0" * 1000)
   with pytest.raises(DataError, match="implausible declared size|truncated"):
-    volumes.load_nifti(path)
+    nifti.load_nifti(path)

@@ -32,7 +32,7 @@ def _env(devices: int | None) -> dict:
 
 
 def _command(store, workdir, num_steps, extra=()):
-  return [sys.executable, "-m", "brats_jax.main", f"--config={ROOT}/configs/tiny.py",
+  return [sys.executable, "-m", "brats_jax.cli.train", f"--config={ROOT}/configs/tiny.py",
           f"--workdir={workdir}", f"--config.data.store={store}",
           f"--config.train.num_steps={num_steps}", "--config.log_every_steps=1",
           "--config.data.val_fold=-1", "--config.train.optimizer=sgd",

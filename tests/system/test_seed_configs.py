@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from brats_jax import synth
+from brats_jax.data import synth
 
 from conftest import ROOT
 
@@ -29,7 +29,7 @@ SEEDS = {  # config: (layout, patch size, prepare flags)
 
 
 def _run(module, *args):
-  result = subprocess.run([sys.executable, "-m", f"brats_jax.{module}", *args],
+  result = subprocess.run([sys.executable, "-m", f"brats_jax.cli.{module}", *args],
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
@@ -43,7 +43,7 @@ def test_seed_config_trains_predicts_and_evaluates(seed, tmp_path):
   synth.write_dataset(raw, layout, num_cases=5, shape=(32, 32, 24), seed=4)
   _run("prepare", f"--input={raw}", f"--output={store}", *prepare_flags)
   workdir = str(tmp_path / "run")
-  out = _run("main", f"--config={ROOT}/configs/seeds/{seed}.py", f"--workdir={workdir}",
+  out = _run("train", f"--config={ROOT}/configs/seeds/{seed}.py", f"--workdir={workdir}",
              f"--config.data.store={store}", "--config.train.num_steps=2",
              f"--config.data.patch_size={patch}")
   assert "final validation Dice" in out

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from brats_jax import augment
+from brats_jax.train import augment
 
 from conftest import tiny_config
 
@@ -39,7 +39,7 @@ def test_spatial_transforms_move_image_and_label_together(shape, transform):
   images = np.eye(4, dtype=np.float32)[labels]  # channel c = (label == c)
   keys = jax.vmap(jax.random.key)(np.arange(10, 14, dtype=np.uint32))
   config = _spatial_only(transform)
-  out_images, out_labels = jax.jit(lambda i, l, k: augment.augment_batch(i, l, k, config))(
+  out_images, out_labels = jax.jit(lambda i, y, k: augment.augment_batch(i, y, k, config))(
       images, labels, keys)
   out_images, out_labels = np.asarray(out_images), np.asarray(out_labels)
   assert not np.array_equal(out_labels, labels)  # something moved

@@ -4,10 +4,11 @@ import jax
 import numpy as np
 import pytest
 
-from brats_jax import device_data, sharding, train
-from brats_jax.input_pipeline import PatchSampler
-from brats_jax.store import PreparedStore
-from brats_jax.writers import read_metrics
+from brats_jax import sharding
+from brats_jax.data.store import PreparedStore
+from brats_jax.train import device_input, loop
+from brats_jax.train.host_input import PatchSampler
+from brats_jax.train.metrics_log import read_metrics
 
 from conftest import tiny_config
 
@@ -19,7 +20,7 @@ def _setup(tiny_store, placement, global_batch=8, patch=(16, 16, 16)):
   devices = mesh.devices.size
   sampler = PatchSampler(store, ids, patch, global_batch, slice(0, global_batch), 0.5, 3,
                          sharded_over=devices if placement == "sharded" else 0)
-  chosen = device_data.choose_placement(placement, store, ids, patch, mesh, 0, 0)
+  chosen = device_input.choose_placement(placement, store, ids, patch, mesh, 0, 0)
   return store, ids, mesh, sampler, chosen
 
 
@@ -27,7 +28,7 @@ def _cut_on_devices(data, descriptors, mesh, placement, patch):
   """The patches the train step would cut, gathered back to the host."""
   spec = jax.P(sharding.DATA) if placement == "sharded" else jax.P()
   cut = jax.jit(jax.shard_map(
-      lambda d, c, s: device_data.cut_patches(d, c, s, patch), mesh=mesh,
+      lambda d, c, s: device_input.cut_patches(d, c, s, patch), mesh=mesh,
       in_specs=(spec, jax.P(sharding.DATA), jax.P(sharding.DATA)),
       out_specs=jax.P(sharding.DATA)))
   rows = sharding.to_global(descriptors, mesh, len(descriptors["case"]))
@@ -39,7 +40,7 @@ def test_replicated_batches_are_the_streamed_batches(tiny_store, patch):
   """Same seed and step: the patches cut on the devices are the ones the host reads,
   including patches larger than a case (a 40-voxel axis of 32x32x24 cases)."""
   store, ids, mesh, sampler, placement = _setup(tiny_store, "replicated", patch=patch)
-  data = device_data.load(store, ids, placement, mesh)
+  data = device_input.load(store, ids, placement, mesh)
   for step in (0, 7):
     streamed = sampler.batch(step)
     descriptors = sampler.descriptors(step)
@@ -52,13 +53,13 @@ def test_replicated_batches_are_the_streamed_batches(tiny_store, patch):
 
 def test_sharded_rows_draw_from_their_devices_cases(tiny_store):
   store, ids, mesh, sampler, placement = _setup(tiny_store, "sharded")
-  data = device_data.load(store, ids, placement, mesh)
+  data = device_input.load(store, ids, placement, mesh)
   devices = mesh.devices.size
   assert data["images"].shape[:2] == (devices, -(-len(ids) // devices))
   descriptors = sampler.descriptors(3)
   images, labels = _cut_on_devices(data, descriptors, mesh, "sharded", (16, 16, 16))
   for row in range(8):  # row i is on device i (one row per device): read it from the store
-    case = device_data.owned_cases(len(ids), devices, row)[descriptors["case"][row]]
+    case = device_input.owned_cases(len(ids), devices, row)[descriptors["case"][row]]
     start = [int(s) for s in descriptors["start"][row]]
     image, label = store.read_patches([(ids[case], start, (16, 16, 16))])[0]
     assert np.array_equal(images[row], image) and np.array_equal(labels[row], label)
@@ -70,17 +71,17 @@ def test_auto_placement_follows_the_sizes(tiny_store):
   store = PreparedStore(tiny_store)
   ids = store.case_ids()
   mesh = sharding.make_mesh()
-  plenty = device_data.choose_placement("auto", store, ids, (16, 16, 16), mesh, 0, 1.0)
+  plenty = device_input.choose_placement("auto", store, ids, (16, 16, 16), mesh, 0, 1.0)
   assert plenty.mode == "replicated" and "held on every device" in plenty.reason
   size = plenty.bytes_per_device
   # Room for a device's share (2 of the 10 cases; 80% of a device's memory is for data),
   # not for all of them: each of the 8 devices holds its share.
-  share = device_data.choose_placement("auto", store, ids, (16, 16, 16), mesh, 0,
+  share = device_input.choose_placement("auto", store, ids, (16, 16, 16), mesh, 0,
                                        size / 3 / 2**30)
   assert share.mode == "sharded" and share.bytes_per_device < size
-  tiny = device_data.choose_placement("auto", store, ids, (16, 16, 16), mesh, 0, 1e-6)
+  tiny = device_input.choose_placement("auto", store, ids, (16, 16, 16), mesh, 0, 1e-6)
   assert tiny.mode == "host" and "streamed from the store" in tiny.reason
-  assert device_data.choose_placement("host", store, ids, (16, 16, 16), mesh, 0, 1.0).mode \
+  assert device_input.choose_placement("host", store, ids, (16, 16, 16), mesh, 0, 1.0).mode \
       == "host"
 
 
@@ -95,7 +96,7 @@ def test_training_on_device_data_equals_streaming(tiny_store, tmp_path):
     config.train.num_steps = 3
     config.log_every_steps = 1
     workdir = str(tmp_path / placement)
-    train.train_and_validate(config, workdir)
+    loop.train_and_validate(config, workdir)
     losses[placement] = [r["train/loss"] for r in read_metrics(workdir) if "train/loss" in r]
   assert len(losses["host"]) == 3
   np.testing.assert_allclose(losses["replicated"], losses["host"], rtol=1e-6)

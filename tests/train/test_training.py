@@ -4,11 +4,13 @@ import jax
 import numpy as np
 import pytest
 
-from brats_jax import optimizer, sharding, train, train_step
-from brats_jax.checkpointing import Checkpoints
-from brats_jax.input_pipeline import PatchSampler, is_foreground_sample
-from brats_jax.store import PreparedStore
-from brats_jax.writers import read_metrics
+from brats_jax import sharding
+from brats_jax.data.store import PreparedStore
+from brats_jax.train import loop, optimizer
+from brats_jax.train import step as train_step
+from brats_jax.train.host_input import PatchSampler, is_foreground_sample
+from brats_jax.train.metrics_log import read_metrics
+from brats_jax.workdir.checkpoints import Checkpoints
 
 from conftest import new_train_state, tiny_config
 
@@ -97,13 +99,13 @@ def test_stop_and_resume_equals_uninterrupted(tiny_store, tmp_path, num_steps):
   config.eval.max_cases = 1
   config.train.num_steps = num_steps
   straight = str(tmp_path / "straight")
-  train.train_and_validate(config, straight)
+  loop.train_and_validate(config, straight)
 
   resumed = str(tmp_path / "resumed")
   first_half = config.copy_and_resolve_references()
   first_half.train.num_steps = num_steps // 2
-  train.train_and_validate(first_half, resumed)
-  summary = train.train_and_validate(config, resumed)
+  loop.train_and_validate(first_half, resumed)
+  summary = loop.train_and_validate(config, resumed)
   assert {"WT", "TC", "ET", "mean_dice", "min_enhancing_voxels"} <= set(summary)
 
   expected, _ = _final_params(straight, config)
@@ -154,10 +156,10 @@ def test_resume_on_another_device_count_and_extend_a_finished_run(tiny_store, tm
   config.train.schedule = "poly"  # decays to 0 at num_steps: an old schedule would freeze
   config.log_every_steps = 1
   workdir = str(tmp_path / "run")
-  train.train_and_validate(config, workdir)  # 8 devices
+  loop.train_and_validate(config, workdir)  # 8 devices
   finished, _ = _final_params(workdir, config)
   config.train.num_steps = 4  # a finished run, given more steps, continues
-  train.train_and_validate(config, workdir, devices=jax.devices()[:2])  # on 2 devices
+  loop.train_and_validate(config, workdir, devices=jax.devices()[:2])  # on 2 devices
   checkpoints = Checkpoints(workdir, read_only=True)
   assert checkpoints.latest_step() == 4
   params, data = _final_params(workdir, config)

@@ -9,9 +9,11 @@ import sys
 
 import pytest
 
-from brats_jax import predict, train
-from brats_jax.checkpointing import Checkpoints
+from brats_jax.config import checks
 from brats_jax.errors import CheckpointError, ConfigError
+from brats_jax.inference import predict, trained_model
+from brats_jax.train import loop
+from brats_jax.workdir.checkpoints import Checkpoints
 
 from conftest import ROOT, tiny_config
 
@@ -34,7 +36,7 @@ def trained(tiny_store, tmp_path_factory):
   config = tiny_config(tiny_store)
   config.train.num_steps = 4
   config.eval.max_cases = 1
-  train.train_and_validate(config, workdir)
+  loop.train_and_validate(config, workdir)
   return workdir
 
 
@@ -56,7 +58,7 @@ def test_a_relaunch_that_changes_the_run_is_refused_and_touches_nothing(
   section, name = field.rsplit(".", 1) if "." in field else (None, field)
   setattr(config.get(section) if section else config, name, value)
   with pytest.raises(ConfigError) as error:
-    train.train_and_validate(config, workdir)
+    loop.train_and_validate(config, workdir)
   message = str(error.value)
   assert field in message and "\n" not in message and "new --workdir" in message
   assert "train.num_steps" not in message  # accepted changes are not listed as refused
@@ -68,7 +70,7 @@ def test_the_command_line_refusal_is_one_line_exit_2_and_prediction_still_works(
   workdir = _copy(trained, tmp_path)
   before = _fingerprint(workdir)
   result = subprocess.run(
-      [sys.executable, "-m", "brats_jax.main", f"--config={ROOT}/configs/tiny.py",
+      [sys.executable, "-m", "brats_jax.cli.train", f"--config={ROOT}/configs/tiny.py",
        f"--workdir={workdir}", f"--config.data.store={tiny_store}",
        "--config.model.base_filters=8"], capture_output=True, text=True, timeout=120)
   assert result.returncode == 2, result.stderr
@@ -87,7 +89,7 @@ def test_a_relaunch_with_more_steps_is_accepted_and_recorded(trained, tiny_store
   config.eval.max_cases = 1
   config.log_every_steps = 1
   config.data.batch_per_device = 2
-  train.train_and_validate(config, workdir)
+  loop.train_and_validate(config, workdir)
   checkpoints = Checkpoints(workdir, read_only=True)
   contract = checkpoints.contract(checkpoints.latest_step())
   assert [h["start_step"] for h in contract["history"]] == [0, 4]
@@ -102,7 +104,7 @@ def test_other_training_cases_are_refused(trained, tiny_store, tmp_path):
   config.train.num_steps = 6
   config.data.val_fold = 1  # a validation fold is data: it is refused as a field
   with pytest.raises(ConfigError, match="data.val_fold 0 -> 1"):
-    train.train_and_validate(config, workdir)
+    loop.train_and_validate(config, workdir)
 
 
 def test_prediction_needs_only_the_model_and_the_contract(trained, raw_datasets, tmp_path):
@@ -119,7 +121,7 @@ def test_prediction_needs_only_the_model_and_the_contract(trained, raw_datasets,
         f.write(b"\0garbage")
   os.remove(os.path.join(workdir, "config.json"))
   os.remove(os.path.join(workdir, "metrics.jsonl"))
-  model = predict.restore_for_inference(workdir)
+  model = trained_model.load_trained_model(workdir)
   assert model.step == step and model.et_threshold() == contract["et_threshold"]["voxels"]
   assert set(model.variables) == {"params", "model_state"}
   out = str(tmp_path / "pred")
@@ -142,22 +144,22 @@ def test_a_checkpoint_of_the_previous_format_gets_one_line(trained, tiny_store, 
   config = tiny_config(tiny_store)
   config.train.num_steps = 6
   with pytest.raises(CheckpointError, match="a checkpoint of brats_jax 0.1"):
-    train.train_and_validate(config, workdir)
+    loop.train_and_validate(config, workdir)
   assert _fingerprint(workdir) == before
 
 
 def test_refused_configs_leave_no_workdir(tiny_store, tmp_path):
   workdir = str(tmp_path / "new")
   config = tiny_config(tiny_store)
-  config.data.patch_size = (16, 16, 10)
+  config.data.patch_size = (16, 16, 10)  # the command checks this before anything runs
   with pytest.raises(ConfigError, match=r"nearest valid: \(16, 16, 8\) or \(16, 16, 12\)"):
-    train.train_and_validate(config, workdir)
+    checks.check_config(config)
   config = tiny_config(tiny_store)
   config.data.val_fold = 9
   with pytest.raises(ConfigError, match="data.val_fold=9: the store .* has folds 0-4"):
-    train.train_and_validate(config, workdir)
+    loop.train_and_validate(config, workdir)
   config = tiny_config(tiny_store)
   config.train.device_memory_gib = 0.001  # the ahead-of-time memory check refuses too
   with pytest.raises(ConfigError, match="GiB over"):
-    train.train_and_validate(config, workdir)
+    loop.train_and_validate(config, workdir)
   assert not os.path.exists(workdir)

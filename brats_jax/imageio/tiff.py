@@ -1,0 +1,109 @@
+"""Kaggle LGG's folders of 2D TIFF slices, read and written with tifffile.
+
+A patient folder holds <patient>_<n>.tif (RGB: pre-contrast, FLAIR, post-contrast) and
+<patient>_<n>_mask.tif (0/255); a slice stack is [rows, columns, slice], ordered by <n>, with
+1 mm voxels and an identity affine. Every broken file is one DataError naming it; every write
+goes to a temporary name first.
+"""
+
+import os
+import re
+
+import numpy as np
+import tifffile
+
+from brats_jax.errors import DataError
+from brats_jax.files import write_atomic
+from brats_jax.imageio.checks import check_file, reading
+
+# <patient>_<n>.tif and <patient>_<n>_mask.tif
+LGG_SLICE = re.compile(r"^(.+)_(\d+)(_mask)?\.tiff?$", re.IGNORECASE)
+
+
+def lgg_slices(folder: str) -> tuple:
+  """([image slice paths], [mask paths or None]) of a patient folder, ordered by slice
+  number; anything else in the folder is ignored."""
+  patient = os.path.basename(folder.rstrip("/"))
+  images, masks = {}, {}
+  try:
+    names = os.listdir(folder)
+  except OSError as e:
+    raise DataError(f"{folder}: cannot list folder ({e.strerror})") from None
+  for name in names:
+    match = LGG_SLICE.match(name)
+    if match and match.group(1) == patient and not name.startswith("."):
+      (masks if match.group(3) else images)[int(match.group(2))] = os.path.join(folder, name)
+  if not images:
+    raise DataError(f"{folder}: no {patient}_<n>.tif slices")
+  order = sorted(images)
+  missing = [n for n in order if masks and n not in masks]
+  if missing:
+    raise DataError(f"{os.path.join(folder, f'{patient}_{missing[0]}_mask.tif')}: missing "
+                    "mask file")
+  return [images[n] for n in order], ([masks[n] for n in order] if masks else None)
+
+
+def _read_tiff(path: str, what: str) -> np.ndarray:
+  check_file(path, what)
+  with reading(path, what):
+    return tifffile.imread(path)
+
+
+def tiff_header(path: str, what: str = "slice") -> tuple:
+  """The shape of a TIFF's first page, without reading its pixels."""
+  check_file(path, what)
+  with reading(path, what):
+    with tifffile.TiffFile(path) as tiff:
+      return tuple(tiff.pages[0].shape)
+
+
+def load_lgg_case(folder: str, with_mask: bool = True):
+  """(images [rows, cols, slices, 3] float32, mask [rows, cols, slices] uint8 or None) of a
+  patient folder, or DataError naming the first bad slice."""
+  image_paths, mask_paths = lgg_slices(folder)
+  slices, first = [], None
+  for path in image_paths:
+    image = _read_tiff(path, "image slice")
+    if image.ndim == 2:
+      image = image[..., None]
+    if first is None:
+      first = image.shape
+    if image.shape != first or image.ndim != 3:
+      raise DataError(f"{path}: slice shape {image.shape} differs from {image_paths[0]} "
+                      f"{first}")
+    slices.append(image)
+  images = np.stack(slices, axis=2).astype(np.float32)
+  mask = None
+  if with_mask and mask_paths:
+    planes = []
+    for path in mask_paths:
+      plane = load_lgg_plane(path)
+      if plane.shape != first[:2]:
+        raise DataError(f"{path}: mask shape {plane.shape} differs from its slice's "
+                        f"{first[:2]}")
+      planes.append(plane)
+    mask = np.stack(planes, axis=2)
+  return images, mask
+
+
+def load_lgg_plane(path: str) -> np.ndarray:
+  """One mask slice [rows, cols]."""
+  plane = _read_tiff(path, "mask slice")
+  return plane[..., 0] if plane.ndim == 3 else plane
+
+
+def save_lgg_masks(folder: str, patient: str, mask: np.ndarray) -> None:
+  """Writes [rows, cols, slices] uint8 masks as <folder>/<patient>_<n>_mask.tif, n from 1."""
+  for index in range(mask.shape[2]):
+    path = os.path.join(folder, f"{patient}_{index + 1}_mask.tif")
+    write_atomic(path, lambda tmp, plane=np.ascontiguousarray(mask[:, :, index]):
+                  tifffile.imwrite(tmp, plane, photometric="minisblack"))
+
+
+def save_lgg_case(folder: str, patient: str, images: np.ndarray, mask: np.ndarray) -> None:
+  """Writes a patient as Kaggle LGG does: RGB uint8 slices and their 0/255 masks."""
+  for index in range(images.shape[2]):
+    path = os.path.join(folder, f"{patient}_{index + 1}.tif")
+    write_atomic(path, lambda tmp, rgb=np.ascontiguousarray(images[:, :, index]):
+                  tifffile.imwrite(tmp, rgb, photometric="rgb"))
+  save_lgg_masks(folder, patient, mask)

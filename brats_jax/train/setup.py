@@ -1,0 +1,162 @@
+"""Everything a training run does before its first step, in the order that keeps refusals
+harmless: the config against the store and the devices, the relaunch rules against the
+run's last inference contract, and the ahead-of-time memory check of the compiled step all
+come before the workdir is touched. Only then are checkpoints restored and config.json
+written. The result is a small Run object the loop (loop.py) drives.
+"""
+
+import dataclasses
+import os
+import sys
+
+import jax
+import ml_collections
+
+from brats_jax import sharding
+from brats_jax.data import preprocessing, splits
+from brats_jax.data.store import PreparedStore
+from brats_jax.errors import ConfigError
+from brats_jax.train import compile as compile_lib
+from brats_jax.train import device_input, optimizer
+from brats_jax.train.host_input import PatchSampler
+from brats_jax.workdir import contract, train_state
+from brats_jax.workdir.checkpoints import Checkpoints
+
+
+def check_against_store(config: ml_collections.ConfigDict, *, channels: tuple,
+                        num_folds: int, binary_labels: bool, num_devices: int,
+                        num_processes: int) -> None:
+  """The config rules that need the store and the devices (config/checks.py has the rest)."""
+  data = config.data
+  missing = [m for m in data.modalities if m not in channels]
+  if missing:
+    raise ConfigError.of_field("data.modalities", tuple(data.modalities),
+                               f"the store {data.store} has no {', '.join(missing)} (it "
+                               f"holds {', '.join(channels)})")
+  if binary_labels and config.loss.kind != "binary":
+    raise ConfigError.of_field("loss.kind", config.loss.kind,
+                               f"the store {data.store} holds binary masks (no TC or ET); "
+                               "train it with loss.kind=binary")
+  if data.val_fold >= num_folds:
+    raise ConfigError.of_field("data.val_fold", data.val_fold,
+                               f"the store {data.store} has folds 0-{num_folds - 1} (-1: no "
+                               "validation)")
+  if (data.batch_per_device * num_devices) % num_processes:
+    raise ConfigError.of_field("data.batch_per_device", data.batch_per_device,
+                               f"the global batch ({data.batch_per_device} x {num_devices} "
+                               f"devices) must split evenly over {num_processes} processes")
+
+
+def _check_relaunch(config, workdir: str, train_ids, log) -> dict:
+  """The accepted changes of a relaunch ({} for a new run); a relaunch that would change the
+  trained run raises before anything is written."""
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    return {}
+  checkpoints = Checkpoints(workdir, read_only=True)
+  try:
+    latest = checkpoints.latest_contract(log)
+  finally:
+    checkpoints.close()
+  if latest is None:
+    return {}
+  step, run_contract = latest
+  return contract.check_relaunch(run_contract, config, contract.cases_checksum(train_ids),
+                                 f"{workdir} (checkpoint {step})")
+
+
+@dataclasses.dataclass
+class Run:
+  """A training run set up to take its next step."""
+
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  store: PreparedStore
+  cases: splits.Split
+  global_batch: int
+  graphdef: object
+  state: dict  # the train state (train_state.py), on the devices
+  step_fn: object  # the compiled step
+  placement: device_input.Placement
+  sampler: PatchSampler
+  data: dict | None  # the training cases on the devices, or None (streamed)
+  checkpoints: Checkpoints
+  start: int  # the first step this launch takes
+  resumed: bool
+  # Carried by every checkpoint's contract:
+  history: list  # one entry per launch
+  et_threshold: dict | None
+  validations: list  # {"step", "mean_dice"} of every validation so far
+
+  def batch_source(self):
+    """What the host computes per step: patches (streamed) or descriptors (data on device)."""
+    return self.sampler.batch if self.placement.mode == "host" else self.sampler.descriptors
+
+  def save(self, done: int, val_metrics: dict | None) -> None:
+    """Starts an asynchronous checkpoint of the state after step `done`."""
+    train_ids = self.cases.train_ids
+    data_position = {"next_step": int(done), "seed": int(self.config.seed),
+                     "num_train_cases": len(train_ids),
+                     "train_cases_crc32": contract.cases_checksum(train_ids),
+                     "batch_per_device": int(self.config.data.batch_per_device)}
+    training_data = {"store": self.store.path, "num_train_cases": len(train_ids),
+                     "train_cases_crc32": contract.cases_checksum(train_ids)}
+    self.checkpoints.save(done, self.state, data_position,
+                          contract.make(self.config, self.store.preprocessing, training_data,
+                                        self.et_threshold, self.history, self.validations),
+                          val_metrics, force=True)
+
+
+def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
+  """Checks, compiles and restores the run in `workdir` on `devices` (default: all)."""
+  is_main = sharding.is_main_process()
+  log = (lambda m: print(m, file=sys.stderr, flush=True)) if is_main else (lambda m: None)
+  mesh = sharding.make_mesh(devices)
+  store = PreparedStore(config.data.store)
+  check_against_store(config, channels=store.channels, num_folds=store.num_folds,
+                      binary_labels=store.binary_labels, num_devices=mesh.devices.size,
+                      num_processes=jax.process_count())
+  store = PreparedStore(config.data.store, config.data.modalities)
+  preprocessing.check_supported(store.preprocessing, store.path)
+  cases = splits.split(config, store)
+  global_batch = config.data.batch_per_device * mesh.devices.size
+  changes = _check_relaunch(config, workdir, cases.train_ids, log)
+
+  tx = optimizer.make_optimizer(config.train)
+  graphdef, state = train_state.create_train_state(config, mesh, tx)
+  step_fn, placement = compile_lib.compile_step(graphdef, tx, state, mesh, config, store,
+                                                cases.train_ids, global_batch, log)
+  sharding.wait_for_all_processes("brats_jax: train step compiled")
+
+  # Nothing was written before this point; from here on the run is accepted.
+  checkpoints = Checkpoints(workdir, config.checkpoint.keep, config.checkpoint.keep_best)
+  start, history, et_threshold, validations = 0, [], None, []
+  restored = checkpoints.restore_latest_readable(state, log)
+  if restored is not None:
+    _, state, _, run_contract = restored
+    start = int(sharding.host_value(state["step"]))
+    history, et_threshold = run_contract["history"], run_contract["et_threshold"]
+    validations = run_contract.get("validations", [])
+    if is_main:
+      print(f"resumed from checkpoint at step {start}" + (
+          "; changed: " + ", ".join(f"{f} {a!r} -> {b!r}" for f, (a, b) in changes.items())
+          if changes else ""), flush=True)
+  history = history + [{"start_step": start, "num_devices": int(mesh.devices.size),
+                        "num_processes": jax.process_count(),
+                        "changes": {f: list(v) for f, v in changes.items()}}]
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    contract.write_readable_config(config, workdir)
+    print(f"{mesh.devices.size} devices ({jax.devices()[0].platform}), "
+          f"{jax.process_count()} processes; global batch {global_batch}; "
+          f"{len(cases.train_ids)} training and {len(cases.val_ids)} validation cases "
+          f"({cases.description})", flush=True)
+    print(f"data: {placement.mode}: {placement.reason}", flush=True)
+
+  sampler = PatchSampler(store, cases.train_ids, config.data.patch_size, global_batch,
+                         sharding.process_batch_slice(global_batch),
+                         config.data.foreground_fraction, config.seed,
+                         sharded_over=mesh.devices.size if placement.mode == "sharded" else 0)
+  data = device_input.load(store, cases.train_ids, placement, mesh)
+  return Run(config, mesh, store, cases, global_batch, graphdef, state, step_fn, placement,
+             sampler, data, checkpoints, start, restored is not None, history, et_threshold,
+             validations)
