@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from brats_jax import sharding, tasks
+from brats_jax import platforms, sharding, tasks
 from brats_jax.inference.sliding_window import blend_windows, window_plan
 
 # Case volumes are padded up to a multiple of this before prediction, so that cases of
@@ -49,9 +49,10 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
 
   @jax.jit
   def blend(params, model_state, volume, starts, valid):
-    return blend_windows(volume, starts, valid,
-                         lambda w: sharded_forward(params, model_state, w), roi,
-                         "gaussian", config.eval.sigma_scale)
+    with platforms.building_for(mesh):
+      return blend_windows(volume, starts, valid,
+                           lambda w: sharded_forward(params, model_state, w), roi,
+                           "gaussian", config.eval.sigma_scale)
 
   def predict(variables, image: np.ndarray) -> np.ndarray:
     # A 2D model sees the volume as a batch of axial slices.

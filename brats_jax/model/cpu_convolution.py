@@ -8,13 +8,16 @@ concatenated along channels, the depth folded into the batch:
     conv3d(x, w)[n, z] = conv2d(concat_t x[n, z*s + t*r], w[t] stacked over t)
 
 `conv_general_dilated` has lax's signature (nnx.Conv takes it as its convolution) and picks
-the form when the program is lowered: the stacked form for the CPU, lax's own 3D convolution
-for GPUs and TPUs (cuDNN and the TPU have fast 3D kernels, and the stacked copy would only add
-memory traffic there). Both are the same mathematical operator; tests check they agree.
+the form when the program is traced (platforms.py): the stacked form for the CPU, lax's own
+3D convolution for GPUs and TPUs (cuDNN and the TPU have fast 3D kernels, and the stacked
+copy would only add memory traffic there). Both are the same mathematical operator; tests
+check they agree.
 """
 
 import jax.numpy as jnp
 from jax import lax
+
+from brats_jax import platforms
 
 _CHANNELS_LAST_3D = lax.ConvDimensionNumbers(lhs_spec=(0, 4, 1, 2, 3),
                                              rhs_spec=(4, 3, 0, 1, 2),
@@ -71,4 +74,4 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     return depth_stacked_conv(lhs, rhs, tuple(window_strides), padding, rhs_dilation,
                               precision, preferred_element_type)
 
-  return lax.platform_dependent(lhs, rhs, cpu=stacked, default=native)
+  return platforms.choose(cpu=stacked, default=native)(lhs, rhs)

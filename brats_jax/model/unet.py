@@ -6,20 +6,20 @@ depth-to-space reshape: the same operator as a k=2, s=2 transposed convolution, 
 from plain matrix products, because XLA's 3D transposed-convolution gradient is a known slow
 path (jax-ml/jax#31662).
 
-One model, lowered per platform: on CPUs the 3D convolutions run as 2D ones
-(cpu_convolution.py); on TPUs the full-resolution level runs on space-to-depth tensors
-(space_to_depth.py) when the norm allows it. The parameters and the function are the same.
+One model, lowered per platform (platforms.py chooses while tracing): on CPUs the 3D
+convolutions run as 2D ones (cpu_convolution.py); on TPUs the full-resolution level runs on
+space-to-depth tensors (space_to_depth.py) when the norm allows it. The parameters and the
+function are the same.
 """
 
-import functools
 import itertools
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
+from brats_jax import platforms
 from brats_jax.model import space_to_depth as s2d
 from brats_jax.model.blocks import (
   ContextBlock,
@@ -84,12 +84,9 @@ class UNet(nnx.Module):
         if config.dropout > 0 and config.dropout_at == "bottleneck" else None
 
   def __call__(self, x, *, train: bool = False, dropout_key=None):
-    x = x.astype(self.config.dtype)
-    forward = functools.partial(self.forward, train=train, dropout_key=dropout_key)
-    if foldable(self.config):
-      return jax.lax.platform_dependent(x, tpu=functools.partial(forward, folded=True),
-                                        default=functools.partial(forward, folded=False))
-    return forward(x, folded=False)
+    folded = foldable(self.config) and platforms.target() == "tpu"
+    return self.forward(x.astype(self.config.dtype), train=train, dropout_key=dropout_key,
+                        folded=folded)
 
   def forward(self, x, *, train: bool, dropout_key, folded: bool):
     """The network; with `folded`, level 0 runs on space-to-depth tensors (the same

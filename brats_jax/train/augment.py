@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from brats_jax import platforms
+
 
 def _rotation(angles: jax.Array, dims: int) -> jax.Array:
   """Rotation matrix: one angle in 2D; rotations about x, y and z (in that order) in 3D."""
@@ -36,8 +38,8 @@ def _resample(image: jax.Array, labels: jax.Array, coords: jax.Array):
   same values: TPUs use jax.scipy.ndimage.map_coordinates per channel (of the forms tried,
   the one XLA's TPU compiler handles best); other devices gather each voxel's channels
   together (6x faster than per-channel gathers on a CPU)."""
-  return jax.lax.platform_dependent(image, labels, coords, tpu=_resample_per_channel,
-                                    default=_resample_channels_together)
+  return platforms.choose(tpu=_resample_per_channel, default=_resample_channels_together)(
+      image, labels, coords)
 
 
 def _resample_per_channel(image, labels, coords):

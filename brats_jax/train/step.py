@@ -13,7 +13,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from brats_jax import sharding, tasks
+from brats_jax import platforms, sharding, tasks
 from brats_jax.train import augment, device_input, losses
 
 # model.remat: what the backward pass keeps. none: everything; convolutions: only convolution
@@ -58,10 +58,7 @@ def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict,
     if config.model.remat == "convolutions":
       forward = rematerialised
     elif config.model.remat == "auto":
-      plain = forward
-
-      def forward(*args):
-        return jax.lax.platform_dependent(*args, tpu=rematerialised, default=plain)
+      forward = platforms.choose(tpu=rematerialised, default=forward)
 
     def loss_fn(params):
       outputs, model_state = forward(params, state["model_state"], images)
@@ -101,5 +98,8 @@ def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict,
   data_spec = jax.P(sharding.DATA) if placement == "sharded" else jax.P()
   sharded = jax.shard_map(step, mesh=mesh, in_specs=(jax.P(), jax.P(sharding.DATA), data_spec),
                           out_specs=(jax.P(), jax.P()))
-  return jax.jit(lambda state, batch, data=None: sharded(state, batch, data or {}),
-                 donate_argnums=(0,))
+  def traced_for_the_mesh(state, batch, data=None):
+    with platforms.building_for(mesh):
+      return sharded(state, batch, data or {})
+
+  return jax.jit(traced_for_the_mesh, donate_argnums=(0,))

@@ -99,6 +99,8 @@ def test_nonfinite_stop_is_one_line_and_exit_status_3(capsys):
       "error: non-finite loss or gradient at step 7 (train.on_nonfinite=stop)\n")
 
 
+@pytest.mark.slow  # three compiles; the fast tier refuses a config that cannot fit in
+# tests/workdir/test_contract.py
 def test_config_that_cannot_fit_is_refused_before_the_first_step(tiny_store, tmp_path):
   config = tiny_config(tiny_store)
   config.data.val_fold = -1

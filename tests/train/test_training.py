@@ -149,6 +149,7 @@ def test_update_that_overflows_the_state_is_skipped(tiny_store):
     assert np.array_equal(a, b)
 
 
+@pytest.mark.slow  # two launches on two device counts, two schedules: four compiles
 def test_resume_on_another_device_count_and_extend_a_finished_run(tiny_store, tmp_path):
   config = tiny_config(tiny_store)
   config.data.val_fold = -1
