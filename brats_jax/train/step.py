@@ -80,16 +80,14 @@ def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict,
     finite = (jnp.isfinite(loss) & _all_finite(grads)
               & _all_finite((params, model_state, opt_state)))
 
-    def keep_new(new, old):  # a non-finite step leaves the state as it was
-      return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-
-    new_state = {
-        "step": state["step"] + 1,
-        "params": keep_new(params, state["params"]),
-        "model_state": keep_new(model_state, state["model_state"]),
-        "opt_state": keep_new(opt_state, state["opt_state"]),
-        "rng": state["rng"],
-    }
+    # A non-finite step leaves the state as it was. One cond for the whole state: a select
+    # per leaf, each hanging on a reduction over every leaf, made XLA:CPU's compile of a
+    # 20 M-parameter TransUNet step 20x slower (257 s instead of 13 s).
+    kept = (state["params"], state["model_state"], state["opt_state"])
+    params, model_state, opt_state = jax.lax.cond(
+        finite, lambda: (params, model_state, opt_state), lambda: kept)
+    new_state = {"step": state["step"] + 1, "params": params, "model_state": model_state,
+                 "opt_state": opt_state, "rng": state["rng"]}
     counts = jax.lax.psum(tasks.overlap_counts(logits, labels, config.loss.kind), sharding.DATA)
     metrics = {"loss": jnp.where(finite, loss, 0.0), "finite_steps": finite.astype(jnp.float32),
                "nonfinite_steps": 1.0 - finite.astype(jnp.float32), **counts}

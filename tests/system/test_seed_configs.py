@@ -10,7 +10,7 @@ import pytest
 
 from brats_jax.data import synth
 
-from conftest import ROOT
+from conftest import ROOT, optimised_env
 
 SEEDS = {  # config: (layout, patch size, prepare flags)
     "isensee2017": ("brats2021", "(16,16,16)", []),
@@ -30,7 +30,7 @@ SEEDS = {  # config: (layout, patch size, prepare flags)
 
 def _run(module, *args):
   result = subprocess.run([sys.executable, "-m", f"brats_jax.cli.{module}", *args],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=optimised_env())
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
 
