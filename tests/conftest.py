@@ -4,11 +4,12 @@ import os
 
 # Tests compile many small programs and run each for a few steps: XLA:CPU's backend
 # optimisations would cost more compile time (26 s -> 8 s for the tiny train step) than they
-# save. They change how fast code runs, not what it computes; benchmarks run without them.
+# save. They change how fast code runs, not what it computes; benchmarks run without them,
+# and so do the tests that run full-width models (optimised_env).
+_UNOPTIMISED = (" --xla_backend_optimization_level=0"
+                " --xla_llvm_disable_expensive_passes=true")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=8"
-                           + " --xla_backend_optimization_level=0"
-                           + " --xla_llvm_disable_expensive_passes=true").strip()
+                           + " --xla_force_host_platform_device_count=8" + _UNOPTIMISED).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests (and the training subprocesses they start) compile the same small programs many
 # times; a persistent compilation cache shared by all of them saves most of that time.
@@ -25,6 +26,12 @@ from brats_jax.workdir import train_state  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SHAPE = (32, 32, 24)
+
+
+def optimised_env() -> dict:
+  """The environment for a subprocess that computes more than it compiles (full-width seed
+  models predicting whole cases): XLA's usual optimisations back on."""
+  return dict(os.environ, XLA_FLAGS=os.environ["XLA_FLAGS"].replace(_UNOPTIMISED, ""))
 
 
 def tiny_config(store: str = ""):
