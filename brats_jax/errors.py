@@ -24,6 +24,11 @@ class ConfigError(UserError, ValueError):
     return cls(f"config field {field}={value!r}: {what}")
 
 
+class StorageError(UserError):
+  """A bucket (gs://, s3://) that cannot be reached or refuses, after the retries. The
+  message starts with the URL."""
+
+
 class CheckpointError(UserError):
   """A workdir whose checkpoints cannot be used (unreadable, or from another version)."""
 

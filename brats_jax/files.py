@@ -1,12 +1,145 @@
-"""Writing files so that a reader never sees half of one: a temporary name, then a rename."""
+"""Files and folders on a local disk or in a bucket (gs://, s3://), written so that a reader
+never sees half of one.
 
+A local file is written under a temporary name in its folder, then renamed. An object in a
+bucket appears whole or not at all when its one upload completes, so a URL is written in one
+upload. Small files (manifests, config.json, the metrics log, pictures) go through
+etils.epath, the path library Orbax uses for its own checkpoint metadata (gcsfs and s3fs
+under it); arrays go through TensorStore, whose key-value store for a path `kvstore_spec`
+gives. Endpoints and credentials come from the standard variables (docs/multihost.md):
+AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://;
+Google's application credentials, and STORAGE_EMULATOR_HOST for a GCS emulator, for gs://.
+A bucket that cannot be reached after the libraries' retries is one StorageError naming it.
+"""
+
+import contextlib
 import json
+import logging
 import os
+import posixpath
+import shutil
+import tempfile
+
+from brats_jax.errors import DataError, StorageError
+
+URL_SCHEMES = ("gs://", "s3://")
+# Retries of TensorStore's bucket requests: about a minute of backing off before a store
+# read or write gives up (its default keeps retrying for many minutes).
+_RETRIES = {"max_retries": 8, "initial_delay": "0.5s", "max_delay": "16s"}
+
+
+def is_url(path: str) -> bool:
+  return str(path).startswith(URL_SCHEMES)
+
+
+def join(base: str, *parts: str) -> str:
+  return posixpath.join(base, *parts) if is_url(base) else os.path.join(base, *parts)
+
+
+def _epath(url: str):
+  from etils import epath  # imported here: only bucket paths need it (and gcsfs/s3fs)
+
+  # What gcsfs raises is reported in one line (reaching); its own log would repeat it with a
+  # traceback, and warn about Google credentials that an emulator does not need.
+  logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+  return epath.Path(url)
+
+
+def _use_gcs_emulator():
+  """A GCS emulator named by STORAGE_EMULATOR_HOST (which Google's clients and gcsfs read) is
+  where TensorStore's gcs driver (ours and Orbax's) goes too; an emulator takes any token."""
+  host = os.environ.get("STORAGE_EMULATOR_HOST")
+  if host:
+    os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", host if "://" in host else f"http://{host}")
+    os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
+
+
+@contextlib.contextmanager
+def reaching(url: str, missing_is_an_answer: bool = True):
+  """Turns what a storage library raises for a bucket into one StorageError naming it.
+  FileNotFoundError passes through where a missing file is an answer the caller handles."""
+  _use_gcs_emulator()
+  try:
+    yield
+  except (DataError, StorageError):
+    raise
+  except FileNotFoundError:
+    if missing_is_an_answer:
+      raise
+    raise StorageError(f"{url}: not found (a bucket that does not exist?)") from None
+  except ImportError as e:
+    raise StorageError(f"{url}: {url.split('://')[0]}:// paths need {e.name}: pip install "
+                       "'brats_jax[cloud]'") from None
+  except Exception as e:  # gcsfs, s3fs, botocore and TensorStore raise many types
+    first = " ".join(str(e).split())[:300]
+    refused = isinstance(e, PermissionError) or any(
+        word in first for word in ("Forbidden", "AccessDenied", "SignatureDoesNotMatch",
+                                   "InvalidAccessKeyId", "PERMISSION_DENIED", "UNAUTHENTICATED"))
+    hint = "; check the bucket's credentials" if refused else ""
+    raise StorageError(f"{url}: storage unreachable or refused ({type(e).__name__}: "
+                       f"{first}){hint}") from None
+
+
+def exists(path: str) -> bool:
+  if not is_url(path):
+    return os.path.exists(path)
+  with reaching(path):
+    return _epath(path).exists()
+
+
+def isdir(path: str) -> bool:
+  if not is_url(path):
+    return os.path.isdir(path)
+  with reaching(path):
+    return _epath(path).is_dir()
+
+
+def makedirs(path: str) -> None:
+  """A local folder (buckets have no folders to make)."""
+  if not is_url(path):
+    os.makedirs(path, exist_ok=True)
+
+
+def remove_tree(path: str) -> None:
+  """Deletes a folder and everything in it, if it is there."""
+  if not is_url(path):
+    shutil.rmtree(path, ignore_errors=True)
+    return
+  with reaching(path):
+    if _epath(path).exists():
+      _epath(path).rmtree()
+
+
+def rename(source: str, target: str) -> None:
+  """A folder renamed (in a bucket: copied, then deleted)."""
+  if not is_url(source):
+    os.replace(source, target)
+    return
+  with reaching(source):
+    _epath(source).rename(target)
+
+
+def read_bytes(path: str) -> bytes:
+  if not is_url(path):
+    with open(path, "rb") as f:
+      return f.read()
+  with reaching(path):
+    return _epath(path).read_bytes()
+
+
+def read_text(path: str) -> str:
+  return read_bytes(path).decode()
 
 
 def write_atomic(path: str, write) -> None:
-  """write(temporary path) in path's folder, then renamed to path: a reader never sees a
-  half-written file, and a failed write leaves nothing behind."""
+  """write(a temporary local path), then the file moved to `path` whole: renamed in its
+  folder, or uploaded in one piece to a bucket. A failed write leaves nothing behind."""
+  if is_url(path):
+    with tempfile.TemporaryDirectory() as folder:
+      tmp = os.path.join(folder, posixpath.basename(path))
+      write(tmp)
+      write_bytes(path, read_bytes(tmp))
+    return
   folder, name = os.path.split(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   tmp = os.path.join(folder, f".partial-{os.getpid()}-{name}")
@@ -18,13 +151,43 @@ def write_atomic(path: str, write) -> None:
       os.remove(tmp)
 
 
-def write_text(path: str, text: str) -> None:
+def write_bytes(path: str, data: bytes) -> None:
+  if is_url(path):
+    with reaching(path):
+      _epath(path).write_bytes(data)
+    return
+
   def write(tmp):
-    with open(tmp, "w") as f:
-      f.write(text)
+    with open(tmp, "wb") as f:
+      f.write(data)
 
   write_atomic(path, write)
 
 
+def write_text(path: str, text: str) -> None:
+  write_bytes(path, text.encode())
+
+
 def write_json(path: str, value, indent: int | None = 1) -> None:
   write_text(path, json.dumps(value, indent=indent))
+
+
+def kvstore_spec(path: str) -> dict:
+  """TensorStore's key-value store for a local path or a gs:// or s3:// URL. An S3-compatible
+  server is reached at AWS_ENDPOINT_URL (TensorStore's s3 driver does not read it itself)."""
+  if not is_url(path):
+    return {"driver": "file", "path": os.path.abspath(path)}
+  scheme, rest = path.split("://", 1)
+  bucket, _, key = rest.partition("/")
+  if scheme == "gs":
+    _use_gcs_emulator()
+    return {"driver": "gcs", "bucket": bucket, "path": key,
+            "context": {"gcs_request_retries": _RETRIES}}
+  spec = {"driver": "s3", "bucket": bucket, "path": key,
+          "aws_region": os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION",
+                                                                    "us-east-1")),
+          "context": {"s3_request_retries": _RETRIES}}
+  endpoint = os.environ.get("AWS_ENDPOINT_URL_S3", os.environ.get("AWS_ENDPOINT_URL"))
+  if endpoint:
+    spec["endpoint"] = endpoint
+  return spec

@@ -9,13 +9,14 @@
 
 import difflib
 import functools
+import os
 import sys
 
 from absl import app, flags, logging
 
 from brats_jax import runtime
 from brats_jax.config import io as config_io
-from brats_jax.errors import NonFiniteError, UserError
+from brats_jax.errors import NonFiniteError, StorageError, UserError
 from brats_jax.workdir import contract
 
 FLAGS = flags.FLAGS
@@ -27,13 +28,19 @@ def fail(message: str, status: int = 2):
 
 
 def exit_on_user_error(main):
-  """Wraps an absl main: a UserError becomes one line on stderr and exit 2; a
-  NonFiniteError, one line and exit 3."""
+  """Wraps an absl main: a UserError becomes one line on stderr and exit 2 (a StorageError
+  at once, without waiting for background writes); a NonFiniteError, one line and exit 3."""
 
   @functools.wraps(main)
   def wrapped(argv):
     try:
       return main(argv)
+    except StorageError as e:
+      # The bucket is gone: background checkpoint threads would wait minutes on it at exit,
+      # and nothing more can be written there. What was committed before stays readable.
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.stdout.flush()
+      os._exit(2)
     except UserError as e:
       fail(str(e))
     except NonFiniteError as e:
@@ -90,7 +97,9 @@ def run(main, define_flags, jax_command: bool = True) -> None:
     if len(argv) > 1:
       raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
     if jax_command:
-      logging.set_verbosity(logging.ERROR)  # Orbax logs every save at INFO
+      # Orbax logs every save at INFO, and a failed background write at ERROR with its
+      # traceback; that failure is raised again in the main thread and reported in one line.
+      logging.set_verbosity(logging.FATAL)
       runtime.configure()
     return main(argv)
 

@@ -4,12 +4,12 @@
 Per case: read and check every file, map labels to the internal convention, crop to the brain
 bounding box, z-score each channel over brain voxels (background stays 0), sample foreground
 locations per class, and write one shard per case. The store appears under its final name
-only when complete; a rerun after a crash starts clean.
+only when complete (in a bucket: when its manifest, written last, is there); a rerun after a
+crash starts clean.
 """
 
 import concurrent.futures
 import os
-import shutil
 import sys
 import zlib
 
@@ -76,19 +76,24 @@ def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str =
   """Prepares every case of input_dir into the store `output`; returns the manifest.
   preprocessing_options are preprocessing.describe's (crop, normalisation, ...)."""
   output = output.rstrip("/")
-  if os.path.exists(output) and not overwrite:
+  remote = files.is_url(output)
+  # A local store is written beside its final name and renamed when complete. A bucket has
+  # no rename: there the manifest, written last, is what makes a store complete.
+  complete = files.exists(files.join(output, store.MANIFEST)) if remote \
+      else os.path.exists(output)
+  if complete and not overwrite:
     raise DataError(f"{output}: already exists (pass --overwrite to replace it)")
   cases = discovery.find_cases(input_dir, layout)
   channels = layouts.LAYOUTS[cases[0].layout].channels
   options = preprocessing.describe(channels, **preprocessing_options)
   preprocessing.check_supported(options, input_dir)
-  tmp = output + ".incomplete"
-  shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed run
-  os.makedirs(tmp)
+  work = output if remote else output + ".incomplete"
+  files.remove_tree(work)  # left by a crashed run (in a bucket: also the store replaced)
+  files.makedirs(work)
   entries, skipped = [], []
   try:
     with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-      jobs = {pool.submit(prepare_case, c, tmp, dtype, inner_chunk, fg_per_class, options): c
+      jobs = {pool.submit(prepare_case, c, work, dtype, inner_chunk, fg_per_class, options): c
               for c in cases}
       for job in progress_bar(concurrent.futures.as_completed(jobs), total=len(jobs),
                               unit="case", desc="prepare", disable=not progress):
@@ -114,11 +119,16 @@ def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str =
         "label_values": INTERNAL_NAMES,
         "skipped": skipped, "cases": entries,
     }
-    files.write_json(os.path.join(tmp, store.MANIFEST), manifest)
-    store.write_group(tmp, {"brats_jax": store.FORMAT_VERSION})
-    if os.path.exists(output):
-      shutil.rmtree(output)
-    os.replace(tmp, output)
+    store.write_group(work, {"brats_jax": store.FORMAT_VERSION})
+    files.write_json(files.join(work, store.MANIFEST), manifest)
+    if not remote:
+      files.remove_tree(output)
+      files.rename(work, output)
     return manifest
+  except BaseException:
+    if remote:  # arrays without a manifest are no store; leave nothing behind
+      files.remove_tree(output)
+    raise
   finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+    if not remote:
+      files.remove_tree(work)

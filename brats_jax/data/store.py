@@ -8,16 +8,19 @@
 
 Each case array is a single zarr3 shard, so it is one object on disk or in a bucket, and is
 split into inner chunks of about 32^3 voxels so a random patch reads only the chunks it
-touches. TensorStore opens file://, gs://, s3:// and memory:// paths with the same code.
+touches. A store may sit on a local disk or in a bucket (gs://, s3://): TensorStore reads and writes
+the arrays there, files.py the manifest (brats_jax/files.py says where endpoints and
+credentials come from).
 """
 
+import contextlib
 import json
-import os
 import threading
 
 import numpy as np
 import tensorstore as ts
 
+from brats_jax import files
 from brats_jax.data import layouts, preprocessing
 from brats_jax.errors import DataError
 from brats_jax.labels import CONVENTIONS
@@ -25,10 +28,6 @@ from brats_jax.labels import CONVENTIONS
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 _CACHE_BYTES = 256 << 20
-
-
-def _kvstore(path: str) -> dict | str:
-  return path if "://" in path else {"driver": "file", "path": os.path.abspath(path)}
 
 
 def _codecs(inner_chunks, dtype):
@@ -53,7 +52,7 @@ def write_array(root: str, name: str, data: np.ndarray, inner_chunk: int = 32,
   # The shard must be a whole number of inner chunks; one shard still covers the whole case.
   shard = [max(i, -(-s // i) * i) for s, i in zip(shape, inner)]
   spec = {
-      "driver": "zarr3", "kvstore": _kvstore(os.path.join(root, name)),
+      "driver": "zarr3", "kvstore": files.kvstore_spec(files.join(root, name)),
       "metadata": {
           "shape": shape, "data_type": dtype,
           "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": shard}},
@@ -61,13 +60,14 @@ def write_array(root: str, name: str, data: np.ndarray, inner_chunk: int = 32,
       },
       "create": True, "delete_existing": True,
   }
-  store = ts.open(spec).result()
-  store.write(data).result()
+  with files.reaching(root):
+    store = ts.open(spec).result()
+    store.write(data).result()
 
 
 def write_group(root: str, attributes: dict) -> None:
-  with open(os.path.join(root, "zarr.json"), "w") as f:
-    json.dump({"zarr_format": 3, "node_type": "group", "attributes": attributes}, f)
+  files.write_json(files.join(root, "zarr.json"),
+                   {"zarr_format": 3, "node_type": "group", "attributes": attributes}, None)
 
 
 class PreparedStore:
@@ -79,10 +79,9 @@ class PreparedStore:
 
   def __init__(self, path: str, channels=None):
     self.path = path
-    manifest_path = os.path.join(path, MANIFEST)
+    manifest_path = files.join(path, MANIFEST)
     try:
-      with open(manifest_path) as f:
-        self.manifest = json.load(f)
+      self.manifest = json.loads(files.read_text(manifest_path))
     except FileNotFoundError:
       raise DataError(f"{manifest_path}: no prepared store here (run brats-jax-prepare)") \
           from None
@@ -129,13 +128,18 @@ class PreparedStore:
     key = (kind, case_id)
     with self._lock:
       if key not in self._handles:
-        spec = {"driver": "zarr3", "kvstore": _kvstore(os.path.join(self.path, kind, case_id))}
+        where = files.join(self.path, kind, case_id)
+        spec = {"driver": "zarr3", "kvstore": files.kvstore_spec(where)}
         try:
-          self._handles[key] = ts.open(spec, context=self._context, read=True).result()
+          with self._reading():
+            self._handles[key] = ts.open(spec, context=self._context, read=True).result()
         except ValueError as e:
-          raise DataError(f"{os.path.join(self.path, kind, case_id)}: cannot open ({e})") \
-              from None
+          raise DataError(f"{where}: cannot open ({e})") from None
       return self._handles[key]
+
+  def _reading(self):
+    """Reads from a bucket that fail after the retries are one StorageError naming it."""
+    return files.reaching(self.path) if files.is_url(self.path) else contextlib.nullcontext()
 
   def shape(self, case_id: str) -> tuple:
     """The stored (preprocessed) shape of a case."""
@@ -144,15 +148,17 @@ class PreparedStore:
 
   def read_case(self, case_id: str):
     """Whole cropped case: (image [X, Y, Z, C] float32, labels [X, Y, Z] uint8 or None)."""
-    image = self.array("images", case_id).read().result()[..., self._selection].astype(
-        np.float32)
-    labels = None
-    if self.cases[case_id]["has_label"]:
-      labels = self.array("labels", case_id).read().result()
+    with self._reading():
+      image = self.array("images", case_id).read().result()[..., self._selection].astype(
+          np.float32)
+      labels = None
+      if self.cases[case_id]["has_label"]:
+        labels = self.array("labels", case_id).read().result()
     return image, labels
 
   def foreground(self, case_id: str) -> np.ndarray:
-    return self.array("foreground", case_id).read().result()
+    with self._reading():
+      return self.array("foreground", case_id).read().result()
 
   def read_patches(self, requests) -> list:
     """Reads [(case_id, start, size)] patches (stored dtype); out-of-volume parts are zero.
@@ -171,7 +177,8 @@ class PreparedStore:
                         [a - s for a, s in zip(lo, start)], size))
     patches = []
     for image_read, labels_read, offset, size in pending:
-      image, labels = image_read.result()[..., self._selection], labels_read.result()
+      with self._reading():
+        image, labels = image_read.result()[..., self._selection], labels_read.result()
       out_image = np.zeros(tuple(size) + image.shape[-1:], image.dtype)
       out_labels = np.zeros(tuple(size), np.uint8)
       box = tuple(slice(o, o + n) for o, n in zip(offset, labels.shape))

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from brats_jax import sharding, tasks
+from brats_jax import files, sharding, tasks
 from brats_jax.data import prediction_files, preprocessing
 from brats_jax.data.store import MANIFEST
 from brats_jax.errors import DataError
@@ -69,7 +69,7 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
   """
   step, run_contract = read_contract(workdir, checkpoint)
   channels = tuple(run_contract["config"]["data"]["modalities"])
-  is_store = os.path.exists(os.path.join(input_dir, MANIFEST))
+  is_store = files.exists(files.join(input_dir, MANIFEST))
   inputs = store_inputs(input_dir, channels, run_contract["preprocessing"]) if is_store \
       else raw_inputs(input_dir, channels,
                       preprocessing.resolve(run_contract["preprocessing"], workdir), layout)

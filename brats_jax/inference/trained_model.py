@@ -6,9 +6,8 @@ optimiser is built, and neither config.json nor the metrics log is read.
 """
 
 import dataclasses
-import os
 
-from brats_jax import sharding
+from brats_jax import files, sharding
 from brats_jax.data import preprocessing
 from brats_jax.errors import DataError
 from brats_jax.workdir import contract, train_state
@@ -36,7 +35,7 @@ class TrainedModel:
 def read_contract(workdir: str, checkpoint: str = "latest") -> tuple:
   """(step, inference contract) of a workdir's checkpoint: latest, best or a step number.
   A small JSON read: nothing else of the checkpoint is opened."""
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if not files.isdir(files.join(workdir, "checkpoints")):
     raise DataError(f"{workdir}: no checkpoints folder; not a brats_jax workdir")
   checkpoints = Checkpoints(workdir, read_only=True)
   try:

@@ -6,14 +6,13 @@ validation every eval.every_steps, a checkpoint at every validation, every
 checkpoint.every_steps, at the end and at a stop request.
 """
 
-import os
 import signal
 import sys
 import time
 
 import ml_collections
 
-from brats_jax import sharding
+from brats_jax import files, sharding
 from brats_jax.errors import NonFiniteError
 from brats_jax.evaluation import plots
 from brats_jax.inference.case_predictor import make_case_predictor
@@ -114,7 +113,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
     summary = validation.score_cases(predict, run.state, run.cases.val_store, val_ids,
                                      config.loss.kind, config.eval.min_enhancing_voxels)
   if is_main:
-    plots.training_curves(read_metrics(workdir), os.path.join(workdir, "training_curves.png"))
+    plots.training_curves(read_metrics(workdir),
+                          files.join(workdir, "training_curves.png"))
   if is_main and summary:
     best = run.checkpoints.best_step()
     print(f"final validation Dice ({len(val_ids)} held-out cases): "

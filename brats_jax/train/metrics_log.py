@@ -8,48 +8,85 @@ dispatched, so the host never makes the device wait. MaxText's MetricLogger does
 
 import json
 import os
+import tempfile
 import time
 
 import jax
 
-from brats_jax import sharding, tasks
+from brats_jax import files, sharding, tasks
+
+METRICS, TENSORBOARD = "metrics.jsonl", "tensorboard"
 
 
 class MetricWriter:
-  """Scalars to metrics.jsonl and TensorBoard; a writer that does nothing off process 0."""
+  """Scalars to metrics.jsonl and TensorBoard; a writer that does nothing off process 0.
+
+  A local workdir is appended to as records come. A bucket's objects cannot be appended to:
+  there the log is kept here, with the TensorBoard events in a local folder, and both are
+  uploaded whole at most every UPLOAD_SECONDS and when the writer closes.
+  """
+
+  UPLOAD_SECONDS = 60.0
 
   def __init__(self, workdir: str):
     self.enabled = sharding.is_main_process()
     if not self.enabled:
       return
     from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
-    os.makedirs(workdir, exist_ok=True)
-    self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-    self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self.workdir, self.remote = workdir, files.is_url(workdir)
+    self.path = files.join(workdir, METRICS)
+    if self.remote:
+      self.staging = tempfile.TemporaryDirectory(prefix="brats_jax_logs_")
+      self.lines = [json.dumps(r) + "\n" for r in read_metrics(workdir)]
+      self.uploaded = time.time()
+      tensorboard = os.path.join(self.staging.name, TENSORBOARD)
+    else:
+      os.makedirs(workdir, exist_ok=True)
+      self.jsonl = open(self.path, "a")
+      tensorboard = os.path.join(workdir, TENSORBOARD)
+    self.tensorboard = SummaryWriter(tensorboard)
 
   def write(self, step: int, scalars: dict) -> None:
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    self.jsonl.write(json.dumps({"step": int(step), "time": time.time(), **scalars}) + "\n")
-    self.jsonl.flush()
+    line = json.dumps({"step": int(step), "time": time.time(), **scalars}) + "\n"
     for name, value in scalars.items():
       self.tensorboard.add_scalar(name, value, step)
     self.tensorboard.flush()
+    if not self.remote:
+      self.jsonl.write(line)
+      self.jsonl.flush()
+      return
+    self.lines.append(line)
+    if time.time() - self.uploaded >= self.UPLOAD_SECONDS:
+      self._upload()
+
+  def _upload(self) -> None:
+    files.write_text(self.path, "".join(self.lines))
+    local = os.path.join(self.staging.name, TENSORBOARD)
+    for name in os.listdir(local):
+      files.write_bytes(files.join(self.workdir, TENSORBOARD, name),
+                        files.read_bytes(os.path.join(local, name)))
+    self.uploaded = time.time()
 
   def close(self) -> None:
-    if self.enabled:
+    if not self.enabled:
+      return
+    self.tensorboard.close()
+    if self.remote:
+      self._upload()
+      self.staging.cleanup()
+    else:
       self.jsonl.close()
-      self.tensorboard.close()
 
 
 def read_metrics(workdir: str) -> list:
   """All records of workdir/metrics.jsonl (the last record wins if a step was logged twice)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = files.join(workdir, METRICS)
+  if not files.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
 
 
 class MetricLogger:

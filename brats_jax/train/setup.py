@@ -6,13 +6,12 @@ written. The result is a small Run object the loop (loop.py) drives.
 """
 
 import dataclasses
-import os
 import sys
 
 import jax
 import ml_collections
 
-from brats_jax import sharding
+from brats_jax import files, sharding
 from brats_jax.data import preprocessing, splits
 from brats_jax.data.store import PreparedStore
 from brats_jax.errors import ConfigError
@@ -50,7 +49,7 @@ def check_against_store(config: ml_collections.ConfigDict, *, channels: tuple,
 def _check_relaunch(config, workdir: str, train_ids, log) -> dict:
   """The accepted changes of a relaunch ({} for a new run); a relaunch that would change the
   trained run raises before anything is written."""
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if not files.isdir(files.join(workdir, "checkpoints")):
     return {}
   checkpoints = Checkpoints(workdir, read_only=True)
   try:
@@ -144,7 +143,7 @@ def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> 
                         "num_processes": jax.process_count(),
                         "changes": {f: list(v) for f, v in changes.items()}}]
   if is_main:
-    os.makedirs(workdir, exist_ok=True)
+    files.makedirs(workdir)
     contract.write_readable_config(config, workdir)
     print(f"{mesh.devices.size} devices ({jax.devices()[0].platform}), "
           f"{jax.process_count()} processes; global batch {global_batch}; "

@@ -10,13 +10,14 @@ validation mean Dice. Restoring always goes through a target that carries the cu
 shardings, which is what lets a run continue, validate or predict on any number of devices.
 """
 
+import contextlib
 import os
 import time
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from brats_jax import sharding
+from brats_jax import files, sharding
 from brats_jax.errors import CheckpointError
 from brats_jax.workdir import contract as contract_lib
 from brats_jax.workdir import train_state
@@ -38,19 +39,33 @@ class Checkpoints:
         preservation_policy=policy, enable_async_checkpointing=True,
         cleanup_tmp_directories=not read_only, read_only=read_only, create=not read_only,
         save_interval_steps=0 if read_only else 1)
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+    if workdir.startswith("s3://"):
+      raise CheckpointError(
+          f"{workdir}: Orbax {ocp.__version__} writes checkpoints to local or shared disks and "
+          "to gs:// buckets, not to s3://; use one of those for --workdir (data.store may be "
+          "an s3:// URL)")
+    self.directory = files.join(workdir if files.is_url(workdir) else os.path.abspath(workdir),
+                                "checkpoints")
+    with self._reaching():
+      self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+  def _reaching(self):
+    """Bucket operations that fail after the retries are one StorageError naming the URL."""
+    return files.reaching(self.directory, missing_is_an_answer=False) \
+        if files.is_url(self.directory) \
+        else contextlib.nullcontext()
 
   def save(self, step: int, state, data: dict, contract: dict, metrics: dict | None = None,
            force: bool = False) -> bool:
     """Starts an asynchronous save; returns whether one was started."""
     items = train_state.to_items(state)
-    return self.manager.save(
-        step, args=ocp.args.Composite(model=ocp.args.StandardSave(items["model"]),
-                                      optimizer=ocp.args.StandardSave(items["optimizer"]),
-                                      data=ocp.args.JsonSave(data),
-                                      contract=ocp.args.JsonSave(contract)),
-        metrics=metrics, force=force)
+    with self._reaching():
+      return self.manager.save(
+          step, args=ocp.args.Composite(model=ocp.args.StandardSave(items["model"]),
+                                        optimizer=ocp.args.StandardSave(items["optimizer"]),
+                                        data=ocp.args.JsonSave(data),
+                                        contract=ocp.args.JsonSave(contract)),
+          metrics=metrics, force=force)
 
   def all_steps(self) -> list:
     return list(self.manager.all_steps())
@@ -62,9 +77,8 @@ class Checkpoints:
     return self.manager.best_step()
 
   def _check_format(self, step: int) -> None:
-    path = os.path.join(self.directory, str(step))
-    if os.path.isdir(os.path.join(path, "state")) and not os.path.isdir(
-        os.path.join(path, "contract")):
+    path = files.join(self.directory, str(step))
+    if files.isdir(files.join(path, "state")) and not files.isdir(files.join(path, "contract")):
       raise CheckpointError(
           f"{path}: a checkpoint of brats_jax 0.1 (no inference contract); predict with "
           "brats_jax 0.1.0, or train again in a new workdir with this version")
@@ -75,7 +89,7 @@ class Checkpoints:
     restored = self.manager.restore(step, args=ocp.args.Composite(
         contract=ocp.args.JsonRestore()))
     return contract_lib.check_version(restored["contract"],
-                                      os.path.join(self.directory, str(step)))
+                                      files.join(self.directory, str(step)))
 
   def _newest_readable(self, read, what: str, log) -> tuple | None:
     """(step, read(step), [newer steps that could not be read]) of the newest checkpoint
@@ -115,7 +129,7 @@ class Checkpoints:
         data=ocp.args.JsonRestore(), contract=ocp.args.JsonRestore()))
     return (train_state.from_items(restored), restored["data"],
             contract_lib.check_version(restored["contract"],
-                                       os.path.join(self.directory, str(step))))
+                                       files.join(self.directory, str(step))))
 
   def restore_model(self, step: int, target) -> dict:
     """{params, model_state} of `step` onto the shardings carried by `target`: inference
@@ -140,8 +154,8 @@ class Checkpoints:
     again by the resumed run."""
     if steps and sharding.is_main_process():
       for step in steps:
-        path = os.path.join(self.directory, str(step))
-        os.replace(path, f"{path}.unreadable-{int(time.time())}")
+        path = files.join(self.directory, str(step))
+        files.rename(path, f"{path}.unreadable-{int(time.time())}")
         log(f"moved the unreadable checkpoint to {path}.unreadable-*")
     if steps:
       sharding.wait_for_all_processes("brats_jax: unreadable checkpoints set aside")
@@ -151,7 +165,8 @@ class Checkpoints:
     return self.manager.reached_preemption(step)
 
   def wait(self):
-    self.manager.wait_until_finished()
+    with self._reaching():
+      self.manager.wait_until_finished()
 
   def close(self):
     self.manager.close()

@@ -15,7 +15,6 @@ change (they are recorded in the history); any other change would silently alter
 model, its loss or its data, and is refused in one line before the workdir is touched.
 """
 
-import os
 import zlib
 
 import ml_collections
@@ -103,7 +102,7 @@ def cases_checksum(case_ids) -> int:
 
 def write_readable_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """WORKDIR/config.json: the run's config for people to read (the contract is the record)."""
-  files.write_text(os.path.join(workdir, READABLE_CONFIG), config.to_json_best_effort(indent=2))
+  files.write_text(files.join(workdir, READABLE_CONFIG), config.to_json_best_effort(indent=2))
 
 
 def config_changes(run_config, new_config) -> dict:
