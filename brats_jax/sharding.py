@@ -1,22 +1,73 @@
-"""The device mesh and the shardings used everywhere: one data-parallel axis over all devices."""
+"""The device mesh and the shardings used everywhere.
+
+Two axes: "data" splits the global batch (data parallelism), and "space" splits each sample
+along its first spatial axis (spatial partitioning, mesh.space devices per sample). The
+per-device code is written with shard_map, manual over "data" only; "space" stays with XLA's
+SPMD partitioner, which exchanges the convolutions' halos and reduces instance norms and
+losses across it. With mesh.space=1 the space axis has one device and nothing is split.
+"""
+
+import math
 
 import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding
 from orbax.checkpoint import multihost as ocp_multihost
 
+from brats_jax.errors import ConfigError
+
 DATA = "data"
+SPACE = "space"
 
 
-def make_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1D mesh over `devices` (default: every device of every process): data parallelism.
+def make_mesh(devices=None, space: int = 1) -> jax.sharding.Mesh:
+  """A (data, space) mesh over `devices` (default: every device of every process).
 
-  Auto axes: the per-device code is written with shard_map, and everything else (the state,
-  sliding-window accumulators) is replicated, so explicit sharding types would only add
-  resharding calls.
+  Auto axes: the state and the sliding-window accumulators are replicated, and the space
+  axis is the partitioner's, so explicit sharding types would only add resharding calls.
+  A sample's space group lies within one process (its rows come from that process's host).
   """
   devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh((len(devices),), (DATA,), axis_types=(AxisType.Auto,), devices=devices)
+  local = sum(d.process_index == jax.process_index() for d in devices)
+  if space < 1 or len(devices) % space or (jax.process_count() > 1 and local % space):
+    raise ConfigError.of_field("mesh.space", space,
+                               f"must divide the {len(devices)} devices"
+                               + (f" and each process's {local}" if jax.process_count() > 1
+                                  else ""))
+  return jax.make_mesh((len(devices) // space, space), (DATA, SPACE),
+                       axis_types=(AxisType.Auto,) * 2, devices=devices)
+
+
+def data_shards(mesh) -> int:
+  """How many groups of devices split the batch (each group holds whole samples)."""
+  return mesh.shape[DATA]
+
+
+def resolve_space(data_config, mesh_config, num_devices: int) -> int:
+  """mesh.space, with 0 (auto) resolved: 1 unless the global batch is smaller than the
+  devices, then the fewest devices per sample that let the batch split evenly."""
+  if mesh_config.space or not data_config.global_batch:
+    return mesh_config.space or 1
+  for space in range(1, num_devices + 1):
+    if num_devices % space == 0 and data_config.global_batch % (num_devices // space) == 0:
+      return space
+  return num_devices
+
+
+def global_batch(data_config, mesh) -> int:
+  """data.global_batch, or data.batch_per_device for each data shard; refused in one line
+  if it does not split evenly over the data shards."""
+  shards = data_shards(mesh)
+  if not data_config.global_batch:
+    return data_config.batch_per_device * shards
+  if data_config.global_batch % shards:
+    fewer = mesh.devices.size // math.gcd(data_config.global_batch, mesh.devices.size)
+    raise ConfigError.of_field(
+        "data.global_batch", data_config.global_batch,
+        f"does not split over {shards} data-parallel groups of {mesh.shape[SPACE]} "
+        f"device(s): use a multiple of {shards}, or mesh.space={fewer} (or 0: auto) to split "
+        "each sample over more devices")
+  return data_config.global_batch
 
 
 def replicated(mesh) -> NamedSharding:
@@ -28,14 +79,19 @@ def batch_sharded(mesh) -> NamedSharding:
   return NamedSharding(mesh, jax.P(DATA))
 
 
-def process_batch_slice(global_batch: int) -> slice:
-  """Which rows of the global batch this process must provide."""
-  if global_batch % jax.process_count():
-    raise ValueError(f"global batch {global_batch} does not split over "
-                     f"{jax.process_count()} processes")
-  per_process = global_batch // jax.process_count()
-  start = jax.process_index() * per_process
-  return slice(start, start + per_process)
+def split_spatially(tree):
+  """Inside shard_map (manual over data): [batch, x, ...] arrays split along x over the
+  space axis; the partitioner exchanges halos for whatever reads across the split."""
+  return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, jax.P(None, SPACE)), tree)
+
+
+def process_batch_slice(mesh, global_batch: int) -> slice:
+  """Which rows of the global batch this process must provide: those of its data shards
+  (a process holds whole space groups, so its rows are one contiguous range)."""
+  rows = batch_sharded(mesh).addressable_devices_indices_map((global_batch,))
+  starts = sorted({index[0].start or 0 for index in rows.values()})
+  stops = sorted({index[0].stop or global_batch for index in rows.values()})
+  return slice(starts[0], stops[-1])
 
 
 def to_global(local: dict, mesh, global_batch: int) -> dict:

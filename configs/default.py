@@ -7,7 +7,10 @@ with poly decay (nnU-Net), bf16 compute. Launch:
   brats-jax-train --config=configs/default.py --workdir=/runs/brats2021 \
       --config.data.store=/data/brats2021_store
 
-Any field can be overridden on the command line, e.g. --config.data.batch_per_device=4.
+The batch is the recipe's global batch (data.global_batch = 8), whatever the device count: 8
+devices take one sample each; 16 devices split each sample over 2 (mesh.space, chosen
+automatically); 1 device takes all 8 (a smaller GPU: --config.data.global_batch=2). Any field
+can be overridden on the command line, e.g. --config.train.num_steps=1000.
 """
 
 import ml_collections
@@ -30,13 +33,22 @@ def get_config() -> ml_collections.ConfigDict:
   # trains a FLAIR-only model. BraTS and Decathlon stores hold flair, t1, t1ce, t2; Kaggle
   # LGG stores t1, flair, t1ce (pre-contrast, FLAIR, post-contrast).
   config.data.modalities = ("flair", "t1", "t1ce", "t2")
-  config.data.batch_per_device = 2
+  # The batch: data.global_batch samples per step on any number of devices, or (0 here)
+  # data.batch_per_device per data-parallel group, growing with the devices. One of the two.
+  config.data.global_batch = 8
+  config.data.batch_per_device = 0
   config.data.foreground_fraction = 1 / 3
   config.data.prefetch = 4  # batches read ahead of the device
   # auto | host | replicated | sharded: hold the training cases on the accelerators and cut
   # patches inside the step when they fit (auto decides from the sizes and says why), or
   # stream patches from the store (host). brats_jax/train/device_input.py has the details.
   config.data.placement = "auto"
+
+  # How the devices share the work (brats_jax/sharding.py): mesh.space devices split each
+  # sample along its first spatial axis, the rest split the batch. 0: auto (1, unless the
+  # global batch is smaller than the devices).
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.space = 0
 
   config.model = ml_collections.ConfigDict()
   config.model.base_filters = 32

@@ -14,6 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = sibling_config(__file__, "default.py")
   config.data.store = "demo_out/store"
   config.data.patch_size = (32, 32, 32)
+  config.data.global_batch = 2
   config.data.foreground_fraction = 0.5
   config.model.base_filters = 8
   config.model.max_filters = 64

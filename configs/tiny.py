@@ -9,6 +9,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = sibling_config(__file__, "default.py")
   config.data.patch_size = (16, 16, 16)
   config.data.batch_per_device = 1
+  config.data.global_batch = 0
   config.data.prefetch = 2
   config.model.base_filters = 4
   config.model.max_filters = 16

@@ -28,6 +28,9 @@ def define_flags():
                        "Remove connected tumour components smaller than this many voxels "
                        "(26-connected, in the case's own voxels); 0 keeps every one.",
                        lower_bound=0)
+  flags.DEFINE_integer("space", 1, "Devices that split each window along its first axis "
+                       "(spatial partitioning, for windows too large for one device).",
+                       lower_bound=1)
   flags.mark_flags_as_required(["workdir", "input", "output"])
 
 
@@ -38,7 +41,7 @@ def main(argv):
   checks.check_config(contract.config_of(run_contract))
   timings, skipped = predict.predict_folder(
       FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, FLAGS.tta, FLAGS.layout,
-      FLAGS.skip_bad, min_component_voxels=FLAGS.min_component_voxels)
+      FLAGS.skip_bad, min_component_voxels=FLAGS.min_component_voxels, space=FLAGS.space)
   seconds = [t for _, t in timings]
   print(f"wrote {len(timings)} predictions to {FLAGS.output} "
         f"({np.mean(seconds):.1f} s per case, first {seconds[0]:.1f} s including compilation)"

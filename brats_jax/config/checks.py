@@ -130,7 +130,9 @@ RULES = {
     "data.val_fold": _integer(-1),
     "data.patch_size": _patch_size,
     "data.modalities": _modalities,
-    "data.batch_per_device": _integer(1),
+    "data.global_batch": _integer(0),
+    "data.batch_per_device": _integer(0),
+    "mesh.space": _integer(0),
     "data.foreground_fraction": _PROBABILITY,
     "data.prefetch": _integer(1, 64),
     "data.placement": _choice(*device_input.PLACEMENTS),
@@ -253,6 +255,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if loss.class_weights and len(loss.class_weights) != outputs:
     _fail("loss.class_weights", tuple(loss.class_weights),
           f"loss.kind={loss.kind} has {outputs} outputs, so {outputs} weights (or none)")
+  if bool(data.global_batch) == bool(data.batch_per_device):
+    _fail("data.global_batch", data.global_batch,
+          "give the batch one way: data.global_batch (the recipe's batch, any device count) "
+          f"or data.batch_per_device (now {data.batch_per_device}), and set the other to 0")
+  if config.mesh.space > 1 and len(data.patch_size) == 2:
+    _fail("mesh.space", config.mesh.space, "splits 3D patches; a 2D model's slices are "
+          "small enough for one device")
+  if config.mesh.space > data.patch_size[0] // multiple:
+    _fail("mesh.space", config.mesh.space,
+          f"splits the first patch axis ({data.patch_size[0]}), which is "
+          f"{data.patch_size[0] // multiple} voxels at the U-Net's coarsest level: at most that")
   if train.warmup_steps >= train.num_steps:
     _fail("train.warmup_steps", train.warmup_steps,
           f"must be below train.num_steps ({train.num_steps})")

@@ -23,17 +23,20 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
   probabilities (background, NCR, ED, ET) for softmax. tasks.decode turns them into labels.
 
   Gaussian-weighted sliding windows (config.eval.overlap, sigma_scale), batched
-  (config.eval.sw_batch_per_device per device) and spread over every device of the mesh
-  with shard_map. With mirror_tta each window is predicted under all 2^d flips of its spatial
-  axes and averaged (nnU-Net's test-time mirroring). A 2D model sees axial slices.
+  (config.eval.sw_batch_per_device per data-parallel group) and spread over the mesh with
+  shard_map; with a space axis each window is split over its group's devices, as in
+  training. With mirror_tta each window is predicted under all 2^d flips of its spatial axes
+  and averaged (nnU-Net's test-time mirroring). A 2D model sees axial slices.
   """
   kind = config.loss.kind
-  sw_batch = config.eval.sw_batch_per_device * mesh.devices.size
+  sw_batch = config.eval.sw_batch_per_device * sharding.data_shards(mesh)
   roi = tuple(config.data.patch_size)
   spatial_dims = len(roi)
   flips = list(itertools.product((False, True), repeat=spatial_dims)) if mirror_tta else [()]
 
   def forward(params, model_state, windows):
+    if mesh.shape[sharding.SPACE] > 1:
+      windows = sharding.split_spatially(windows)
     model = nnx.merge(graphdef, params, model_state)
     total = 0.0
     for flip in flips:
@@ -45,7 +48,7 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
 
   sharded_forward = jax.shard_map(
       forward, mesh=mesh, in_specs=(jax.P(), jax.P(), jax.P(sharding.DATA)),
-      out_specs=jax.P(sharding.DATA))
+      out_specs=jax.P(sharding.DATA), axis_names={sharding.DATA})
 
   @jax.jit
   def blend(params, model_state, volume, starts, valid):

@@ -57,9 +57,11 @@ def segment(predict, model: TrainedModel, case: CaseInput, min_enhancing_voxels:
 
 def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: str = "latest",
                    mirror_tta: bool = False, layout: str | None = None, skip_bad: bool = False,
-                   progress: bool = True, devices=None, min_component_voxels: int = 0) -> tuple:
+                   progress: bool = True, devices=None, min_component_voxels: int = 0,
+                   space: int = 1) -> tuple:
   """Writes one prediction per case of input_dir (a raw dataset folder or a prepared store)
-  on `devices` (default: all); returns ([(case_id, seconds)], [skipped case errors]).
+  on `devices` (default: all), each window split over `space` of them (as mesh.space in
+  training); returns ([(case_id, seconds)], [skipped case errors]).
   Tumour components smaller than min_component_voxels voxels are removed (0: kept).
 
   A bad case stops the run with a DataError naming the file (earlier cases' predictions are
@@ -91,13 +93,14 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
   if not usable:
     raise DataError(f"{input_dir}: no usable case")
 
-  mesh = sharding.make_mesh(devices)
+  mesh = sharding.make_mesh(devices, space)
   model = load_trained_model(workdir, str(step), mesh)
   predict = make_case_predictor(model.graphdef, mesh, model.config, mirror_tta)
   threshold = model.et_threshold()
   os.makedirs(output_dir, exist_ok=True)
   if progress:
     print(f"checkpoint step {step}; {len(usable)} cases; {mesh.devices.size} devices"
+          + (f" ({space} per window)" if space > 1 else "")
           + (" with mirror TTA" if mirror_tta else "")
           + (f"; ET under {threshold} voxels becomes necrosis" if threshold else "")
           + (f"; tumour components under {min_component_voxels} voxels removed"

@@ -77,7 +77,7 @@ def choose_placement(requested: str, store: PreparedStore, case_ids, patch_size,
     return Placement("host", "data.placement=host")
   box = case_box(store, case_ids, patch_size)
   per_case = int(np.prod(box)) * (store.num_channels * 2 + 1)  # 16-bit images, 8-bit labels
-  devices = mesh.devices.size
+  devices = sharding.data_shards(mesh)  # sharded: each data-parallel group holds a share
   replicated = per_case * len(case_ids)
   sharded = per_case * -(-len(case_ids) // devices)
   available = _available_bytes(mesh, step_bytes, device_memory_gib)
@@ -101,7 +101,8 @@ def _shapes(store: PreparedStore, case_ids, placement: Placement, mesh) -> dict:
   if placement.mode == "replicated":
     lead, where = (len(case_ids),), sharding.replicated(mesh)
   else:
-    lead = (mesh.devices.size, -(-len(case_ids) // mesh.devices.size))
+    shards = sharding.data_shards(mesh)
+    lead = (shards, -(-len(case_ids) // shards))
     where = sharding.batch_sharded(mesh)
   return {"images": (lead + placement.box + (store.num_channels,), dtype, where),
           "labels": (lead + placement.box, np.dtype(np.uint8), where)}
@@ -127,7 +128,7 @@ def load(store: PreparedStore, case_ids, placement: Placement, mesh):
   if placement.mode == "host":
     return None
   shapes = _shapes(store, case_ids, placement, mesh)
-  devices = mesh.devices.size
+  devices = sharding.data_shards(mesh)
   cache = {}
 
   def cases_of(index) -> tuple:

@@ -23,8 +23,7 @@ from brats_jax.workdir.checkpoints import Checkpoints
 
 
 def check_against_store(config: ml_collections.ConfigDict, *, channels: tuple,
-                        num_folds: int, binary_labels: bool, num_devices: int,
-                        num_processes: int) -> None:
+                        num_folds: int, binary_labels: bool) -> None:
   """The config rules that need the store and the devices (config/checks.py has the rest)."""
   data = config.data
   missing = [m for m in data.modalities if m not in channels]
@@ -40,10 +39,6 @@ def check_against_store(config: ml_collections.ConfigDict, *, channels: tuple,
     raise ConfigError.of_field("data.val_fold", data.val_fold,
                                f"the store {data.store} has folds 0-{num_folds - 1} (-1: no "
                                "validation)")
-  if (data.batch_per_device * num_devices) % num_processes:
-    raise ConfigError.of_field("data.batch_per_device", data.batch_per_device,
-                               f"the global batch ({data.batch_per_device} x {num_devices} "
-                               f"devices) must split evenly over {num_processes} processes")
 
 
 def _check_relaunch(config, workdir: str, train_ids, log) -> dict:
@@ -96,7 +91,8 @@ class Run:
     data_position = {"next_step": int(done), "seed": int(self.config.seed),
                      "num_train_cases": len(train_ids),
                      "train_cases_crc32": contract.cases_checksum(train_ids),
-                     "batch_per_device": int(self.config.data.batch_per_device)}
+                     "batch_per_device": int(self.config.data.batch_per_device),
+                     "global_batch": int(self.global_batch)}
     training_data = {"store": self.store.path, "num_train_cases": len(train_ids),
                      "train_cases_crc32": contract.cases_checksum(train_ids)}
     self.checkpoints.save(done, self.state, data_position,
@@ -109,15 +105,16 @@ def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> 
   """Checks, compiles and restores the run in `workdir` on `devices` (default: all)."""
   is_main = sharding.is_main_process()
   log = (lambda m: print(m, file=sys.stderr, flush=True)) if is_main else (lambda m: None)
-  mesh = sharding.make_mesh(devices)
+  devices = jax.devices() if devices is None else list(devices)
+  mesh = sharding.make_mesh(devices, sharding.resolve_space(config.data, config.mesh,
+                                                            len(devices)))
+  global_batch = sharding.global_batch(config.data, mesh)
   store = PreparedStore(config.data.store)
   check_against_store(config, channels=store.channels, num_folds=store.num_folds,
-                      binary_labels=store.binary_labels, num_devices=mesh.devices.size,
-                      num_processes=jax.process_count())
+                      binary_labels=store.binary_labels)
   store = PreparedStore(config.data.store, config.data.modalities)
   preprocessing.check_supported(store.preprocessing, store.path)
   cases = splits.split(config, store)
-  global_batch = config.data.batch_per_device * mesh.devices.size
   changes = _check_relaunch(config, workdir, cases.train_ids, log)
 
   tx = optimizer.make_optimizer(config.train)
@@ -140,21 +137,25 @@ def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> 
           "; changed: " + ", ".join(f"{f} {a!r} -> {b!r}" for f, (a, b) in changes.items())
           if changes else ""), flush=True)
   history = history + [{"start_step": start, "num_devices": int(mesh.devices.size),
+                        "space": int(mesh.shape[sharding.SPACE]),
                         "num_processes": jax.process_count(),
                         "changes": {f: list(v) for f, v in changes.items()}}]
   if is_main:
     files.makedirs(workdir)
     contract.write_readable_config(config, workdir)
-    print(f"{mesh.devices.size} devices ({jax.devices()[0].platform}), "
+    split = (f" ({sharding.data_shards(mesh)} data-parallel x {mesh.shape[sharding.SPACE]} "
+             "spatial)" if mesh.shape[sharding.SPACE] > 1 else "")
+    print(f"{mesh.devices.size} devices ({jax.devices()[0].platform}){split}, "
           f"{jax.process_count()} processes; global batch {global_batch}; "
           f"{len(cases.train_ids)} training and {len(cases.val_ids)} validation cases "
           f"({cases.description})", flush=True)
     print(f"data: {placement.mode}: {placement.reason}", flush=True)
 
   sampler = PatchSampler(store, cases.train_ids, config.data.patch_size, global_batch,
-                         sharding.process_batch_slice(global_batch),
+                         sharding.process_batch_slice(mesh, global_batch),
                          config.data.foreground_fraction, config.seed,
-                         sharded_over=mesh.devices.size if placement.mode == "sharded" else 0)
+                         sharded_over=sharding.data_shards(mesh)
+                         if placement.mode == "sharded" else 0)
   data = device_input.load(store, cases.train_ids, placement, mesh)
   return Run(config, mesh, store, cases, global_batch, graphdef, state, step_fn, placement,
              sampler, data, checkpoints, start, restored is not None, history, et_threshold,

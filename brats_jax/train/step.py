@@ -1,10 +1,14 @@
-"""The pure data-parallel train step.
+"""The pure train step: data-parallel, and spatially partitioned with mesh.space > 1.
 
-The step is written per device with `shard_map`: each device augments and differentiates its
-own rows of the global batch, gradients are averaged across the data axis with an explicit
-`pmean`, and every device applies the same update to its replica of the state. The state
-buffers are donated. A non-finite loss or gradient is detected on device; the update is then
-skipped and counted (or, by config, the loop stops).
+The step is written per data-parallel group with `shard_map` (manual over the data axis):
+each group augments and differentiates its own rows of the global batch, gradients are
+averaged across the data axis with an explicit `pmean`, and every device applies the same
+update to its replica of the state. Within a group of mesh.space devices, the augmented
+patches are split along their first spatial axis by a sharding constraint, and XLA's SPMD
+partitioner does the rest: halo exchanges for the convolutions, cross-device sums for
+instance norms, losses and gradients. The state buffers are donated. A non-finite loss or
+gradient is detected on device; the update is then skipped and counted (or, by config, the
+loop stops).
 """
 
 import jax
@@ -40,6 +44,9 @@ def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict,
                                                config.data.patch_size)
     keys = jax.vmap(jax.random.key)(batch["aug_seed"])
     images, labels = augment.augment_batch(images, labels, keys, config.augment)
+    if mesh.shape[sharding.SPACE] > 1:
+      # Augmentation ran on whole patches (replicated in the group); the network on slabs.
+      images, labels = sharding.split_spatially((images, labels))
     dropout_key = jax.random.fold_in(
         jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"]),
         jax.lax.axis_index(sharding.DATA))
@@ -95,7 +102,7 @@ def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict,
 
   data_spec = jax.P(sharding.DATA) if placement == "sharded" else jax.P()
   sharded = jax.shard_map(step, mesh=mesh, in_specs=(jax.P(), jax.P(sharding.DATA), data_spec),
-                          out_specs=(jax.P(), jax.P()))
+                          out_specs=(jax.P(), jax.P()), axis_names={sharding.DATA})
   def traced_for_the_mesh(state, batch, data=None):
     with platforms.building_for(mesh):
       return sharded(state, batch, data or {})

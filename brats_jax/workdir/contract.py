@@ -31,7 +31,8 @@ RESUMABLE = (
     "train.on_nonfinite", "train.device_memory_gib", "train.early_stopping_patience",
     "model.remat",  # what the backward pass keeps or recomputes: memory, not the model
     "log_every_steps", "eval.", "checkpoint.",  # logging, validation and saving cadence
-    "data.batch_per_device",  # the global batch; sample i of step s stays f(seed, s, i)
+    "data.batch_per_device", "data.global_batch",  # sample i of step s stays f(seed, s, i)
+    "mesh.space",  # how the devices split the work, not what is computed
     "data.prefetch", "data.store",  # where the data is read from (the cases are checked)
     "data.placement",  # host or device memory (sharded placement draws other batches)
     "data.val_store",  # validation only (the training cases are checked by checksum)
@@ -40,7 +41,7 @@ RESUMABLE = (
 # Fields added since contract version 1, with the values that mean the behaviour before
 # them: a run saved without them reads as if it had them.
 ADDED_FIELDS = {"data.val_store": "", "data.val_fraction": 0.0, "data.split_seed": 0,
-                "train.early_stopping_patience": 0}
+                "train.early_stopping_patience": 0, "data.global_batch": 0, "mesh.space": 0}
 
 
 def is_resumable(field: str) -> bool:
@@ -71,7 +72,7 @@ def _with_added_fields(config: dict) -> dict:
   config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
   for field, value in ADDED_FIELDS.items():
     group, name = field.split(".")
-    config[group].setdefault(name, value)
+    config.setdefault(group, {}).setdefault(name, value)
   return config
 
 

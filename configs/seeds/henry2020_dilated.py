@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = sibling_config(__file__, "../default.py")
   config.data.patch_size = (144, 144, 96)
   config.data.batch_per_device = 1
+  config.data.global_batch = 0
   config.model.base_filters = 48
   config.model.max_filters = 384
   config.model.depth = 4

@@ -24,6 +24,9 @@ from brats_jax.config.io import sibling_config
 
 def get_config() -> ml_collections.ConfigDict:
   config = sibling_config(__file__, "../default.py")
+  # Two samples per data-parallel group: the batch grows with the devices.
+  config.data.global_batch = 0
+  config.data.batch_per_device = 2
   config.data.patch_size = (128, 128, 128)
   config.model.block = "context"
   config.model.base_filters = 16

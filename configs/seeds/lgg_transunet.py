@@ -24,6 +24,7 @@ from brats_jax.config.io import sibling_config
 def get_config() -> ml_collections.ConfigDict:
   config = sibling_config(__file__, "lgg_unet2d.py")
   config.data.batch_per_device = 8
+  config.data.global_batch = 0
   config.model.architecture = "transunet"
   config.model.norm = "batch"
   config.model.downsample = "conv"

@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.modalities = ("t1", "flair", "t1ce")
   config.data.patch_size = (256, 256)
   config.data.batch_per_device = 16
+  config.data.global_batch = 0
   config.model.base_filters = 32
   config.model.max_filters = 512
   config.model.depth = 5

@@ -23,6 +23,9 @@ from brats_jax.config.io import sibling_config
 
 def get_config() -> ml_collections.ConfigDict:
   config = sibling_config(__file__, "../default.py")
+  # Two samples per data-parallel group: the batch grows with the devices.
+  config.data.global_batch = 0
+  config.data.batch_per_device = 2
   config.data.patch_size = (160, 160, 16)
   config.model.base_filters = 32
   config.model.max_filters = 256

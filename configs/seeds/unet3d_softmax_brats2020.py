@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = sibling_config(__file__, "../default.py")
   config.data.patch_size = (224, 224, 144)
   config.data.batch_per_device = 1
+  config.data.global_batch = 0
   config.model.base_filters = 16
   config.model.max_filters = 128
   config.model.depth = 4

@@ -6,9 +6,11 @@ import re
 import subprocess
 import sys
 
+import jax
 import ml_collections
 import pytest
 
+from brats_jax import sharding
 from brats_jax.config import checks
 from brats_jax.config import io as config_io
 from brats_jax.errors import ConfigError
@@ -21,7 +23,8 @@ from conftest import ROOT
 # One bad value per field the code reads (a type or range the code cannot run with).
 BAD_VALUES = {
     "seed": -1, "log_every_steps": 0, "data.store": 3, "data.val_fold": -2,
-    "data.patch_size": (16, 16, 16, 16), "data.batch_per_device": 0,
+    "data.patch_size": (16, 16, 16, 16), "data.batch_per_device": -1,
+    "data.global_batch": -1, "mesh.space": -1,
     "data.foreground_fraction": 1.5, "data.prefetch": 0, "data.placement": "gpu",
     "data.modalities": ("flair", "flair"), "data.val_store": None, "data.val_fraction": 1.0,
     "data.split_seed": -1,
@@ -130,7 +133,7 @@ def test_loss_terms_must_suit_the_task(kind, terms, message):
 
 # What a store of the default recipe and a 4-device, 2-process machine give the start of a run.
 _ENVIRONMENT = {"channels": ("t2", "t1ce", "t1", "flair"), "num_folds": 5,
-                "binary_labels": False, "num_devices": 4, "num_processes": 2}
+                "binary_labels": False}
 
 
 def _check_against(config, **changes):
@@ -154,10 +157,33 @@ def test_rules_against_the_store_and_the_devices():
     _check_against(config, channels=("flair", "t1"))
   with pytest.raises(ConfigError, match="data.val_fold=5: the store .* has folds 0-4"):
     _check_against(_with(config, "data.val_fold", 5), num_folds=5)
-  with pytest.raises(ConfigError, match=r"global batch \(2 x 3 devices\) must split evenly "
-                                        "over 4 processes"):
-    _check_against(config, num_devices=3, num_processes=4)
   _check_against(config)
+
+
+def test_the_global_batch_against_the_devices():
+  """data.global_batch is the same recipe on any device count: with fewer samples than
+  devices, each sample is split over mesh.space devices (auto: the fewest that divide)."""
+  config = _default()
+  assert (config.data.global_batch, config.data.batch_per_device, config.mesh.space) == (8, 0, 0)
+  devices = jax.devices()
+  for count, space in ((1, 1), (2, 1), (4, 1), (8, 1)):
+    assert sharding.resolve_space(config.data, config.mesh, count) == space
+  small = _with(config, "data.global_batch", 2)
+  assert sharding.resolve_space(small.data, small.mesh, 8) == 4
+  mesh = sharding.make_mesh(devices, 4)
+  assert dict(mesh.shape) == {"data": 2, "space": 4}
+  assert sharding.global_batch(small.data, mesh) == 2
+  with pytest.raises(ConfigError, match=r"data.global_batch=2: does not split over 8 "
+                                        r"data-parallel groups .* mesh.space=4"):
+    sharding.global_batch(small.data, sharding.make_mesh(devices, 1))
+  with pytest.raises(ConfigError, match="mesh.space=3: must divide the 8 devices"):
+    sharding.make_mesh(devices, 3)
+  per_device = _with(_with(config, "data.global_batch", 0), "data.batch_per_device", 2)
+  assert sharding.global_batch(per_device.data, mesh) == 4  # 2 per data-parallel group
+  with pytest.raises(ConfigError, match="data.global_batch=8: give the batch one way"):
+    checks.check_config(_with(config, "data.batch_per_device", 2))
+  with pytest.raises(ConfigError, match="mesh.space=16: splits the first patch axis"):
+    checks.check_config(_with(config, "mesh.space", 16))
 
 
 def test_unknown_and_missing_fields():
