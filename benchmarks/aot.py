@@ -4,13 +4,19 @@
   pip install -e ".[gpu-aot]"       # jax-cuda12-plugin: compile-only NVIDIA GPUs
   python benchmarks/aot.py --config=configs/default.py --target=v5e-4 --batch_per_device=2 \
       [--find_max_batch] [--out=result.json] [--hlo=step.hlo.txt]
+  python benchmarks/aot.py --target=v5p-4,v5p-8,v5p-16,v5p-32 --batch_per_device=2 \
+      --out=weak.json                     # several targets: one JSON list
+  python benchmarks/aot.py --target=v5p-16 --global_batch=4 --space=4   # spatial split
 
-Targets: v4-N, v5e-N, v5p-N, v6e-N (TPU chips) and h100-N, h200-N, a100-N (GPUs; the target
+Targets: v4-N, v5e-N, v5p-N, v6e-N (N TPU chips; Google names v4 and v5p slices by
+TensorCores, twice the chips: v5p-16 here is Google's v5p-32) and h100-N, h200-N, a100-N (GPUs; the target
 descriptions are in benchmarks/gpu_targets/). Prints, per device: memory XLA plans (arguments,
 temporaries, total) against the chip's HBM, FLOPs and bytes per step from XLA's cost analysis,
 XLA's own step-time estimate where it gives one (TPU), and the model FLOPs utilisation that
 estimate implies against the analytic count. A program that does not fit is refused by XLA in
 seconds, as on the chip; --find_max_batch searches the largest batch per device that fits.
+Also counted: the collectives in the compiled program (gradient all-reduces, the halo
+exchanges of spatial partitioning) and the bytes they move per device.
 
 Everything here is a compiler figure, not a measurement on hardware.
 """
@@ -24,6 +30,7 @@ os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import jax.experimental.topologies as topologies  # noqa: E402
 import throughput  # noqa: E402  (benchmarks/: the analytic FLOP count)
 from absl import app, flags  # noqa: E402
@@ -39,8 +46,11 @@ from brats_jax.workdir import train_state  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config file.")
-flags.DEFINE_string("target", "v5e-4", "v4-N, v5e-N, v5p-N, v6e-N, h100-N, h200-N, a100-N.")
-flags.DEFINE_integer("batch_per_device", None, "Overrides data.batch_per_device.")
+flags.DEFINE_list("target", ["v5e-4"], "v4-N, v5e-N, v5p-N, v6e-N, h100-N, h200-N, a100-N "
+                  "(N chips); several, comma-separated.")
+flags.DEFINE_integer("batch_per_device", None, "Sets data.batch_per_device (weak scaling).")
+flags.DEFINE_integer("global_batch", None, "Sets data.global_batch (strong scaling).")
+flags.DEFINE_integer("space", None, "Sets mesh.space (0: auto).")
 flags.DEFINE_bool("find_max_batch", False, "Search the largest batch per device that fits.")
 flags.DEFINE_string("out", None, "Write the result as JSON here.")
 flags.DEFINE_string("hlo", None, "Write the optimised HLO of the step here.")
@@ -52,7 +62,11 @@ TPUS = {"v4": ("v4", "megacore", 32, 275), "v5e": ("v5e", "default", 15.75, 197)
 # chips -> (topology suffix, chips per host bounds)
 TPU_SHAPES = {1: ("1x1", (1, 1, 1)), 4: ("2x2", (2, 2, 1)), 8: ("2x4", (2, 2, 1)),
               16: ("4x4", (2, 2, 1))}
-TPU_3D_SHAPES = {4: ("2x2x1", (2, 2, 1)), 8: ("2x2x2", (2, 2, 1)), 16: ("2x2x4", (2, 2, 1))}
+TPU_3D_SHAPES = {4: ("2x2x1", (2, 2, 1)), 8: ("2x2x2", (2, 2, 1)), 16: ("2x2x4", (2, 2, 1)),
+                 32: ("2x4x4", (2, 2, 1)), 64: ("4x4x4", (2, 2, 1))}
+COLLECTIVES = ("all-reduce", "collective-permute", "all-gather", "reduce-scatter", "all-to-all")
+_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "pred": 1, "u8": 1, "s8": 1,
+          "f64": 8, "s64": 8, "u64": 8}
 # name: (target description, peak dense bf16 TFLOP/s)
 GPUS = {"h100": ("h100_sxm.txtpb", 989), "h200": ("h200.txtpb", 989),
         "a100": ("a100_sxm_80.txtpb", 312)}
@@ -83,27 +97,43 @@ def target_devices(target: str):
   return topology.devices, memory, peak
 
 
+def collectives(hlo: str) -> dict:
+  """{collective: [ops, bytes of their results per device]} in an optimised HLO text."""
+  found = {name: [0, 0] for name in COLLECTIVES}
+  for line in hlo.splitlines():
+    match = re.search(r"= (.*?) (" + "|".join(COLLECTIVES) + r")(-start)?\(", line)
+    if match:
+      found[match.group(2)][0] += 1
+      found[match.group(2)][1] += sum(
+          _BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
+          for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", match.group(1)))
+  return {name: {"ops": ops, "bytes": size} for name, (ops, size) in found.items() if ops}
+
+
 def compile_step(config, devices):
-  """(lowered, compiled) train step for `devices`, or (lowered, the error) if XLA refuses."""
-  mesh = sharding.make_mesh(devices)
+  """(lowered, compiled, mesh, global batch) of the train step for `devices`; compiled is
+  the error if XLA refuses."""
+  mesh = sharding.make_mesh(devices, sharding.resolve_space(config.data, config.mesh,
+                                                            len(devices)))
+  global_batch = sharding.global_batch(config.data, mesh)
   tx = optimizer.make_optimizer(config.train)
   graphdef, state = train_state.abstract_train_state(config, mesh, tx)
-  batch = host_input.batch_shapes(config, config.data.batch_per_device * len(devices),
-                                      mesh, "float16")
+  batch = host_input.batch_shapes(config, global_batch, mesh, "float16")
   lowered = train_step.make_train_step(graphdef, tx, mesh, config).lower(state, batch)
   try:
-    return lowered, lowered.compile()
+    return lowered, lowered.compile(), mesh, global_batch
   except Exception as e:  # XLA reports what does not fit in its own words
-    return lowered, e
+    return lowered, e, mesh, global_batch
 
 
 def analyse(config, target: str) -> dict:
   devices, hbm_gib, peak_tflops = target_devices(target)
   started = time.time()
-  lowered, compiled = compile_step(config, devices)
+  lowered, compiled, mesh, global_batch = compile_step(config, devices)
   result = {"target": target, "platform": devices[0].platform, "devices": len(devices),
             "device_kind": devices[0].device_kind,
-            "batch_per_device": config.data.batch_per_device,
+            "batch_per_device": global_batch / len(devices), "global_batch": global_batch,
+            "space": int(mesh.shape[sharding.SPACE]),
             "patch_size": list(config.data.patch_size), "dtype": config.model.dtype,
             "hbm_gib": hbm_gib, "compile_seconds": round(time.time() - started, 1),
             "analytic_flops_per_sample": throughput.analytic_train_flops(config)}
@@ -129,9 +159,9 @@ def analyse(config, target: str) -> dict:
       flops_per_step=float(cost["flops"]) if "flops" in cost else None,
       bytes_per_step=float(cost["bytes accessed"]) if "bytes accessed" in cost else None,
       cost_source="compiled" if compiled.cost_analysis() else "lowered (HLO, before layout)",
-      xla_step_seconds=seconds)
+      xla_step_seconds=seconds, collectives=collectives(compiled.as_text()))
   if seconds:
-    samples = config.data.batch_per_device / seconds
+    samples = global_batch / len(devices) / seconds
     result["xla_samples_per_second_per_device"] = samples
     result["analytic_mfu"] = samples * result["analytic_flops_per_sample"] / (
         peak_tflops * 1e12)
@@ -144,14 +174,14 @@ def find_max_batch(config, target: str, start: dict) -> int:
   """Largest batch per device that compiles and fits (doubling, then bisection)."""
   def fits(batch):
     trial = config.copy_and_resolve_references()
-    trial.data.batch_per_device = batch
+    trial.data.batch_per_device, trial.data.global_batch = batch, 0
     result = analyse(trial, target)
     print(f"  batch {batch}: {'fits' if result['fits'] else 'does not fit'} "
           f"({_gib(result['needed_gib'])} of {result['hbm_gib']:.2f} GiB)", flush=True)
     return result["fits"]
 
   low, high = 0, None
-  batch = start["batch_per_device"]
+  batch = max(int(start["batch_per_device"]), 1)
   if start["fits"]:
     low, batch = batch, batch * 2
     while fits(batch):
@@ -177,11 +207,26 @@ def main(argv):
   del argv
   config = FLAGS.config
   if FLAGS.batch_per_device:
-    config.data.batch_per_device = FLAGS.batch_per_device
+    config.data.batch_per_device, config.data.global_batch = FLAGS.batch_per_device, 0
+  if FLAGS.global_batch:
+    config.data.batch_per_device, config.data.global_batch = 0, FLAGS.global_batch
+  if FLAGS.space is not None:
+    config.mesh.space = FLAGS.space
   checks.check_config(config)
-  result = analyse(config, FLAGS.target)
-  print(f"{result['target']}: {result['devices']} x {result['device_kind']}, batch "
-        f"{result['batch_per_device']}/device, patch {tuple(result['patch_size'])}, "
+  results = [report(config, target) for target in FLAGS.target]
+  if FLAGS.out:
+    header = {"date": time.strftime("%Y-%m-%d"), "jax": jax.__version__,
+              "label": "XLA's estimate, compiled deviceless; not measured", "config": sys.argv}
+    files.write_json(FLAGS.out, [{**header, **r} for r in results] if len(results) > 1
+                     else {**header, **results[0]})
+    print(f"wrote {FLAGS.out}")
+
+
+def report(config, target: str) -> dict:
+  result = analyse(config, target)
+  print(f"{result['target']}: {result['devices']} x {result['device_kind']}, global batch "
+        f"{result['global_batch']} ({result['batch_per_device']:g}/device, each sample over "
+        f"{result['space']}), patch {tuple(result['patch_size'])}, "
         f"{result['dtype']} (compiled in {result['compile_seconds']} s)")
   print(f"  fits: {result['fits']}; needs {_gib(result['needed_gib'])} per device of "
         f"{result['hbm_gib']:.2f} GiB HBM" + (f" ({result['error']})" if "error" in result
@@ -199,13 +244,14 @@ def main(argv):
             f"({result['analytic_flops_per_sample'] / 1e12:.2f} TFLOP/sample)")
     else:
       print("  XLA gives no step-time estimate for this target")
+    if result["collectives"]:
+      print("  collectives per step: " + ", ".join(
+          f"{name} {c['ops']} ops, {c['bytes'] / 2**20:.1f} MiB"
+          for name, c in result["collectives"].items()))
   if FLAGS.find_max_batch:
-    result["max_batch_per_device"] = find_max_batch(config, FLAGS.target, result)
+    result["max_batch_per_device"] = find_max_batch(config, target, result)
     print(f"  largest batch per device that fits: {result['max_batch_per_device']}")
-  if FLAGS.out:
-    files.write_json(FLAGS.out, {"date": time.strftime("%Y-%m-%d"), "jax": jax.__version__,
-                                 "config": sys.argv, **result})
-    print(f"wrote {FLAGS.out}")
+  return result
 
 
 if __name__ == "__main__":
