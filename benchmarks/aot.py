@@ -9,8 +9,8 @@
   python benchmarks/aot.py --target=v5p-16 --global_batch=4 --space=4   # spatial split
 
 Targets: v4-N, v5e-N, v5p-N, v6e-N (N TPU chips; Google names v4 and v5p slices by
-TensorCores, twice the chips: v5p-16 here is Google's v5p-32) and h100-N, h200-N, a100-N (GPUs; the target
-descriptions are in benchmarks/gpu_targets/). Prints, per device: memory XLA plans (arguments,
+TensorCores, twice the chips: v5p-16 here is Google's v5p-32) and h100-N, h200-N, a100-N
+(GPUs; the target descriptions are in benchmarks/gpu_targets/). Prints, per device: memory XLA plans (arguments,
 temporaries, total) against the chip's HBM, FLOPs and bytes per step from XLA's cost analysis,
 XLA's own step-time estimate where it gives one (TPU), and the model FLOPs utilisation that
 estimate implies against the analytic count. A program that does not fit is refused by XLA in
@@ -30,8 +30,8 @@ os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 import jax.experimental.topologies as topologies  # noqa: E402
+import numpy as np  # noqa: E402
 import throughput  # noqa: E402  (benchmarks/: the analytic FLOP count)
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
