@@ -11,12 +11,13 @@
 Targets: v4-N, v5e-N, v5p-N, v6e-N (N TPU chips; Google names v4 and v5p slices by
 TensorCores, twice the chips: v5p-16 here is Google's v5p-32) and h100-N, h200-N, a100-N
 (GPUs; the target descriptions are in benchmarks/gpu_targets/). Prints, per device: memory
-XLA plans (arguments, temporaries, total) against the chip's HBM, FLOPs and bytes per step from XLA's cost analysis,
-XLA's own step-time estimate where it gives one (TPU), and the model FLOPs utilisation that
-estimate implies against the analytic count. A program that does not fit is refused by XLA in
-seconds, as on the chip; --find_max_batch searches the largest batch per device that fits.
-Also counted: the collectives in the compiled program (gradient all-reduces, the halo
-exchanges of spatial partitioning) and the bytes they move per device.
+XLA plans (arguments, temporaries, total) against the chip's HBM, FLOPs and bytes per step
+from XLA's cost analysis, XLA's own step-time estimate where it gives one (TPU), and the
+model FLOPs utilisation that estimate implies against the analytic count. A program that
+does not fit is refused by XLA in seconds, as on the chip; --find_max_batch searches the
+largest batch per device that fits. Also counted: the collectives in the compiled program
+(gradient all-reduces, the halo exchanges of spatial partitioning) and the bytes they move
+per device.
 
 Everything here is a compiler figure, not a measurement on hardware.
 """
