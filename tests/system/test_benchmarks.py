@@ -37,3 +37,30 @@ def test_throughput_weak_and_strong_scaling_in_one_and_two_processes(tmp_path):
   strong = json.load(open(out))
   assert [(r["devices"], r["space"], r["global_batch"]) for r in strong["rows"]] == \
       [(2, 1, 2), (4, 2, 2)]
+
+
+def test_device_check_smoke_runs_every_code_path_of_the_gpu_check(tmp_path):
+  """benchmarks/device_check.sh --smoke: the accelerator check's code on this CPU, with tiny
+  shapes, so that it runs on the day a GPU is lent. The MONAI side runs where torch and
+  MONAI are installed (pip install -e ".[peer]"), and says it was skipped where not."""
+  env = dict(os.environ, OUT=str(tmp_path),
+             PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+  result = subprocess.run([os.path.join(ROOT, "benchmarks", "device_check.sh"), "--smoke"],
+                          capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  check = json.load(open(tmp_path / "device_check.json"))
+  assert check["smoke"] and "brats_jax" in result.stdout
+  sides = ["brats_jax"]
+  try:
+    import monai  # noqa: F401
+    import torch  # noqa: F401
+    sides.append("monai")
+  except ImportError:
+    assert check["monai"]["skipped"].endswith("is not installed")
+  for side in sides:
+    rows = check[side]["train"]
+    assert [r["batch"] for r in rows] == [1, 2], side
+    assert all(r["step_ms"] > 0 and r["first_step_s"] > 0 and r["samples_per_s"] > 0
+               for r in rows), side
+    assert check[side]["predict"]["case_shape"] == [40, 40, 31]
+    assert check[side]["predict"]["second_s"] > 0
