@@ -124,6 +124,15 @@ def measure(config, devices, steps: int, warmup: int) -> dict:
           "allreduce_s": reduce_s, "allreduce_share": reduce_s / seconds}
 
 
+def machine_name() -> str:
+  """The CPU's model name (Linux), else what platform knows."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    return platform.processor() or platform.machine()
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -202,7 +211,7 @@ def main(argv):
   flops = analytic_train_flops(config)
   device = jax.devices()[0]
   result = {"label": f"measured on {device.platform}", "device_kind": device.device_kind,
-            "machine": platform.processor() or platform.machine(),
+            "machine": machine_name(),
             "cpu_count": os.cpu_count(),
             "config": config_flags.get_config_filename(FLAGS["config"]),
             "patch_size": list(config.data.patch_size), "dtype": config.model.dtype,
