@@ -245,10 +245,9 @@ def main():
     else:
       results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     results[name]["wall_s"] = time.time() - tick
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out + ".partial", "w") as f:
-    json.dump(results, f, indent=1)
-  os.replace(args.out + ".partial", args.out)
+  from brats_jax import files
+
+  files.write_json(args.out, results)
   print(_table(results))
   print(f"wrote {args.out}")
   if "skipped" in results["brats_jax"]:
