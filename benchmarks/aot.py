@@ -55,6 +55,8 @@ flags.DEFINE_integer("space", None, "Sets mesh.space (0: auto).")
 flags.DEFINE_bool("find_max_batch", False, "Search the largest batch per device that fits.")
 flags.DEFINE_string("out", None, "Write the result as JSON here.")
 flags.DEFINE_string("hlo", None, "Write the optimised HLO of the step here.")
+flags.DEFINE_bool("fusions", False, "Print the top 20 operations of the optimised program by "
+                  "bytes and by FLOPs, each with the op it came from.")
 
 # name: (topology name, chip config, HBM GiB per device (v5e: what XLA says is available),
 #        peak bf16 TFLOP/s per device)
@@ -109,6 +111,84 @@ def collectives(hlo: str) -> dict:
           _BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
           for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", match.group(1)))
   return {name: {"ops": ops, "bytes": size} for name, (ops, size) in found.items() if ops}
+
+
+_SHAPE = re.compile(r"(\w+)\[([\d,]*)\]")
+_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (.+?) ([\w\-]+)\((.*)$")
+# Not counted as operations: plumbing, and control flow (its bodies' operations are counted).
+_PLUMBING = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "conditional",
+             "while", "call"}
+
+
+def _shape_bytes(text: str) -> int:
+  return sum(_BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
+             for dtype, dims in _SHAPE.findall(text))
+
+
+def _convolution_flops(line: str, result: str, kernel: str) -> float:
+  """2 x output elements x multiply-adds per output (the kernel's elements per output
+  feature, from dim_labels)."""
+  labels = re.search(r"dim_labels=[^_]+_([^-]+)->", line)
+  kernel_dims = [int(d) for d in (_SHAPE.findall(kernel) or [("", "")])[0][1].split(",") if d]
+  if not labels or len(kernel_dims) != len(labels.group(1)):
+    return 0.0
+  per_output = np.prod(kernel_dims) / kernel_dims[labels.group(1).index("o")]
+  return 2.0 * _shape_bytes(result) / _BYTES.get(_SHAPE.findall(result)[0][0], 4) * per_output
+
+
+def fusion_report(hlo: str) -> list:
+  """The optimised program's top-level operations (fusions, convolutions, copies, ...), each
+  with the bytes it reads and writes (operands + result, per device), the convolution FLOPs
+  inside it, and the op it came from (jax's op_name)."""
+  shapes, flops, rows, fused, current = {}, {}, [], set(), None
+  for line in hlo.splitlines():
+    header = re.match(r"(?:ENTRY )?%([\w.\-]+) .*\{$", line)
+    if header and not line.startswith(" "):
+      current = header.group(1)
+      shapes[current], flops[current] = {}, 0.0
+      continue
+    match = _INSTRUCTION.match(line)
+    if not match or current is None:
+      continue
+    name, result, op, rest = match.groups()
+    shapes[current][name] = result
+    operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])
+    if op == "convolution" and len(operands) == 2:
+      flops[current] += _convolution_flops(line, result, shapes[current].get(operands[1], ""))
+    calls = re.search(r"calls=%([\w.\-]+)", line)
+    if op == "fusion" and calls:
+      fused.add(calls.group(1))
+    if op.endswith("-done"):  # an asynchronous op is counted once, at its start
+      continue
+    if op not in _PLUMBING:
+      source = re.search(r'op_name="([^"]+)"', line)
+      kind = re.search(r"kind=(\w+)", line)
+      rows.append({"computation": current, "name": name,
+                   "op": op + (f" {kind.group(1)}" if kind else ""),
+                   "bytes": (_shape_bytes(result) if not op.endswith("-start") else 0) + (
+                       1 + op.endswith("-start")) * sum(
+                       _shape_bytes(shapes[current].get(o, "")) for o in operands),
+                   "calls": calls.group(1) if calls else None,
+                   "flops": _convolution_flops(line, result, shapes[current].get(
+                       operands[1], "")) if op == "convolution" and len(operands) == 2 else 0,
+                   "from": source.group(1).split("/", 2)[-1] if source else ""})
+  top = [r for r in rows if r["computation"] not in fused]
+  for r in top:
+    r["flops"] = flops.get(r["calls"], 0.0) if r["calls"] else r["flops"]
+  return top
+
+
+def print_fusions(rows: list, count: int = 20) -> None:
+  total_bytes, total_flops = sum(r["bytes"] for r in rows), sum(r["flops"] for r in rows)
+  for key, unit, scale in (("bytes", "GB", 1e9), ("flops", "GFLOP", 1e9)):
+    total = total_bytes if key == "bytes" else total_flops
+    print(f"  top {count} by {key} (of {total / scale:.1f} {unit} per device per step, "
+          f"counted from the HLO's shapes):")
+    print(f"    {unit:>8} {'share':>6} {'GB' if key == 'flops' else 'GFLOP':>8}  op, from")
+    for r in sorted(rows, key=lambda r: -r[key])[:count]:
+      other = r["flops"] if key == "bytes" else r["bytes"]
+      print(f"    {r[key] / scale:>8.2f} {100 * r[key] / max(total, 1):>5.1f}% "
+            f"{other / 1e9:>8.2f}  {r['op']}, {r['from'][:90]}")
 
 
 def compile_step(config, devices):
@@ -168,6 +248,8 @@ def analyse(config, target: str) -> dict:
         peak_tflops * 1e12)
   if FLAGS.hlo:
     files.write_text(FLAGS.hlo, compiled.as_text())
+  if FLAGS.fusions:
+    result["fusions"] = fusion_report(compiled.as_text())
   return result
 
 
@@ -249,6 +331,9 @@ def report(config, target: str) -> dict:
       print("  collectives per step: " + ", ".join(
           f"{name} {c['ops']} ops, {c['bytes'] / 2**20:.1f} MiB"
           for name, c in result["collectives"].items()))
+  if result.get("fusions"):
+    print_fusions(result["fusions"])
+    result["fusions"] = sorted(result["fusions"], key=lambda r: -r["bytes"])[:50]
   if FLAGS.find_max_batch:
     result["max_batch_per_device"] = find_max_batch(config, target, result)
     print(f"  largest batch per device that fits: {result['max_batch_per_device']}")
