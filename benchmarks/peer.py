@@ -51,6 +51,11 @@ def _config():
   return config_io.load_config_file(os.path.join(ROOT, "configs", "demo.py"))
 
 
+def _batch(config) -> int:
+  """The batch on one device (configs/demo.py gives data.global_batch)."""
+  return config.data.global_batch or config.data.batch_per_device
+
+
 def _peak_rss_gib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
@@ -83,7 +88,7 @@ def run_jax(args) -> dict:
   def measure_step(augment=True):
     measured = config.copy_and_resolve_references()
     measured.augment.enabled = augment
-    return throughput.measure(measured, jax.devices()[:1], steps=10, warmup=2)
+    return throughput.measure(measured, jax.devices()[:1], steps=10, warmup=2)["step_s"]
 
   if args.train_seconds:  # the budget needs the step time first
     result["step_seconds"] = measure_step()
@@ -183,7 +188,7 @@ def _monai_step_seconds(config) -> float:
   import torch
   net, loss = _monai_network(config), _monai_loss()
   optimizer, _ = _monai_optimizer(net, config, 100)
-  shape = (config.data.batch_per_device, len(config.data.modalities)) + tuple(
+  shape = (_batch(config), len(config.data.modalities)) + tuple(
       config.data.patch_size)
   images = torch.randn(shape)
   labels = torch.randint(0, 4, (shape[0], 1) + shape[2:]).float()
@@ -268,7 +273,7 @@ def run_monai(args) -> dict:
   dataset = CacheDataset(_monai_case_dicts(args.data), _monai_train_transforms(config),
                          num_workers=1, progress=False)
   result["prepare_seconds"] = time.time() - caching  # MONAI's counterpart: the cache
-  loader = DataLoader(dataset, batch_size=config.data.batch_per_device, shuffle=True,
+  loader = DataLoader(dataset, batch_size=_batch(config), shuffle=True,
                       num_workers=1, persistent_workers=True, drop_last=True)
   net.train()
   step, times = 0, []
@@ -289,7 +294,7 @@ def run_monai(args) -> dict:
   result["train_seconds"] = time.time() - started
   result["steps"] = steps
   wall = result["train_seconds"] - (result["first_step_after_seconds"] - (started - START))
-  result["train_samples_per_second"] = (steps - 1) * config.data.batch_per_device / wall
+  result["train_samples_per_second"] = (steps - 1) * _batch(config) / wall
 
   net.eval()
   infer = mt.Compose(_monai_base_transforms(with_label=False))
