@@ -56,10 +56,12 @@ def compile_step(graphdef, tx, state, mesh, config, store, train_ids, global_bat
           f"{limit / 2**30:.2f}; trying less")
       requested = "sharded" if placement.mode == "replicated" else "host"
       continue
+    batch_field = "global_batch" if config.data.global_batch else "batch_per_device"
     raise ConfigError(
         f"the train step needs {needed / 2**30:.2f} GiB per device but the device has "
         f"{limit / 2**30:.2f} GiB ({(needed - limit) / 2**30:.2f} GiB over): lower "
-        f"data.batch_per_device (now {config.data.batch_per_device}) or data.patch_size "
-        f"(now {tuple(config.data.patch_size)}), use model.dtype=bfloat16 or "
+        f"data.{batch_field} (now {config.data[batch_field]}) or data.patch_size "
+        f"(now {tuple(config.data.patch_size)}), split each sample over more devices "
+        f"(mesh.space), use model.dtype=bfloat16 or "
         f"model.remat=convolutions" + ("" if placement.mode == "host" else
                                        ", or data.placement=host"))
