@@ -4,7 +4,8 @@
 Per case, for the regions WT/TC/ET and the labels NCR/ED: Dice, F1, HD95 (mm), sensitivity,
 specificity, precision, Jaccard (IoU) and voxel accuracy (metrics.py documents the empty-mask
 conventions), over all labels the accuracy and the mean IoU of the classes, and with
---lesion_wise the BraTS 2023 lesion-wise Dice and HD95. Writes the CSV (one row per case), a
+--lesion_wise the BraTS 2023 lesion-wise Dice and HD95; and each case's mean Dice over the
+regions (WT, TC, ET) and over the labels (NCR, ED, ET). Writes the CSV (one row per case), a
 JSON summary next to it (mean, std, median and quartiles per column) and prints a table.
 Predictions are `<case_id>.nii.gz` in the references' own label convention.
 """
@@ -40,6 +41,19 @@ def score_case(case: layouts.RawCase, predictions: str, lesion_wise: bool = Fals
   return row, predicted, reference
 
 
+LABELS = ("NCR", "ED", "ET")  # the labels a BraTS case is drawn with (ET is both)
+
+
+def add_mean_dice(row: dict) -> dict:
+  """The row with the case's mean Dice over the regions (WT, TC, ET: what BraTS ranks) and
+  over the labels (NCR, ED, ET), for the scores it has."""
+  for column, names in (("mean_region_dice", REGIONS), ("mean_label_dice", LABELS)):
+    values = [row[f"{n}_dice"] for n in names if f"{n}_dice" in row]
+    if len(values) == len(names):
+      row[column] = float(np.mean(values))
+  return row
+
+
 def column_statistics(rows: list) -> dict:
   """Mean, std, median and quartiles of every metric column over the cases."""
   columns = [k for k in rows[0] if k != "case_id"]
@@ -63,6 +77,11 @@ def format_table(summary: dict) -> str:
                for n in names]
       lines.append(f"{metric:<12}" + "".join(f"{c:>10.4f}" if c is not None else " " * 10
                                              for c in cells))
+  means = [f"{names} {summary[column]['mean']:.4f}" for column, names in (
+      ("mean_region_dice", "regions (WT, TC, ET)"), ("mean_label_dice", "labels (NCR, ED, ET)"))
+      if column in summary]
+  if means:
+    lines.append("mean Dice: " + ";  ".join(means))
   lines.append(f"all labels: accuracy {summary['accuracy']['mean']:.4f}  "
                f"mean IoU {summary['mean_iou']['mean']:.4f}")
   return "\n".join(lines)
@@ -79,7 +98,7 @@ def evaluate_folder(predictions: str, references: str, output_csv: str,
   rows = []
   for i, case in enumerate(progress_bar(cases, unit="case", desc="evaluate", leave=False)):
     row, predicted, reference = score_case(case, predictions, lesion_wise)
-    rows.append(row)
+    rows.append(add_mean_dice(row))
     if pictures and i < max_pictures:
       images = read_raw_case(case)[0]
       title = f"{case.case_id}   Dice " + "  ".join(

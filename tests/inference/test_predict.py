@@ -105,7 +105,12 @@ def test_evaluate_command(raw_datasets, tmp_path):
   with open(str(tmp_path / "scores_summary.json")) as f:
     summary = json.load(f)
   assert summary["metrics"]["ET_dice"]["mean"] == pytest.approx(2 / 3)
+  # Case 0 scores WT 1, TC 1, ET 0 (mean 2/3), the other two 1: over the cases, 8/9.
+  assert float(rows[0]["mean_region_dice"]) == pytest.approx(2 / 3)
+  assert summary["metrics"]["mean_region_dice"]["mean"] == pytest.approx(8 / 9)
+  assert float(rows[1]["mean_label_dice"]) == 1.0
   assert "dice" in result.stdout and "hd95" in result.stdout
+  assert f"mean Dice: regions (WT, TC, ET) {8 / 9:.4f}" in result.stdout
 
   os.remove(os.path.join(predictions, f"{cases[1].case_id}.nii.gz"))
   result = _evaluate([f"--predictions={predictions}", f"--references={raw}",
