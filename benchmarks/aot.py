@@ -100,19 +100,6 @@ def target_devices(target: str):
   return topology.devices, memory, peak
 
 
-def collectives(hlo: str) -> dict:
-  """{collective: [ops, bytes of their results per device]} in an optimised HLO text."""
-  found = {name: [0, 0] for name in COLLECTIVES}
-  for line in hlo.splitlines():
-    match = re.search(r"= (.*?) (" + "|".join(COLLECTIVES) + r")(-start)?\(", line)
-    if match:
-      found[match.group(2)][0] += 1
-      found[match.group(2)][1] += sum(
-          _BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
-          for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", match.group(1)))
-  return {name: {"ops": ops, "bytes": size} for name, (ops, size) in found.items() if ops}
-
-
 _SHAPE = re.compile(r"(\w+)\[([\d,]*)\]")
 _INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (.+?) ([\w\-]+)\((.*)$")
 # Not counted as operations: plumbing, and control flow (its bodies' operations are counted).
@@ -123,6 +110,17 @@ _PLUMBING = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "
 def _shape_bytes(text: str) -> int:
   return sum(_BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
              for dtype, dims in _SHAPE.findall(text))
+
+
+def collectives(hlo: str) -> dict:
+  """{collective: [ops, bytes of their results per device]} in an optimised HLO text."""
+  found = {name: [0, 0] for name in COLLECTIVES}
+  for line in hlo.splitlines():
+    match = re.search(r"= (.*?) (" + "|".join(COLLECTIVES) + r")(-start)?\(", line)
+    if match:
+      found[match.group(2)][0] += 1
+      found[match.group(2)][1] += _shape_bytes(match.group(1))
+  return {name: {"ops": ops, "bytes": size} for name, (ops, size) in found.items() if ops}
 
 
 def _convolution_flops(line: str, result: str, kernel: str) -> float:
@@ -153,8 +151,9 @@ def fusion_report(hlo: str) -> list:
     name, result, op, rest = match.groups()
     shapes[current][name] = result
     operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])
-    if op == "convolution" and len(operands) == 2:
-      flops[current] += _convolution_flops(line, result, shapes[current].get(operands[1], ""))
+    convolution = _convolution_flops(line, result, shapes[current].get(operands[1], "")) \
+        if op == "convolution" and len(operands) == 2 else 0.0
+    flops[current] += convolution
     calls = re.search(r"calls=%([\w.\-]+)", line)
     if op == "fusion" and calls:
       fused.add(calls.group(1))
@@ -169,8 +168,7 @@ def fusion_report(hlo: str) -> list:
                        1 + op.endswith("-start")) * sum(
                        _shape_bytes(shapes[current].get(o, "")) for o in operands),
                    "calls": calls.group(1) if calls else None,
-                   "flops": _convolution_flops(line, result, shapes[current].get(
-                       operands[1], "")) if op == "convolution" and len(operands) == 2 else 0,
+                   "flops": convolution,
                    "from": source.group(1).split("/", 2)[-1] if source else ""})
   top = [r for r in rows if r["computation"] not in fused]
   for r in top:
@@ -194,9 +192,7 @@ def print_fusions(rows: list, count: int = 20) -> None:
 def compile_step(config, devices):
   """(lowered, compiled, mesh, global batch) of the train step for `devices`; compiled is
   the error if XLA refuses."""
-  mesh = sharding.make_mesh(devices, sharding.resolve_space(config.data, config.mesh,
-                                                            len(devices)))
-  global_batch = sharding.global_batch(config.data, mesh)
+  mesh, global_batch = sharding.training_mesh(config, devices)
   tx = optimizer.make_optimizer(config.train)
   graphdef, state = train_state.abstract_train_state(config, mesh, tx)
   batch = host_input.batch_shapes(config, global_batch, mesh, "float16")

@@ -104,9 +104,7 @@ def allreduce_seconds(shapes, mesh, steps: int) -> float:
 def measure(config, devices, steps: int, warmup: int) -> dict:
   """One row: the step on `devices` over batches that differ in their augmentation draws (so
   on-device augmentation costs what it costs on average), and its all-reduce."""
-  space = sharding.resolve_space(config.data, config.mesh, len(devices))
-  mesh = sharding.make_mesh(devices, space)
-  global_batch = sharding.global_batch(config.data, mesh)
+  mesh, global_batch = sharding.training_mesh(config, devices)
   tx = optimizer.make_optimizer(config.train)
   graphdef, state = train_state.create_train_state(config, mesh, tx)
   step = train_step.make_train_step(graphdef, tx, mesh, config)
@@ -117,7 +115,8 @@ def measure(config, devices, steps: int, warmup: int) -> dict:
   param_bytes = sum(4 * int(np.prod(shape)) for shape in shapes)
   seconds = _timed(step, (state, batches), steps, warmup)  # donates the state
   reduce_s = allreduce_seconds(shapes, mesh, steps) if mesh.shape["data"] > 1 else 0.0
-  return {"devices": len(devices), "processes": jax.process_count(), "space": space,
+  return {"devices": len(devices), "processes": jax.process_count(),
+          "space": int(mesh.shape[sharding.SPACE]),
           "global_batch": global_batch, "step_s": seconds,
           "samples_per_s": global_batch / seconds,
           "allreduce_bytes": param_bytes if mesh.shape["data"] > 1 else 0,
@@ -150,7 +149,7 @@ def _in_processes(argv) -> dict:
   passed = [a for a in argv[1:] if not a.startswith(("--processes", "--out", "--plot",
                                                      "--device_counts"))]
   workers = [subprocess.Popen(
-      [sys.executable, os.path.abspath(__file__), *passed, "--processes=1",
+      [sys.executable, os.path.abspath(__file__), *passed, f"--processes={FLAGS.processes}",
        f"--coordinator={coordinator}", f"--process_id={i}"], env=env,
       stdout=subprocess.PIPE, text=True) for i in range(FLAGS.processes)]
   outputs = [w.communicate(timeout=3600)[0] for w in workers]
@@ -200,7 +199,7 @@ def main(argv):
   runtime.configure()
   config = _configured(FLAGS.config)
   if FLAGS.coordinator:  # a worker of --processes: one row, as JSON, from process 0
-    jax.distributed.initialize(FLAGS.coordinator, int(os.environ.get("WORKERS", 0)) or None,
+    jax.distributed.initialize(FLAGS.coordinator, FLAGS.processes,
                                FLAGS.process_id)
     row = measure(config, jax.devices(), FLAGS.steps, FLAGS.warmup)
     if jax.process_index() == 0:
@@ -243,7 +242,6 @@ def main(argv):
   for n in counts:
     report(measure(config, jax.devices()[:n], FLAGS.steps, FLAGS.warmup))
   if FLAGS.processes > 1:
-    os.environ["WORKERS"] = str(FLAGS.processes)
     report(_in_processes(sys.argv))
   if FLAGS.out:
     files.write_json(FLAGS.out, result)

@@ -56,8 +56,12 @@ def _use_gcs_emulator():
 
 @contextlib.contextmanager
 def reaching(url: str, missing_is_an_answer: bool = True):
-  """Turns what a storage library raises for a bucket into one StorageError naming it.
-  FileNotFoundError passes through where a missing file is an answer the caller handles."""
+  """Turns what a storage library raises for a bucket into one StorageError naming it (a
+  local path's errors pass through unchanged). FileNotFoundError passes through where a
+  missing file is an answer the caller handles."""
+  if not is_url(url):
+    yield
+    return
   _use_gcs_emulator()
   try:
     yield

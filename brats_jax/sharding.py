@@ -70,6 +70,14 @@ def global_batch(data_config, mesh) -> int:
   return data_config.global_batch
 
 
+def training_mesh(config, devices=None) -> tuple:
+  """(mesh, global batch) a config trains with on `devices` (default: all): mesh.space
+  resolved against the device count, and the batch checked against the data shards."""
+  devices = jax.devices() if devices is None else list(devices)
+  mesh = make_mesh(devices, resolve_space(config.data, config.mesh, len(devices)))
+  return mesh, global_batch(config.data, mesh)
+
+
 def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, jax.P())
 
@@ -88,10 +96,9 @@ def split_spatially(tree):
 def process_batch_slice(mesh, global_batch: int) -> slice:
   """Which rows of the global batch this process must provide: those of its data shards
   (a process holds whole space groups, so its rows are one contiguous range)."""
-  rows = batch_sharded(mesh).addressable_devices_indices_map((global_batch,))
-  starts = sorted({index[0].start or 0 for index in rows.values()})
-  stops = sorted({index[0].stop or global_batch for index in rows.values()})
-  return slice(starts[0], stops[-1])
+  rows = batch_sharded(mesh).addressable_devices_indices_map((global_batch,)).values()
+  return slice(min(index[0].start or 0 for index in rows),
+               max(index[0].stop or global_batch for index in rows))
 
 
 def to_global(local: dict, mesh, global_batch: int) -> dict:

@@ -8,12 +8,11 @@
 
 Each case array is a single zarr3 shard, so it is one object on disk or in a bucket, and is
 split into inner chunks of about 32^3 voxels so a random patch reads only the chunks it
-touches. A store may sit on a local disk or in a bucket (gs://, s3://): TensorStore reads and writes
-the arrays there, files.py the manifest (brats_jax/files.py says where endpoints and
-credentials come from).
+touches. A store may sit on a local disk or in a bucket (gs://, s3://): TensorStore reads
+and writes the arrays there, files.py the manifest (brats_jax/files.py says where endpoints
+and credentials come from).
 """
 
-import contextlib
 import json
 import threading
 
@@ -131,15 +130,11 @@ class PreparedStore:
         where = files.join(self.path, kind, case_id)
         spec = {"driver": "zarr3", "kvstore": files.kvstore_spec(where)}
         try:
-          with self._reading():
+          with files.reaching(self.path):
             self._handles[key] = ts.open(spec, context=self._context, read=True).result()
         except ValueError as e:
           raise DataError(f"{where}: cannot open ({e})") from None
       return self._handles[key]
-
-  def _reading(self):
-    """Reads from a bucket that fail after the retries are one StorageError naming it."""
-    return files.reaching(self.path) if files.is_url(self.path) else contextlib.nullcontext()
 
   def shape(self, case_id: str) -> tuple:
     """The stored (preprocessed) shape of a case."""
@@ -148,7 +143,7 @@ class PreparedStore:
 
   def read_case(self, case_id: str):
     """Whole cropped case: (image [X, Y, Z, C] float32, labels [X, Y, Z] uint8 or None)."""
-    with self._reading():
+    with files.reaching(self.path):
       image = self.array("images", case_id).read().result()[..., self._selection].astype(
           np.float32)
       labels = None
@@ -157,7 +152,7 @@ class PreparedStore:
     return image, labels
 
   def foreground(self, case_id: str) -> np.ndarray:
-    with self._reading():
+    with files.reaching(self.path):
       return self.array("foreground", case_id).read().result()
 
   def read_patches(self, requests) -> list:
@@ -177,7 +172,7 @@ class PreparedStore:
                         [a - s for a, s in zip(lo, start)], size))
     patches = []
     for image_read, labels_read, offset, size in pending:
-      with self._reading():
+      with files.reaching(self.path):
         image, labels = image_read.result()[..., self._selection], labels_read.result()
       out_image = np.zeros(tuple(size) + image.shape[-1:], image.dtype)
       out_labels = np.zeros(tuple(size), np.uint8)

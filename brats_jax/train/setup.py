@@ -105,10 +105,7 @@ def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> 
   """Checks, compiles and restores the run in `workdir` on `devices` (default: all)."""
   is_main = sharding.is_main_process()
   log = (lambda m: print(m, file=sys.stderr, flush=True)) if is_main else (lambda m: None)
-  devices = jax.devices() if devices is None else list(devices)
-  mesh = sharding.make_mesh(devices, sharding.resolve_space(config.data, config.mesh,
-                                                            len(devices)))
-  global_batch = sharding.global_batch(config.data, mesh)
+  mesh, global_batch = sharding.training_mesh(config, devices)
   store = PreparedStore(config.data.store)
   check_against_store(config, channels=store.channels, num_folds=store.num_folds,
                       binary_labels=store.binary_labels)

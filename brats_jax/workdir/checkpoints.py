@@ -10,7 +10,6 @@ validation mean Dice. Restoring always goes through a target that carries the cu
 shardings, which is what lets a run continue, validate or predict on any number of devices.
 """
 
-import contextlib
 import os
 import time
 
@@ -50,10 +49,9 @@ class Checkpoints:
       self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
   def _reaching(self):
-    """Bucket operations that fail after the retries are one StorageError naming the URL."""
-    return files.reaching(self.directory, missing_is_an_answer=False) \
-        if files.is_url(self.directory) \
-        else contextlib.nullcontext()
+    """Bucket operations that fail after the retries are one StorageError naming the URL
+    (a missing bucket too: Orbax reports it as a missing file)."""
+    return files.reaching(self.directory, missing_is_an_answer=False)
 
   def save(self, step: int, state, data: dict, contract: dict, metrics: dict | None = None,
            force: bool = False) -> bool:
