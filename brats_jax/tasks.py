@@ -3,6 +3,8 @@
   region   3 sigmoids: WT, TC, ET (nested regions; nnU-Net's BraTS formulation)
   softmax  4 classes: background, necrosis/non-enhancing, edema, enhancing
   labels   3 independent sigmoids: necrosis/non-enhancing, edema, enhancing
+  labels2015  4 independent sigmoids: necrosis, edema, non-enhancing, enhancing (BraTS
+           2015's classes, non-enhancing tumour kept apart from necrosis)
   binary   1 sigmoid: whole tumour against background
 
 This module is the one place that knows it: the losses' targets, the labels that training
@@ -36,7 +38,14 @@ TASKS = {
     "labels": Task(("NCR", "ED", "ET"), "sigmoid",
                    ((1, label_values.ED), (0, label_values.NCR), (2, label_values.ET))),
     "binary": Task(("WT",), "sigmoid", ((0, label_values.TUMOUR),)),
+    "labels2015": Task(("NCR", "ED", "NET", "ET"), "sigmoid",
+                       ((1, label_values.ED), (0, label_values.NCR), (2, label_values.NET),
+                        (3, label_values.ET))),
 }
+# The internal labels each output of the per-label tasks stands for.
+_OUTPUT_LABELS = {"labels": tuple(LABEL_GROUPS.values()),
+                  "labels2015": ((label_values.NCR,), (label_values.ED,), (label_values.NET,),
+                                 (label_values.ET,))}
 KINDS = tuple(TASKS)
 NUM_CLASSES = len(TASKS["softmax"].outputs)
 # Internal label -> softmax class (= the internal label of that class): OTHER is background,
@@ -65,7 +74,7 @@ def sigmoid_targets(labels: jax.Array, kind: str) -> jax.Array:
     return region_targets(labels)
   if kind == "binary":
     return region_targets(labels, ("WT",))
-  return jnp.stack([jnp.isin(labels, jnp.array(v)) for v in LABEL_GROUPS.values()],
+  return jnp.stack([jnp.isin(labels, jnp.array(v)) for v in _OUTPUT_LABELS[kind]],
                    axis=-1).astype(jnp.float32)
 
 

@@ -66,7 +66,15 @@ def get_config() -> ml_collections.ConfigDict:
   # separate (each output scored by the loss) | summed (Kayalibay 2017: the heads are
   # up-sampled and added into one output)
   config.model.outputs = "separate"
-  config.model.bottleneck_dilation = (1, 1)  # the bottleneck's two convolutions
+  # Convolutions per encoder level and per decoder level (0 .. depth-2); empty: two each.
+  config.model.encoder_convs = ()
+  config.model.decoder_convs = ()
+  # True: each decoder block's last convolution outputs the next level's width, so resizing
+  # up-sampling keeps channels (Henry et al. 2020's EquiUnet).
+  config.model.decoder_narrows = False
+  # Other than (1, 1): a separate block of two convolutions with these dilation rates after
+  # the deepest level, and a fusion convolution of its input and output (Henry et al. 2020).
+  config.model.bottleneck_dilation = (1, 1)
   config.model.vit_layers = 4  # transunet only
   config.model.vit_heads = 4
   config.model.vit_dim = 256
@@ -91,9 +99,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.enabled = True
   config.augment.p_rotation = 0.2
   config.augment.max_rotation_deg = 30.0
+  config.augment.rotate_about = (0, 1, 2)  # 3D: the axes rotations turn about; (2,): in-plane
   config.augment.p_scale = 0.2
   config.augment.scale_range = (0.7, 1.4)
   config.augment.p_mirror = 0.5
+  config.augment.p_mirror_axes = ()  # a flip probability per spatial axis; empty: p_mirror
   config.augment.p_brightness = 0.15
   config.augment.brightness_range = (0.75, 1.25)
   config.augment.p_contrast = 0.15
@@ -105,13 +115,16 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 250_000  # nnU-Net: 1000 epochs of 250 steps
+  # > 0: train this many passes over the training cases (2D: their slices) instead; the
+  # steps are resolved against the store and the global batch (brats_jax/train/epochs.py).
+  config.train.num_epochs = 0
   config.train.optimizer = "sgd"  # sgd (Nesterov) | adamw
   config.train.learning_rate = 1e-2
   config.train.momentum = 0.99
   config.train.weight_decay = 3e-5
   config.train.schedule = "poly"  # poly | cosine | constant
   config.train.warmup_steps = 0
-  config.train.grad_clip_norm = 12.0
+  config.train.grad_clip_norm = 12.0  # global-norm clipping (nnU-Net); 0: none
   config.train.on_nonfinite = "skip"  # skip (count and go on) | stop
   # Stop once this many validations in a row have not beaten the best validation mean Dice
   # (the best checkpoint is kept); 0: train for num_steps.

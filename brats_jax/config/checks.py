@@ -111,6 +111,26 @@ def _dilation(field, value):
     _fail(field, value, "must be the two convolutions' dilation rates, e.g. (1, 2)")
 
 
+def _conv_counts(field, value):
+  if not isinstance(value, (tuple, list)) or not all(
+      isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 8 for v in value):
+    _fail(field, value, "must be convolutions per level, each 2 to 8 (empty: two each)")
+
+
+def _probabilities(field, value):
+  if not isinstance(value, (tuple, list)):
+    _fail(field, value, "must be one probability per spatial axis (empty: augment.p_mirror)")
+  for v in value:
+    _PROBABILITY(field, v)
+
+
+def _axes(field, value):
+  if not isinstance(value, (tuple, list)) or len(set(value)) != len(value) or not all(
+      isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2 for v in value):
+    _fail(field, value, "must name distinct spatial axes 0, 1, 2, e.g. (2,) for in-plane "
+          "rotations only")
+
+
 def _patch_size(field, value):
   if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
     _fail(field, value, "must have 3 sizes (3D model) or 2 (2D model on axial slices)")
@@ -150,6 +170,9 @@ RULES = {
     "model.deep_supervision": _integer(0),
     "model.outputs": _choice(*unet.OUTPUTS),
     "model.bottleneck_dilation": _dilation,
+    "model.encoder_convs": _conv_counts,
+    "model.decoder_convs": _conv_counts,
+    "model.decoder_narrows": _boolean,
     "model.vit_layers": _integer(1, 48),
     "model.vit_heads": _integer(1),
     "model.vit_dim": _integer(1),
@@ -168,6 +191,8 @@ RULES = {
     "augment.p_scale": _PROBABILITY,
     "augment.scale_range": _range(0.01, 100),
     "augment.p_mirror": _PROBABILITY,
+    "augment.p_mirror_axes": _probabilities,
+    "augment.rotate_about": _axes,
     "augment.p_brightness": _PROBABILITY,
     "augment.brightness_range": _range(0, 100),
     "augment.p_contrast": _PROBABILITY,
@@ -177,13 +202,14 @@ RULES = {
     "augment.p_noise": _PROBABILITY,
     "augment.noise_std_max": _number(0),
     "train.num_steps": _integer(1),
+    "train.num_epochs": _number(0),
     "train.optimizer": _choice(*optimizer.OPTIMIZERS),
     "train.learning_rate": _number(0, low_open=True),
     "train.momentum": _number(0, 1, high_open=True),
     "train.weight_decay": _number(0),
     "train.schedule": _choice(*optimizer.SCHEDULES),
     "train.warmup_steps": _integer(0),
-    "train.grad_clip_norm": _number(0, low_open=True),
+    "train.grad_clip_norm": _number(0),
     "train.on_nonfinite": _choice(*loop.ON_NONFINITE),
     "train.early_stopping_patience": _integer(0),
     "train.device_memory_gib": _number(0),
@@ -233,6 +259,20 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if model.outputs != "separate" or model.deep_supervision:
       _fail("model.deep_supervision", model.deep_supervision,
             "transunet has one output: set 0 (and model.outputs=separate)")
+  for field, count in (("encoder_convs", model.depth), ("decoder_convs", model.depth - 1)):
+    value = tuple(model[field])
+    if value and len(value) != count:
+      _fail(f"model.{field}", value, f"needs {count} entries for model.depth={model.depth} "
+            "(or none: two each)")
+    if value and any(v != 2 for v in value) and model.block == "context":
+      _fail(f"model.{field}", value, "context blocks have two convolutions; use "
+            "model.block=plain or residual")
+  if model.architecture == "transunet" and (model.encoder_convs or model.decoder_convs
+                                            or model.decoder_narrows
+                                            or tuple(model.bottleneck_dilation) != (1, 1)):
+    _fail("model.architecture", model.architecture, "transunet builds its own blocks: leave "
+          "model.encoder_convs, decoder_convs, decoder_narrows and bottleneck_dilation at "
+          "their defaults")
   if model.deep_supervision > model.depth - 2:
     _fail("model.deep_supervision", model.deep_supervision,
           f"a depth-{model.depth} U-Net has at most {model.depth - 2} lower-resolution outputs")
@@ -266,12 +306,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _fail("mesh.space", config.mesh.space,
           f"splits the first patch axis ({data.patch_size[0]}), which is "
           f"{data.patch_size[0] // multiple} voxels at the U-Net's coarsest level: at most that")
-  if train.warmup_steps >= train.num_steps:
+  if not train.num_epochs and train.warmup_steps >= train.num_steps:
     _fail("train.warmup_steps", train.warmup_steps,
           f"must be below train.num_steps ({train.num_steps})")
   if config.augment.enabled and len(data.modalities) > 8:
     _fail("data.modalities", tuple(data.modalities),
           "augmentation draws for at most 8 channels")
+  if config.augment.p_mirror_axes and len(config.augment.p_mirror_axes) != len(data.patch_size):
+    _fail("augment.p_mirror_axes", tuple(config.augment.p_mirror_axes),
+          f"needs one probability per patch axis ({len(data.patch_size)})")
   if data.val_store and data.val_fraction:
     _fail("data.val_fraction", data.val_fraction,
           f"validation comes from data.val_store ({data.val_store}); set one of the two")

@@ -117,20 +117,30 @@ class ConvNormAct(nnx.Module):
 
 
 class ConvBlock(nnx.Module):
-  """Two conv-norm-act layers; the first may stride (or follow a max-pool); optionally
-  residual; optionally dropout after the block."""
+  """num_convs conv-norm-act layers (2 by default); the first may stride (or follow a
+  max-pool); the last outputs cout_last channels (default cout); optionally residual;
+  optionally dropout after the block."""
 
-  def __init__(self, cin, cout, dims, config, rngs, strides=1, dilations=(1, 1), sites=()):
+  def __init__(self, cin, cout, dims, config, rngs, strides=1, dilations=None, sites=(),
+               num_convs=2, cout_last=None):
+    dilations = tuple(dilations or (1,) * num_convs)
+    cout_last = cout_last or cout
     self.pool = strides != 1 and config.downsample == "maxpool"
     conv_strides = 1 if self.pool else strides
-    per_conv = [Dropout(config.dropout, s) for s in sites[:2]] \
-        if config.dropout_at == "convolutions" else [None, None]
-    self.first = ConvNormAct(cin, cout, dims, config, rngs, conv_strides, dilations[0],
+    per_conv = [Dropout(config.dropout, s) for s in sites[:num_convs]] \
+        if config.dropout_at == "convolutions" and sites else [None] * num_convs
+    widths = [cout] * (num_convs - 1) + [cout_last]
+    self.first = ConvNormAct(cin, widths[0], dims, config, rngs, conv_strides, dilations[0],
                              per_conv[0])
-    self.second = ConvNormAct(cout, cout, dims, config, rngs, 1, dilations[1], per_conv[1])
+    self.second = ConvNormAct(widths[0], widths[1], dims, config, rngs, 1, dilations[1],
+                              per_conv[1])
+    # Blocks of more than two convolutions (seed 001's bottleneck, LGG model 2's floors).
+    self.more = nnx.List([ConvNormAct(widths[i - 1], widths[i], dims, config, rngs, 1,
+                                      dilations[i], per_conv[i])
+                          for i in range(2, num_convs)])
     self.residual = config.block == "residual"
-    needs_projection = self.residual and (cin != cout or conv_strides != 1)
-    self.skip = Conv(cin, cout, (1,) * dims, strides=conv_strides, use_bias=False,
+    needs_projection = self.residual and (cin != cout_last or conv_strides != 1)
+    self.skip = Conv(cin, cout_last, (1,) * dims, strides=conv_strides, use_bias=False,
                      dtype=config.dtype, rngs=rngs) if needs_projection else None
     self.dropout = Dropout(config.dropout, sites[0]) \
         if config.dropout_at == "blocks" and sites else None
@@ -140,6 +150,8 @@ class ConvBlock(nnx.Module):
     if self.pool:
       x = nnx.max_pool(x, (2,) * self.dims, strides=(2,) * self.dims)
     y = self.second(self.first(x, train, key), train, key)
+    for layer in self.more:
+      y = layer(y, train, key)
     if self.residual:
       y = y + (self.skip(x) if self.skip is not None else x)
     return self.dropout(y, train, key) if self.dropout is not None else y
@@ -175,7 +187,8 @@ class ContextBlock(nnx.Module):
   the width changes), then a pre-activation residual context module: norm, activation,
   convolution, dropout, norm, activation, convolution, added to its input."""
 
-  def __init__(self, cin, cout, dims, config, rngs, strides=1, dilations=(1, 1), sites=()):
+  def __init__(self, cin, cout, dims, config, rngs, strides=1, dilations=None, sites=()):
+    dilations = tuple(dilations or (1, 1))
     self.entry = ConvNormAct(cin, cout, dims, config, rngs, strides) \
         if strides != 1 or cin != cout else None
     self.norms = nnx.List([_norm(config.norm, cout, config.dtype, rngs) for _ in range(2)])

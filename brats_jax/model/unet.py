@@ -23,6 +23,7 @@ from brats_jax import platforms
 from brats_jax.model import space_to_depth as s2d
 from brats_jax.model.blocks import (
   ContextBlock,
+  ConvNormAct,
   Conv,
   ConvBlock,
   Dropout,
@@ -34,13 +35,64 @@ from brats_jax.model.blocks import (
 OUTPUTS = ("separate", "summed")  # UNet's outputs (see its docstring)
 
 
+def encoder_convs(config) -> tuple:
+  """Convolutions per encoder level (model.encoder_convs; empty: two each)."""
+  return tuple(config.encoder_convs) or (2,) * config.depth
+
+
+def decoder_convs(config) -> tuple:
+  """Convolutions of the decoder block at levels 0 .. depth-2 (model.decoder_convs; empty:
+  two each)."""
+  return tuple(config.decoder_convs) or (2,) * (config.depth - 1)
+
+
+def has_dilated_bottleneck(config) -> bool:
+  """Henry et al. 2020: a separate dilated block after the deepest level, fused with it."""
+  return tuple(config.bottleneck_dilation) != (1, 1)
+
+
 def foldable(config: ml_collections.ConfigDict) -> bool:
   """Whether level 0 has a space-to-depth lowering for TPUs (the standard recipe's
   layers; other options run unfolded there)."""
   return (config.spatial_dims == 3 and config.norm in ("instance", "group")
           and config.block in ("plain", "residual") and config.downsample == "conv"
           and config.upsample == "depth_to_space" and config.outputs == "separate"
-          and (config.dropout == 0 or config.dropout_at == "bottleneck"))
+          and (config.dropout == 0 or config.dropout_at == "bottleneck")
+          and encoder_convs(config)[:2] == (2, 2) and decoder_convs(config)[0] == 2
+          and not config.decoder_narrows)
+
+
+def channel_plan(config: ml_collections.ConfigDict) -> dict:
+  """The width of every convolution, level by level: what UNet builds and what
+  training_flops_per_sample counts. Entries are (level, cin, [cout of each conv], taps)."""
+  filters, narrows = level_filters(config), config.decoder_narrows
+
+  def counted(level, cin, widths, entry=False):
+    # A context block adds an entry convolution where it strides or changes width.
+    if config.block == "context" and (entry or cin != widths[0]):
+      widths = widths[:1] + widths
+    return (level, cin, widths)
+
+  plan = {"encoder": [], "bottom": [], "upsample": [], "decoder": [], "heads": []}
+  cin = config.in_channels
+  for level, (features, convs) in enumerate(zip(filters, encoder_convs(config))):
+    plan["encoder"].append(counted(level, cin, [features] * convs, entry=level > 0))
+    cin = features
+  deepest = len(filters) - 1
+  if has_dilated_bottleneck(config):  # the dilated block, then a fusion of both
+    fused = filters[deepest - 1] if narrows else filters[deepest]
+    plan["bottom"] = [(deepest, cin, [cin, cin]), (deepest, 2 * cin, [fused])]
+    cin = fused
+  widths = {}
+  for level, convs in reversed(list(enumerate(decoder_convs(config)))):
+    up = filters[level] if config.upsample == "depth_to_space" else cin
+    plan["upsample"].append((level, cin, up))
+    last = filters[level - 1] if narrows and level > 0 else filters[level]
+    plan["decoder"].append(counted(level, up + filters[level],
+                                   [filters[level]] * (convs - 1) + [last]))
+    widths[level] = cin = last
+  plan["heads"] = [(level, widths[level]) for level in range(1 + config.deep_supervision)]
+  return plan
 
 
 class UNet(nnx.Module):
@@ -50,36 +102,39 @@ class UNet(nnx.Module):
   also holds one map per deep-supervision level (each half the resolution of the one
   before), each scored by the loss. outputs=summed (Kayalibay 2017, Isensee 2017): the
   heads of levels 0..deep_supervision are up-sampled and added into one full-resolution map.
+  With model.bottleneck_dilation other than (1, 1), a dilated block follows the deepest
+  level and a fusion convolution joins its input and output (Henry et al. 2020's EquiUnet).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
-    dims, filters = config.spatial_dims, level_filters(config)
+    dims, plan = config.spatial_dims, channel_plan(config)
     self.config = config
     block = ContextBlock if config.block == "context" else ConvBlock
     site = itertools.count(1)  # every dropout site gets its own number (blocks.Dropout)
 
-    def sites():
-      return (next(site), next(site))
+    def sites(n=2):
+      return tuple(next(site) for _ in range(max(n, 2)))
 
-    self.encoder = nnx.List()
-    cin = config.in_channels
-    for level, features in enumerate(filters):
-      bottleneck = level == len(filters) - 1
-      dilations = tuple(config.bottleneck_dilation) if bottleneck else (1, 1)
-      self.encoder.append(block(cin, features, dims, config, rngs,
-                                strides=1 if level == 0 else 2, dilations=dilations,
-                                sites=sites()))
-      cin = features
-    self.upsamples, self.decoder, self.heads = nnx.List(), nnx.List(), nnx.List()
-    for level in reversed(range(len(filters) - 1)):
-      self.upsamples.append(UpSample(filters[level + 1], filters[level], dims, config, rngs))
-      up = filters[level] if config.upsample == "depth_to_space" else filters[level + 1]
-      self.decoder.append(block(up + filters[level], filters[level], dims, config, rngs,
-                                sites=sites()))
+    def make_block(cin, widths, **kwargs):
+      if block is ContextBlock:
+        return ContextBlock(cin, widths[0], dims, config, rngs, sites=sites(), **kwargs)
+      return ConvBlock(cin, widths[0], dims, config, rngs, sites=sites(len(widths)),
+                       num_convs=len(widths), cout_last=widths[-1], **kwargs)
+
+    self.encoder = nnx.List([make_block(cin, widths, strides=1 if level == 0 else 2)
+                             for level, cin, widths in plan["encoder"]])
+    if plan["bottom"]:
+      (_, cin, widths), (_, fusion_in, (fused,)) = plan["bottom"]
+      self.bottom = make_block(cin, widths, dilations=tuple(config.bottleneck_dilation))
+      self.fusion = ConvNormAct(fusion_in, fused, dims, config, rngs)
+    else:
+      self.bottom = self.fusion = None
+    self.upsamples = nnx.List([UpSample(cin, up, dims, config, rngs)
+                               for _, cin, up in plan["upsample"]])
+    self.decoder = nnx.List([make_block(cin, widths) for _, cin, widths in plan["decoder"]])
     # heads[k] reads the decoder output at resolution level k (0 = full resolution).
-    for level in range(1 + config.deep_supervision):
-      self.heads.append(Conv(filters[level], config.out_channels, (1,) * dims,
-                             dtype=config.dtype, rngs=rngs))
+    self.heads = nnx.List([Conv(width, config.out_channels, (1,) * dims, dtype=config.dtype,
+                                rngs=rngs) for _, width in plan["heads"]])
     self.dropout = Dropout(config.dropout, 0) \
         if config.dropout > 0 and config.dropout_at == "bottleneck" else None
 
@@ -99,6 +154,9 @@ class UNet(nnx.Module):
       else:
         h = block(h, train, dropout_key)
       skips.append(h)
+    if self.bottom is not None:
+      h = self.fusion(jnp.concatenate([h, self.bottom(h, train, dropout_key)], axis=-1), train,
+                      dropout_key)
     if self.dropout is not None:
       h = self.dropout(h, train, dropout_key)
     maps = {}
@@ -127,18 +185,19 @@ def training_flops_per_sample(config: ml_collections.ConfigDict, patch_size) -> 
   """Analytic FLOPs of one training sample: 3x the forward convolutions (the backward pass
   costs twice the forward). config is the resolved model config (train_state.model_config).
   Counts real channels, unlike XLA's cost analysis, which counts padded ones."""
-  filters = level_filters(config)
-  dims, patch = config.spatial_dims, np.array(patch_size, np.float64)
-  taps = 3**dims
-  forward, cin = 0.0, config.in_channels
-  for level, f in enumerate(filters):  # encoder: two 3^d convolutions per level
-    voxels = np.prod(patch / 2**level)
-    forward += 2 * voxels * taps * (cin * f + f * f)
-    cin = f
-  for level in range(len(filters) - 1):  # decoder: up-sampling (1x1 to 2^d f) + two convs
-    voxels, f = np.prod(patch / 2**level), filters[level]
-    forward += 2 * (voxels / 2**dims) * filters[level + 1] * f * 2**dims
-    forward += 2 * voxels * taps * (2 * f * f + f * f)
-  for level in range(1 + config.deep_supervision):  # 1x1 heads
-    forward += 2 * np.prod(patch / 2**level) * filters[level] * config.out_channels
+  plan, dims = channel_plan(config), config.spatial_dims
+  patch = np.array(patch_size, np.float64)
+
+  def convs(level, cin, widths, taps=3**dims):
+    voxels, total = np.prod(patch / 2**level), 0.0
+    for width in widths:
+      total += 2 * voxels * taps * cin * width
+      cin = width
+    return total
+
+  forward = sum(convs(*entry) for entry in plan["encoder"] + plan["bottom"] + plan["decoder"])
+  if config.upsample == "depth_to_space":  # a 1x1 convolution at the coarser level
+    forward += sum(convs(level + 1, cin, [up * 2**dims], 1)
+                   for level, cin, up in plan["upsample"])
+  forward += sum(convs(level, width, [config.out_channels], 1) for level, width in plan["heads"])
   return 3 * forward

@@ -96,7 +96,10 @@ def resample(image, labels, u, config):
   dims = labels.ndim
   shape = labels.shape
   max_angle = np.deg2rad(config.max_rotation_deg)
-  angles = jnp.where(u[3] < config.p_rotation, (2 * u[0:3] - 1) * max_angle, 0.0)
+  # Only the axes named in rotate_about turn (3D; a 2D slice turns in its plane).
+  about = np.array([a in tuple(config.rotate_about) for a in range(3)]) if dims == 3 \
+      else np.ones(3, bool)
+  angles = jnp.where((u[3] < config.p_rotation) & about, (2 * u[0:3] - 1) * max_angle, 0.0)
   scale = jnp.where(u[5] < config.p_scale, _between(u[4], config.scale_range), 1.0)
   # Output voxel x samples input at R (x - c) / scale + c: scale > 1 zooms in.
   centre = jnp.array([(s - 1) / 2 for s in shape], jnp.float32)
@@ -109,12 +112,16 @@ def resample(image, labels, u, config):
 
 
 def mirror(image, labels, u, config):
-  """Random flips of each spatial axis."""
+  """Random flips of each spatial axis (p_mirror_axes[axis], or p_mirror for every axis)."""
   for axis in range(labels.ndim):
-    flip = u[6 + axis] < config.p_mirror
+    flip = u[6 + axis] < mirror_probability(config, axis)
     image = jnp.where(flip, jnp.flip(image, axis), image)
     labels = jnp.where(flip, jnp.flip(labels, axis), labels)
   return image, labels
+
+
+def mirror_probability(config, axis: int) -> float:
+  return config.p_mirror_axes[axis] if config.p_mirror_axes else config.p_mirror
 
 
 def _channel_draws(u, channels):

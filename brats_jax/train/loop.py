@@ -17,7 +17,7 @@ from brats_jax.errors import NonFiniteError
 from brats_jax.evaluation import plots
 from brats_jax.inference.case_predictor import make_case_predictor
 from brats_jax.progress import progress_bar
-from brats_jax.train import optimizer, setup, validation
+from brats_jax.train import epochs, optimizer, setup, validation
 from brats_jax.train.host_input import Prefetcher
 from brats_jax.train.metrics_log import MetricLogger, read_metrics
 from brats_jax.train.stop_request import StopRequest
@@ -40,6 +40,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
   validation summary. `config` has passed config.checks.check_config (the command checks
   it); the rules that need the store and the devices are checked here (setup.py)."""
   run = setup.start_run(config, workdir, devices)
+  config = run.config  # with train.num_steps resolved from train.num_epochs (epochs.py)
   is_main = sharding.is_main_process()
   val_ids = run.cases.val_ids
   predict = make_case_predictor(run.graphdef, run.mesh, config)
@@ -53,8 +54,10 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
                      dynamic_ncols=True, smoothing=0.1)
   logger = MetricLogger(workdir, run.global_batch, optimizer.learning_rate_schedule(
       config.train), config.loss.kind, config.log_every_steps, num_steps, run.start,
-      on_write=lambda s: bar.set_postfix(loss=f"{s['train/loss']:.4f}",
-                                         samples_s=f"{s['train/samples_per_second']:.1f}"))
+      on_write=lambda s: bar.set_postfix(epoch=f"{s['train/epoch']:.2f}",
+                                         loss=f"{s['train/loss']:.4f}",
+                                         samples_s=f"{s['train/samples_per_second']:.1f}"),
+      epoch_of=lambda step: epochs.epoch(step, run.examples_per_epoch, run.global_batch))
   batches = Prefetcher(run.batch_source(), run.start, config.data.prefetch)
   stop = StopRequest()
   summary, previous = {}, None

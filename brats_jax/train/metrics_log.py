@@ -93,12 +93,13 @@ class MetricLogger:
   """Sums each step's metrics on the device and writes each interval one step late."""
 
   def __init__(self, workdir: str, global_batch: int, schedule, kind: str, every: int,
-               last_step: int, start: int, on_write=None):
+               last_step: int, start: int, on_write=None, epoch_of=None):
     self.writer = MetricWriter(workdir)
     self.global_batch, self.schedule = global_batch, schedule
     self.regions = tasks.scored_regions(kind)
     self.every, self.last_step = every, last_step
     self.on_write = on_write or (lambda scalars: None)
+    self.epoch_of = epoch_of or (lambda step: 0.0)
     self.sums, self.ready = None, None
     self.interval_start, self.interval_step, self.waited = time.time(), start, 0.0
 
@@ -144,7 +145,8 @@ class MetricLogger:
                # input-bound.
                "train/input_wait_fraction": waited / max(seconds, 1e-9),
                # The rate step `at` used (steps count from 1).
-               "train/learning_rate": float(self.schedule(at - 1))}
+               "train/learning_rate": float(self.schedule(at - 1)),
+               "train/epoch": self.epoch_of(at)}
     for i, region in enumerate(self.regions):  # Dice (= F1), IoU, accuracy of the patches
       both, predicted, reference = (float(sums[k][i]) for k in ("intersection", "predicted",
                                                                 "reference"))

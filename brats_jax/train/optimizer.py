@@ -30,6 +30,9 @@ def learning_rate_schedule(config: ml_collections.ConfigDict):
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW or SGD with Nesterov momentum."""
+  """Global-norm clipping (grad_clip_norm; 0: none), then AdamW or SGD with Nesterov
+  momentum."""
   optimiser = _OPTIMIZERS[config.optimizer](config, learning_rate_schedule(config))
+  if not config.grad_clip_norm:
+    return optimiser
   return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optimiser)

@@ -16,7 +16,7 @@ from brats_jax.data import preprocessing, splits
 from brats_jax.data.store import PreparedStore
 from brats_jax.errors import ConfigError
 from brats_jax.train import compile as compile_lib
-from brats_jax.train import device_input, optimizer
+from brats_jax.train import device_input, epochs, optimizer
 from brats_jax.train.host_input import PatchSampler
 from brats_jax.workdir import contract, train_state
 from brats_jax.workdir.checkpoints import Checkpoints
@@ -70,6 +70,7 @@ class Run:
   graphdef: object
   state: dict  # the train state (train_state.py), on the devices
   step_fn: object  # the compiled step
+  examples_per_epoch: int  # training cases (3D) or their slices (2D): epochs.py
   placement: device_input.Placement
   sampler: PatchSampler
   data: dict | None  # the training cases on the devices, or None (streamed)
@@ -112,6 +113,8 @@ def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> 
   store = PreparedStore(config.data.store, config.data.modalities)
   preprocessing.check_supported(store.preprocessing, store.path)
   cases = splits.split(config, store)
+  examples = epochs.examples_per_epoch(store, cases.train_ids, len(config.data.patch_size))
+  config = epochs.resolve_num_steps(config, examples, global_batch)
   changes = _check_relaunch(config, workdir, cases.train_ids, log)
 
   tx = optimizer.make_optimizer(config.train)
@@ -145,7 +148,10 @@ def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> 
     print(f"{mesh.devices.size} devices ({jax.devices()[0].platform}){split}, "
           f"{jax.process_count()} processes; global batch {global_batch}; "
           f"{len(cases.train_ids)} training and {len(cases.val_ids)} validation cases "
-          f"({cases.description})", flush=True)
+          f"({cases.description}); {config.train.num_steps} steps = "
+          f"{epochs.epoch(config.train.num_steps, examples, global_batch):.1f} epochs of "
+          f"{examples} {'cases' if len(config.data.patch_size) == 3 else 'slices'}",
+          flush=True)
     print(f"data: {placement.mode}: {placement.reason}", flush=True)
 
   sampler = PatchSampler(store, cases.train_ids, config.data.patch_size, global_batch,
@@ -154,6 +160,7 @@ def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> 
                          sharded_over=sharding.data_shards(mesh)
                          if placement.mode == "sharded" else 0)
   data = device_input.load(store, cases.train_ids, placement, mesh)
-  return Run(config, mesh, store, cases, global_batch, graphdef, state, step_fn, placement,
+  return Run(config, mesh, store, cases, global_batch, graphdef, state, step_fn, examples,
+             placement,
              sampler, data, checkpoints, start, restored is not None, history, et_threshold,
              validations)

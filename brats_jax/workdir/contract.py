@@ -27,7 +27,7 @@ READABLE_CONFIG = "config.json"
 
 # Fields a relaunch may change: how long and how often, not what is trained.
 RESUMABLE = (
-    "train.num_steps", "train.warmup_steps",  # the schedule's length
+    "train.num_steps", "train.num_epochs", "train.warmup_steps",  # the schedule's length
     "train.on_nonfinite", "train.device_memory_gib", "train.early_stopping_patience",
     "model.remat",  # what the backward pass keeps or recomputes: memory, not the model
     "log_every_steps", "eval.", "checkpoint.",  # logging, validation and saving cadence
@@ -41,7 +41,10 @@ RESUMABLE = (
 # Fields added since contract version 1, with the values that mean the behaviour before
 # them: a run saved without them reads as if it had them.
 ADDED_FIELDS = {"data.val_store": "", "data.val_fraction": 0.0, "data.split_seed": 0,
-                "train.early_stopping_patience": 0, "data.global_batch": 0, "mesh.space": 0}
+                "train.early_stopping_patience": 0, "data.global_batch": 0, "mesh.space": 0,
+                "model.encoder_convs": (), "model.decoder_convs": (),
+                "model.decoder_narrows": False, "augment.rotate_about": (0, 1, 2),
+                "augment.p_mirror_axes": (), "train.num_epochs": 0}
 
 
 def is_resumable(field: str) -> bool:

@@ -33,6 +33,9 @@ BAD_VALUES = {
     "model.architecture": "vit", "model.downsample": "avgpool", "model.upsample": "cubic",
     "model.dropout_at": "input", "model.outputs": "averaged",
     "model.bottleneck_dilation": (2,), "model.vit_layers": 0, "model.vit_heads": 0,
+    "model.encoder_convs": (2, 1), "model.decoder_convs": [9],
+    "model.decoder_narrows": 1, "augment.rotate_about": (3,),
+    "augment.p_mirror_axes": (0.5, 2.0, 0.5),
     "model.vit_dim": 0, "model.vit_mlp_dim": 0,
     "model.deep_supervision": -1, "model.dtype": "float64",
     "model.remat": "all",
@@ -44,9 +47,9 @@ BAD_VALUES = {
     "augment.p_brightness": -1.0, "augment.brightness_range": (0.75,),
     "augment.p_contrast": 7.0, "augment.contrast_range": (-1.0, 1.0), "augment.p_gamma": 1.01,
     "augment.gamma_range": (0.0, 1.5), "augment.p_noise": float("nan"),
-    "augment.noise_std_max": -0.1, "train.num_steps": 0, "train.optimizer": "lamb",
+    "augment.noise_std_max": -0.1, "train.num_steps": 0, "train.num_epochs": -1, "train.optimizer": "lamb",
     "train.learning_rate": 0.0, "train.momentum": 1.0, "train.weight_decay": -1e-5,
-    "train.schedule": "linear", "train.warmup_steps": -1, "train.grad_clip_norm": 0.0,
+    "train.schedule": "linear", "train.warmup_steps": -1, "train.grad_clip_norm": -1.0,
     "train.on_nonfinite": "halt", "train.device_memory_gib": -1.0,
     "train.early_stopping_patience": -1, "eval.every_steps": 0,
     "eval.overlap": 1.0, "eval.sigma_scale": 0.0, "eval.sw_batch_per_device": 0,
@@ -205,7 +208,7 @@ def test_the_training_command_reports_one_line_and_exit_2(tmp_path):
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 2
   assert result.stderr == ("error: config field loss.kind='bogus': must be one of region, "
-                           "softmax, labels, binary\n")
+                           "softmax, labels, binary, labels2015\n")
   assert not os.path.exists(workdir)
 
 
