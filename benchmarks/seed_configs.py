@@ -79,6 +79,7 @@ def run_seed(name: str, train_seconds: float, work: str) -> dict:
   patch_flag = "(" + ",".join(map(str, patch)) + ")"
   train_flags = [f"--config={config_path}", f"--workdir={workdir}",
                  f"--config.data.store={store}", f"--config.train.num_steps={steps}",
+                 "--config.train.num_epochs=0",
                  f"--config.data.patch_size={patch_flag}"]
   started = time.time()
   _run("train", *train_flags)

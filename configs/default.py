@@ -92,7 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.terms = (("dice", 1.0), ("bce", 1.0))
   config.loss.class_weights = ()  # one weight per model output; empty: equal
   config.loss.dice_smooth = 1.0
-  config.loss.focal_alpha = 0.25
+  config.loss.focal_alpha = 0.25  # the positives' weight (sigmoid focal); -1: unweighted
   config.loss.focal_gamma = 2.0
 
   config.augment = ml_collections.ConfigDict()
@@ -115,8 +115,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 250_000  # nnU-Net: 1000 epochs of 250 steps
-  # > 0: train this many passes over the training cases (2D: their slices) instead; the
-  # steps are resolved against the store and the global batch (brats_jax/train/epochs.py).
+  # Or (with num_steps = 0) this many passes over the training cases (2D: their slices):
+  # resolved against the store and the global batch (brats_jax/train/epochs.py).
   config.train.num_epochs = 0
   config.train.optimizer = "sgd"  # sgd (Nesterov) | adamw
   config.train.learning_rate = 1e-2

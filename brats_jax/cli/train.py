@@ -33,6 +33,7 @@ def define_flags():
 def main(argv):
   del argv
   checks.check_config(FLAGS.config)  # the rules against the store and devices come later
+  checks.check_training_length(FLAGS.config)
   if FLAGS.coordinator:
     jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   elif FLAGS.distributed:

@@ -183,7 +183,7 @@ RULES = {
     "loss.terms": _loss_terms,
     "loss.class_weights": _weights,
     "loss.dice_smooth": _number(0),
-    "loss.focal_alpha": _PROBABILITY,
+    "loss.focal_alpha": _number(-1, 1),
     "loss.focal_gamma": _number(0),
     "augment.enabled": _boolean,
     "augment.p_rotation": _PROBABILITY,
@@ -201,7 +201,7 @@ RULES = {
     "augment.gamma_range": _range(0.01, 100),
     "augment.p_noise": _PROBABILITY,
     "augment.noise_std_max": _number(0),
-    "train.num_steps": _integer(1),
+    "train.num_steps": _integer(0),
     "train.num_epochs": _number(0),
     "train.optimizer": _choice(*optimizer.OPTIMIZERS),
     "train.learning_rate": _number(0, low_open=True),
@@ -223,6 +223,15 @@ RULES = {
     "checkpoint.keep": _integer(1),
     "checkpoint.keep_best": _integer(1),
 }
+
+
+def check_training_length(config: ml_collections.ConfigDict) -> None:
+  """A training command's length is given one way. (A run's resolved config, which its
+  contract records, holds both: epochs.resolve_num_steps.)"""
+  if config.train.num_steps and config.train.num_epochs:
+    _fail("train.num_steps", config.train.num_steps,
+          f"give the run's length one way: this config trains train.num_epochs="
+          f"{config.train.num_epochs}; set --config.train.num_epochs=0 to count steps")
 
 
 def nearest_valid_sizes(size: int, multiple: int) -> list:
@@ -306,7 +315,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _fail("mesh.space", config.mesh.space,
           f"splits the first patch axis ({data.patch_size[0]}), which is "
           f"{data.patch_size[0] // multiple} voxels at the U-Net's coarsest level: at most that")
-  if not train.num_epochs and train.warmup_steps >= train.num_steps:
+  if not train.num_steps and not train.num_epochs:
+    _fail("train.num_steps", train.num_steps, "give the run a length: train.num_steps or "
+          "train.num_epochs")
+  if train.num_steps and train.warmup_steps >= train.num_steps:
     _fail("train.warmup_steps", train.warmup_steps,
           f"must be below train.num_steps ({train.num_steps})")
   if config.augment.enabled and len(data.modalities) > 8:

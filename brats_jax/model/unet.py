@@ -23,9 +23,9 @@ from brats_jax import platforms
 from brats_jax.model import space_to_depth as s2d
 from brats_jax.model.blocks import (
   ContextBlock,
-  ConvNormAct,
   Conv,
   ConvBlock,
+  ConvNormAct,
   Dropout,
   UpSample,
   level_filters,

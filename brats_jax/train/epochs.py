@@ -22,7 +22,9 @@ def examples_per_epoch(store, train_ids, spatial_dims: int) -> int:
 
 def resolve_num_steps(config: ml_collections.ConfigDict, examples: int,
                       global_batch: int) -> ml_collections.ConfigDict:
-  """config with train.num_steps from train.num_epochs (unchanged when that is 0)."""
+  """config with train.num_steps from train.num_epochs (unchanged when that is 0). A
+  relaunch resolves the same steps again; with another global batch, other steps (recorded
+  in the run's history like any change of train.num_steps)."""
   train = config.train
   if not train.num_epochs:
     return config

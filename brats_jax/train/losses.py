@@ -47,7 +47,8 @@ def _sigmoid_bce(name, logits, targets, weights, config):
 
 def _sigmoid_focal(name, logits, targets, weights, config):
   per_output = optax.losses.sigmoid_focal_loss(
-      logits, targets, alpha=config.focal_alpha, gamma=config.focal_gamma).mean(
+      logits, targets, alpha=None if config.focal_alpha < 0 else config.focal_alpha,
+      gamma=config.focal_gamma).mean(
           _spatial_axes(logits))
   return _weighted_mean(per_output, weights)
 

@@ -41,13 +41,14 @@ BAD_VALUES = {
     "model.remat": "all",
     "loss.kind": "dice", "loss.terms": (("bogus", 1.0),), "loss.class_weights": (-1.0,),
     "loss.dice_smooth": -1.0,
-    "loss.focal_alpha": 2.0, "loss.focal_gamma": -1.0, "augment.enabled": "true",
+    "loss.focal_alpha": -2.0, "loss.focal_gamma": -1.0, "augment.enabled": "true",
     "augment.p_rotation": -0.1, "augment.max_rotation_deg": 360.0, "augment.p_scale": 2.0,
     "augment.scale_range": (1.4, 0.7), "augment.p_mirror": 1.1,
     "augment.p_brightness": -1.0, "augment.brightness_range": (0.75,),
     "augment.p_contrast": 7.0, "augment.contrast_range": (-1.0, 1.0), "augment.p_gamma": 1.01,
     "augment.gamma_range": (0.0, 1.5), "augment.p_noise": float("nan"),
-    "augment.noise_std_max": -0.1, "train.num_steps": 0, "train.num_epochs": -1, "train.optimizer": "lamb",
+    "augment.noise_std_max": -0.1, "train.num_steps": -1, "train.num_epochs": -1,
+    "train.optimizer": "lamb",
     "train.learning_rate": 0.0, "train.momentum": 1.0, "train.weight_decay": -1e-5,
     "train.schedule": "linear", "train.warmup_steps": -1, "train.grad_clip_norm": -1.0,
     "train.on_nonfinite": "halt", "train.device_memory_gib": -1.0,
@@ -89,7 +90,9 @@ def test_a_bad_value_is_refused_naming_the_field(field):
                                          + glob.glob(os.path.join(ROOT, "configs", "seeds",
                                                                   "*.py"))))
 def test_every_shipped_config_is_valid(path):
-  checks.check_config(config_io.load_config_file(path))
+  config = config_io.load_config_file(path)
+  checks.check_config(config)
+  checks.check_training_length(config)
 
 
 @pytest.mark.parametrize("field,value,message", [

@@ -45,6 +45,7 @@ def test_seed_config_trains_predicts_and_evaluates(seed, tmp_path):
   workdir = str(tmp_path / "run")
   out = _run("train", f"--config={ROOT}/configs/seeds/{seed}.py", f"--workdir={workdir}",
              f"--config.data.store={store}", "--config.train.num_steps=2",
+             "--config.train.num_epochs=0",
              f"--config.data.patch_size={patch}")
   assert "final validation Dice" in out
   _run("predict", f"--workdir={workdir}", f"--input={raw}", f"--output={tmp_path / 'pred'}")
