@@ -41,6 +41,7 @@ SEEDS = {  # config: (layout, patch size, prepare flags for SHAPE)
     "henry2020_dilated": ("brats2015_repacked", (32, 32, 32), [
         "--normalisation=divide", "--divide_by=255"]),
     "lgg_unet2d": ("lgg", (64, 64), ["--normalisation=divide", "--divide_by=255"]),
+    "lgg_unet2d_model2": ("lgg", (64, 64), ["--normalisation=divide", "--divide_by=255"]),
     "lgg_transunet": ("lgg", (64, 64), ["--normalisation=divide", "--divide_by=255"]),
     "msd_patches": ("msd", (48, 48, 16), []),
 }
@@ -79,7 +80,8 @@ def run_seed(name: str, train_seconds: float, work: str) -> dict:
   patch_flag = "(" + ",".join(map(str, patch)) + ")"
   train_flags = [f"--config={config_path}", f"--workdir={workdir}",
                  f"--config.data.store={store}", f"--config.train.num_steps={steps}",
-                 "--config.train.num_epochs=0",
+                 "--config.train.num_epochs=0", "--config.data.val_store=",
+                 "--config.data.val_fold=0", "--config.data.val_fraction=0.0",
                  f"--config.data.patch_size={patch_flag}"]
   started = time.time()
   _run("train", *train_flags)

@@ -2,13 +2,16 @@
 
   brats-jax-evaluate --predictions=PRED_DIR --references=RAW_DIR --output=scores.csv \
       [--lesion_wise] [--pictures=DIR --gifs]
+  brats-jax-evaluate --workdir=RUN --split=validation --predictions=PRED_DIR --output=...
 """
 
 from absl import flags
 
 from brats_jax.cli import app
 from brats_jax.data import layouts
+from brats_jax.errors import UserError
 from brats_jax.evaluation import evaluate
+from brats_jax.workdir import split_record
 
 FLAGS = flags.FLAGS
 
@@ -22,14 +25,28 @@ def define_flags():
   flags.DEFINE_string("pictures", None, "Folder for case overlays and the Dice distribution.")
   flags.DEFINE_integer("max_pictures", 8, "Cases drawn (the first ones, by case id).")
   flags.DEFINE_bool("gifs", False, "Also write an animated GIF per drawn case.")
-  flags.mark_flags_as_required(["predictions", "references", "output"])
+  flags.DEFINE_string("workdir", None, "A training run, with --split: score that part of "
+                      "its split against the references of the folder it was prepared from.")
+  flags.DEFINE_enum("split", None, list(split_record.SPLITS),
+                    "Score exactly this part of --workdir's split (WORKDIR/split.json).")
+  flags.mark_flags_as_required(["predictions", "output"])
 
 
 def main(argv):
   del argv
+  references, case_ids = FLAGS.references, None
+  if FLAGS.split:
+    if not FLAGS.workdir:
+      raise UserError("--split needs --workdir")
+    part = split_record.read(FLAGS.workdir, FLAGS.split)
+    references = references or split_record.raw_folder(part, FLAGS.workdir)
+    case_ids = part["case_ids"]
+  elif not references:
+    raise UserError("give --references (a raw dataset folder) or --workdir and "
+                                "--split")
   rows, summary = evaluate.evaluate_folder(
-      FLAGS.predictions, FLAGS.references, FLAGS.output, FLAGS.lesion_wise, FLAGS.layout,
-      FLAGS.pictures, FLAGS.max_pictures, FLAGS.gifs)
+      FLAGS.predictions, references, FLAGS.output, FLAGS.lesion_wise, FLAGS.layout,
+      FLAGS.pictures, FLAGS.max_pictures, FLAGS.gifs, case_ids=case_ids)
   print(f"{len(rows)} cases (mean over cases)")
   print(evaluate.format_table(summary))
   print(f"wrote {FLAGS.output}" + (f"; pictures in {FLAGS.pictures}" if FLAGS.pictures

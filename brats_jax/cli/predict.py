@@ -1,7 +1,8 @@
 """brats-jax-predict: segment patients with a trained workdir.
 
   brats-jax-predict --workdir=RUN --input=RAW_DIR --output=PRED_DIR [--checkpoint=best] \
-      [--tta] [--min_component_voxels=N]
+      [--tta] [--min_component_voxels=N] [--save_probabilities]
+  brats-jax-predict --workdir=RUN --split=validation --output=PRED_DIR   # the held-out cases
 """
 
 import numpy as np
@@ -10,15 +11,23 @@ from absl import flags
 from brats_jax.cli import app
 from brats_jax.config import checks
 from brats_jax.data import layouts
+from brats_jax.errors import UserError
 from brats_jax.inference import predict
-from brats_jax.workdir import contract
+from brats_jax.workdir import contract, split_record
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
   flags.DEFINE_string("workdir", None, "A training workdir (config and checkpoints).")
-  flags.DEFINE_string("input", None, "Raw dataset folder (any supported layout) or a store.")
+  flags.DEFINE_string("input", None, "Raw dataset folder (any supported layout) or a store; "
+                      "with --split, the folder to read the split's cases from (default: the "
+                      "one their store was prepared from).")
+  flags.DEFINE_enum("split", None, list(split_record.SPLITS),
+                    "Predict exactly this part of the run's split (WORKDIR/split.json).")
+  flags.DEFINE_bool("save_probabilities", False,
+                    "Also write <case_id>_probabilities.nii.gz: the model's probability per "
+                    "output (regions or classes), 16-bit, in the input's geometry.")
   flags.DEFINE_string("output", None, "Folder for the <case_id>.nii.gz predictions.")
   flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
   flags.DEFINE_bool("tta", False, "Average over the 8 mirror flips (test-time augmentation).")
@@ -31,7 +40,7 @@ def define_flags():
   flags.DEFINE_integer("space", 1, "Devices that split each window along its first axis "
                        "(spatial partitioning, for windows too large for one device).",
                        lower_bound=1)
-  flags.mark_flags_as_required(["workdir", "input", "output"])
+  flags.mark_flags_as_required(["workdir", "output"])
 
 
 def main(argv):
@@ -39,9 +48,17 @@ def main(argv):
   # The run's config passes today's rules (a contract from another version may not).
   _, run_contract = predict.read_contract(FLAGS.workdir, FLAGS.checkpoint)
   checks.check_config(contract.config_of(run_contract))
+  input_dir, case_ids = FLAGS.input, None
+  if FLAGS.split:
+    part = split_record.read(FLAGS.workdir, FLAGS.split)
+    input_dir = input_dir or split_record.raw_folder(part, FLAGS.workdir)
+    case_ids = part["case_ids"]
+  elif not input_dir:
+    raise UserError("give --input (a dataset folder or store) or --split")
   timings, skipped = predict.predict_folder(
-      FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, FLAGS.tta, FLAGS.layout,
-      FLAGS.skip_bad, min_component_voxels=FLAGS.min_component_voxels, space=FLAGS.space)
+      FLAGS.workdir, input_dir, FLAGS.output, FLAGS.checkpoint, FLAGS.tta, FLAGS.layout,
+      FLAGS.skip_bad, min_component_voxels=FLAGS.min_component_voxels, space=FLAGS.space,
+      case_ids=case_ids, save_probabilities=FLAGS.save_probabilities)
   seconds = [t for _, t in timings]
   print(f"wrote {len(timings)} predictions to {FLAGS.output} "
         f"({np.mean(seconds):.1f} s per case, first {seconds[0]:.1f} s including compilation)"

@@ -159,6 +159,21 @@ def preprocess(images: np.ndarray, labels, path: str, options: dict | None = Non
   return image.astype(np.float32), labels, geometry
 
 
+def probabilities_to_original_geometry(probabilities: np.ndarray, geometry: dict,
+                                      original_shape, outside) -> np.ndarray:
+  """Model-space probabilities [X, Y, Z, K] -> the input's geometry: resizing undone by
+  linear interpolation, the crop undone with `outside` (one value per output: what the
+  model says of background) beyond it."""
+  cropped_shape = tuple(geometry["cropped_shape"])
+  if probabilities.shape[:3] != cropped_shape:
+    probabilities = np.clip(_zoom(probabilities, cropped_shape, 1), 0, 1)
+  out = np.broadcast_to(np.asarray(outside, probabilities.dtype),
+                        tuple(original_shape) + probabilities.shape[3:]).copy()
+  in_volume, in_box = _box_overlap(geometry["box"], original_shape)
+  out[in_volume] = probabilities[in_box]
+  return out
+
+
 def to_original_geometry(labels: np.ndarray, geometry: dict, original_shape) -> np.ndarray:
   """Model-space labels -> labels in the input's geometry (resize undone by nearest
   neighbour, crop undone; voxels outside the crop are background)."""

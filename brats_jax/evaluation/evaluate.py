@@ -89,10 +89,18 @@ def format_table(summary: dict) -> str:
 
 def evaluate_folder(predictions: str, references: str, output_csv: str,
                     lesion_wise: bool = False, layout: str | None = None,
-                    pictures: str | None = None, max_pictures: int = 8, gifs: bool = False):
-  """Scores every reference case; returns (rows, summary). With `pictures`, also draws the
-  first max_pictures cases and the Dice distribution into that folder."""
+                    pictures: str | None = None, max_pictures: int = 8, gifs: bool = False,
+                    case_ids=None):
+  """Scores every reference case (or those of case_ids, which must all be there); returns
+  (rows, summary). With `pictures`, also draws the first max_pictures cases and the Dice
+  distribution into that folder."""
   cases = [c for c in discovery.find_cases(references, layout) if c.label is not None]
+  if case_ids is not None:
+    missing = sorted(set(case_ids) - {c.case_id for c in cases})
+    if missing:
+      raise DataError(f"{references}: no labelled case {missing[0]} ({len(missing)} of the "
+                      f"{len(case_ids)} requested cases missing)")
+    cases = [c for c in cases if c.case_id in set(case_ids)]
   if not cases:
     raise DataError(f"{references}: no case with a reference label")
   rows = []

@@ -94,6 +94,28 @@ def save_nifti(path: str, data: np.ndarray, affine: np.ndarray, header=None) -> 
   write_atomic(path, lambda tmp: nib.save(image, tmp))
 
 
+# NIfTI has no float16: probabilities are stored as 16-bit integers with this scl_slope,
+# which every NIfTI reader applies (nibabel's get_fdata returns the float probabilities).
+PROBABILITY_SCALE = 1 / 32767
+
+
+def save_probabilities(path: str, probabilities: np.ndarray, affine: np.ndarray,
+                       names: tuple) -> None:
+  """Writes [X, Y, Z, K] probabilities in [0, 1] as a 4D NIfTI, 16 bits per value, with the
+  outputs' names in the header's description."""
+  header = nib.Nifti1Header()
+  header.set_qform(affine, 1)
+  header.set_sform(affine, 1)
+  header.set_xyzt_units("mm")
+  header["descrip"] = ("probabilities: " + ",".join(names))[:79].encode()
+  header.set_slope_inter(PROBABILITY_SCALE, 0.0)
+  quantised = np.round(np.clip(probabilities, 0, 1) / PROBABILITY_SCALE).astype(np.int16)
+  image = nib.Nifti1Image(quantised, affine, header=header)
+  image.set_data_dtype(np.int16)
+  image.header.set_slope_inter(PROBABILITY_SCALE, 0.0)
+  write_atomic(path, lambda tmp: nib.save(image, tmp))
+
+
 def save_label_like(path: str, labels: np.ndarray, affine: np.ndarray,
                     reference: str | None = None) -> None:
   """Writes uint8 labels with the affine (and the qform/sform codes of a reference image;

@@ -21,6 +21,7 @@ from brats_jax import files, sharding, tasks
 from brats_jax.data import prediction_files, preprocessing
 from brats_jax.data.store import MANIFEST
 from brats_jax.errors import DataError
+from brats_jax.imageio import nifti
 from brats_jax.inference.case_predictor import make_case_predictor
 from brats_jax.inference.inputs import CaseInput, raw_inputs, store_inputs
 from brats_jax.inference.trained_model import TrainedModel, load_trained_model, read_contract
@@ -45,24 +46,40 @@ def remove_small_components(labels: np.ndarray, min_voxels: int) -> np.ndarray:
 
 
 def segment(predict, model: TrainedModel, case: CaseInput, min_enhancing_voxels: int = 0,
-            min_component_voxels: int = 0) -> np.ndarray:
+            min_component_voxels: int = 0, with_probabilities: bool = False):
   """Internal labels of a case in its original geometry (resizing and crop undone), tumour
-  components under min_component_voxels original voxels removed."""
-  decoded = tasks.relabel_small_enhancing(
-      tasks.decode(predict(model.variables, case.image), model.config.loss.kind),
-      min_enhancing_voxels)
+  components under min_component_voxels original voxels removed; with_probabilities:
+  (labels, the model's probabilities [X, Y, Z, K] in the same geometry)."""
+  kind = model.config.loss.kind
+  probabilities = predict(model.variables, case.image)
+  decoded = tasks.relabel_small_enhancing(tasks.decode(probabilities, kind),
+                                          min_enhancing_voxels)
   decoded = preprocessing.to_original_geometry(decoded, case.geometry, case.original_shape)
-  return remove_small_components(decoded, min_component_voxels)
+  labels = remove_small_components(decoded, min_component_voxels)
+  if not with_probabilities:
+    return labels
+  # Beyond the crop the model saw nothing: background (a softmax's class 0) is certain.
+  outside = [1.0 if tasks.TASKS[kind].activation == "softmax" and k == 0 else 0.0
+             for k in range(probabilities.shape[-1])]
+  return labels, preprocessing.probabilities_to_original_geometry(
+      probabilities, case.geometry, case.original_shape, outside)
+
+
+def probabilities_path(output_dir: str, case_id: str) -> str:
+  return os.path.join(output_dir, f"{case_id}_probabilities.nii.gz")
 
 
 def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: str = "latest",
                    mirror_tta: bool = False, layout: str | None = None, skip_bad: bool = False,
                    progress: bool = True, devices=None, min_component_voxels: int = 0,
-                   space: int = 1) -> tuple:
+                   space: int = 1, case_ids=None, save_probabilities: bool = False) -> tuple:
   """Writes one prediction per case of input_dir (a raw dataset folder or a prepared store)
   on `devices` (default: all), each window split over `space` of them (as mesh.space in
   training); returns ([(case_id, seconds)], [skipped case errors]).
   Tumour components smaller than min_component_voxels voxels are removed (0: kept).
+  case_ids: only these cases of input_dir (all of them must be there). save_probabilities:
+  also <case_id>_probabilities.nii.gz, the model's per-output probabilities (after TTA) in
+  the input's geometry (nifti.save_probabilities).
 
   A bad case stops the run with a DataError naming the file (earlier cases' predictions are
   complete files; none is written for the bad case), or with skip_bad is reported and skipped.
@@ -75,6 +92,13 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
   inputs = store_inputs(input_dir, channels, run_contract["preprocessing"]) if is_store \
       else raw_inputs(input_dir, channels,
                       preprocessing.resolve(run_contract["preprocessing"], workdir), layout)
+  if case_ids is not None:
+    wanted = set(case_ids)
+    inputs = [entry for entry in inputs if entry[0] in wanted]
+    missing = sorted(wanted - {entry[0] for entry in inputs})
+    if missing:
+      raise DataError(f"{input_dir}: no case {missing[0]} ({len(missing)} of the "
+                      f"{len(wanted)} requested cases missing)")
   skipped = []
 
   def skip_or_raise(error: DataError):
@@ -114,7 +138,12 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
     except DataError as e:
       skip_or_raise(e)
       continue
-    labels = segment(predict, model, case, threshold, min_component_voxels)
+    labels = segment(predict, model, case, threshold, min_component_voxels,
+                     save_probabilities)
+    if save_probabilities:
+      labels, probabilities = labels
+      nifti.save_probabilities(probabilities_path(output_dir, case_id), probabilities,
+                               case.affine, tasks.TASKS[model.config.loss.kind].outputs)
     prediction_files.write(output_dir, case_id, case.layout, case.convention.decode(labels),
                            case.affine, case.reference_image)
     timings.append((case_id, time.perf_counter() - start))

@@ -18,7 +18,7 @@ from brats_jax.errors import ConfigError
 from brats_jax.train import compile as compile_lib
 from brats_jax.train import device_input, epochs, optimizer
 from brats_jax.train.host_input import PatchSampler
-from brats_jax.workdir import contract, train_state
+from brats_jax.workdir import contract, split_record, train_state
 from brats_jax.workdir.checkpoints import Checkpoints
 
 
@@ -95,7 +95,9 @@ class Run:
                      "batch_per_device": int(self.config.data.batch_per_device),
                      "global_batch": int(self.global_batch)}
     training_data = {"store": self.store.path, "num_train_cases": len(train_ids),
-                     "train_cases_crc32": contract.cases_checksum(train_ids)}
+                     "train_cases_crc32": contract.cases_checksum(train_ids),
+                     "validation_store": self.cases.val_store.path,
+                     "validation_cases": list(self.cases.val_ids)}
     self.checkpoints.save(done, self.state, data_position,
                           contract.make(self.config, self.store.preprocessing, training_data,
                                         self.et_threshold, self.history, self.validations),
@@ -143,6 +145,7 @@ def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> 
   if is_main:
     files.makedirs(workdir)
     contract.write_readable_config(config, workdir)
+    split_record.write(workdir, split_record.record(cases, store, cases.description))
     split = (f" ({sharding.data_shards(mesh)} data-parallel x {mesh.shape[sharding.SPACE]} "
              "spatial)" if mesh.shape[sharding.SPACE] > 1 else "")
     print(f"{mesh.devices.size} devices ({jax.devices()[0].platform}){split}, "

@@ -3,4 +3,5 @@
   train_state.py  the train state and how it splits into checkpoint items; restore targets
   checkpoints.py  the Orbax wrapper: save, restore onto any devices, unreadable checkpoints
   contract.py     the inference contract saved with every checkpoint; relaunch rules
+  split_record.py WORKDIR/split.json: the run's training and validation cases, by source
 """

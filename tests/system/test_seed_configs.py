@@ -23,9 +23,14 @@ SEEDS = {  # config: (layout, patch size, prepare flags)
     "henry2020_dilated": ("brats2015_repacked", "(16,16,16)", [
         "--normalisation=divide", "--divide_by=255"]),
     "lgg_unet2d": ("lgg", "(32,32)", ["--normalisation=divide", "--divide_by=255"]),
+    "lgg_unet2d_model2": ("lgg", "(32,32)", ["--normalisation=divide", "--divide_by=255"]),
     "lgg_transunet": ("lgg", "(32,32)", ["--normalisation=divide", "--divide_by=255"]),
     "msd_patches": ("msd", "(16,16,16)", []),
 }
+
+# Seeds that validate on a separate store (a folder of their own) validate on fold 0 here.
+VALIDATION = {seed: ["--config.data.val_fold=0"] for seed in (
+    "unet3d_softmax_brats2020", "kayalibay2017", "henry2020_dilated")}
 
 
 def _run(module, *args):
@@ -45,7 +50,7 @@ def test_seed_config_trains_predicts_and_evaluates(seed, tmp_path):
   workdir = str(tmp_path / "run")
   out = _run("train", f"--config={ROOT}/configs/seeds/{seed}.py", f"--workdir={workdir}",
              f"--config.data.store={store}", "--config.train.num_steps=2",
-             "--config.train.num_epochs=0",
+             "--config.train.num_epochs=0", *VALIDATION.get(seed, []),
              f"--config.data.patch_size={patch}")
   assert "final validation Dice" in out
   _run("predict", f"--workdir={workdir}", f"--input={raw}", f"--output={tmp_path / 'pred'}")
