@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from brats_jax import tasks
-from brats_jax.labels import ED, ET, NCR, TUMOUR
+from brats_jax.labels import ED, ET, NCR, NET, TUMOUR
 
 
 def test_decode_regions_by_threshold_and_classes_by_argmax():
@@ -42,7 +42,22 @@ def test_one_decode_for_jitted_logits_and_numpy_probabilities(kind):
   assert isinstance(in_numpy, np.ndarray) and in_numpy.dtype == np.uint8
   np.testing.assert_array_equal(np.asarray(in_jit), in_numpy)
   values = set(np.unique(in_numpy).tolist())
-  assert values <= ({0, TUMOUR} if kind == "binary" else {0, NCR, ED, ET}) and len(values) > 1
+  expected = {"binary": {0, TUMOUR}, "labels2015": {0, NCR, ED, NET, ET}}.get(kind,
+                                                                          {0, NCR, ED, ET})
+  assert values <= expected and len(values) > 1
+
+
+def test_labels2015_keeps_non_enhancing_tumour_apart():
+  """BraTS 2015's four tumour classes each have an output; the labels task merges NET into
+  necrosis."""
+  labels = jnp.array([[0, NCR, ED, NET, ET]], jnp.uint8)
+  targets = np.asarray(tasks.sigmoid_targets(labels, "labels2015"))[0]
+  np.testing.assert_array_equal(targets, [[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0],
+                                          [0, 0, 1, 0], [0, 0, 0, 1]])
+  merged = np.asarray(tasks.sigmoid_targets(labels, "labels"))[0]
+  np.testing.assert_array_equal(merged[:, 0], [0, 1, 0, 1, 0])
+  # Decoding the targets as probabilities gives the labels back.
+  np.testing.assert_array_equal(tasks.decode(targets, "labels2015"), [0, NCR, ED, NET, ET])
 
 
 def test_dice_and_iou_from_counts_score_two_empty_masks_1():

@@ -3,7 +3,8 @@
 
 Per case, for the regions WT/TC/ET and the labels NCR/ED: Dice, F1, HD95 (mm), sensitivity,
 specificity, precision, Jaccard (IoU) and voxel accuracy (metrics.py documents the empty-mask
-conventions), over all labels the accuracy and the mean IoU of the classes, and with
+conventions), over all labels the accuracy, the mean IoU of the classes and the Dice with
+background that Keras projects report (metrics.dice_with_background), and with
 --lesion_wise the BraTS 2023 lesion-wise Dice and HD95; and each case's mean Dice over the
 regions (WT, TC, ET) and over the labels (NCR, ED, ET). Writes the CSV (one row per case), a
 JSON summary next to it (mean, std, median and quartiles per column) and prints a table.
@@ -83,7 +84,9 @@ def format_table(summary: dict) -> str:
   if means:
     lines.append("mean Dice: " + ";  ".join(means))
   lines.append(f"all labels: accuracy {summary['accuracy']['mean']:.4f}  "
-               f"mean IoU {summary['mean_iou']['mean']:.4f}")
+               f"mean IoU {summary['mean_iou']['mean']:.4f}  Dice with background: "
+               f"pooled {summary['dice_all_classes_pooled']['mean']:.4f}, mean over classes "
+               f"{summary['dice_all_classes_mean']['mean']:.4f}")
   return "\n".join(lines)
 
 

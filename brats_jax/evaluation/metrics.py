@@ -122,7 +122,8 @@ def case_metrics(predicted_labels: np.ndarray, reference_labels: np.ndarray, spa
   predicted_classes = _classes(predicted_labels, regions)
   reference_classes = _classes(reference_labels, regions)
   row = {"accuracy": float(np.mean(predicted_classes == reference_classes)),
-         "mean_iou": mean_iou(predicted_classes, reference_classes)}
+         "mean_iou": mean_iou(predicted_classes, reference_classes),
+         **dice_with_background(predicted_classes, reference_classes)}
   for name, (predicted, reference) in masks.items():
     for metric, value in binary_metrics(predicted, reference, spacing).items():
       row[f"{name}_{metric}"] = value
@@ -143,6 +144,19 @@ def _classes(labels: np.ndarray, regions=None) -> np.ndarray:
   return classes
 
 
+def dice_with_background(predicted: np.ndarray, reference: np.ndarray) -> dict:
+  """The "all classes, background included" Dice that Keras projects report, both ways:
+  pooled (one-hot masks of every class flattened together, as seed-style dice_coeff
+  functions do: for hard labels this equals the voxel accuracy, since background dominates)
+  and the mean of each class's Dice (classes of _classes, background included)."""
+  classes = np.union1d(np.unique(predicted), np.unique(reference))
+  both = sum(int(np.logical_and(predicted == c, reference == c).sum()) for c in classes)
+  pooled = tasks.dice_from_counts(both, predicted.size, reference.size)
+  per_class = [dice(predicted == c, reference == c) for c in classes]
+  return {"dice_all_classes_pooled": pooled,
+          "dice_all_classes_mean": float(np.mean(per_class))}
+
+
 def mean_iou(predicted: np.ndarray, reference: np.ndarray) -> float:
   """IoU averaged over the classes (background included) present in either class map
   (_classes)."""
@@ -159,17 +173,23 @@ def mean_iou(predicted: np.ndarray, reference: np.ndarray) -> float:
 ET_THRESHOLD_CANDIDATES = (0, 25, 50, 100, 200, 300, 500, 750, 1000)
 
 
+# Per region besides Dice in validation summaries: name -> overlap_metrics key.
+VALIDATION_METRICS = {"iou": "jaccard", "accuracy": "accuracy", "precision": "precision",
+                      "recall": "sensitivity"}
+
+
 def region_dice(predicted_labels: np.ndarray, labels: np.ndarray,
                 regions=REGIONS) -> dict:
   """Internal predicted and reference labels [*S] -> {region: Dice} for the given regions,
-  their IoU and voxel accuracy ({"iou_WT": ...}, {"accuracy_WT": ...}), and the predicted and
-  reference ET voxel counts (for the ET threshold)."""
+  their IoU, voxel accuracy, precision and recall ({"iou_WT": ...}, ...), and the predicted
+  and reference ET voxel counts (for the ET threshold)."""
   scores = {}
   for r in regions:
     overlap = overlap_metrics(np.isin(predicted_labels, REGION_LABELS[r]),
                               np.isin(labels, REGION_LABELS[r]))
     scores[r] = overlap["dice"]
-    scores[f"iou_{r}"], scores[f"accuracy_{r}"] = overlap["jaccard"], overlap["accuracy"]
+    for metric, key in VALIDATION_METRICS.items():
+      scores[f"{metric}_{r}"] = overlap[key]
   scores["predicted_ET_voxels"] = int((predicted_labels == ET).sum())
   scores["reference_ET_voxels"] = int((labels == ET).sum())
   return scores
@@ -190,12 +210,15 @@ def choose_et_threshold(per_case: list) -> int:
 
 
 def validation_summary(per_case: list, et_threshold: int = 0) -> dict:
-  """Mean Dice per region over cases (ET after the threshold), the mean over regions, and
-  the mean IoU and accuracy per region (before any threshold)."""
+  """Mean Dice per region over cases (ET after the threshold), the mean over regions, the
+  mean IoU, accuracy, precision and recall per region (before any threshold), and the mean
+  loss when the cases have one."""
   regions = [r for r in REGIONS if r in per_case[0]]
   summary = {r: float(np.mean([c[r] for c in per_case])) for r in regions if r != "ET"}
+  if "loss" in per_case[0]:
+    summary["loss"] = float(np.mean([c["loss"] for c in per_case]))
   for r in regions:
-    for metric in ("iou", "accuracy"):
+    for metric in VALIDATION_METRICS:
       summary[f"{metric}_{r}"] = float(np.mean([c[f"{metric}_{r}"] for c in per_case]))
   if "ET" in regions:
     summary["ET"] = float(np.mean([et_dice_after_threshold(c, et_threshold)

@@ -130,31 +130,50 @@ def dice_distribution(rows, path, title="Dice per region"):
   _save(fig, path)
 
 
+# The per-region panels of training_curves: (metric key, title).
+_CURVE_METRICS = (("dice", "Dice"), ("iou", "IoU"), ("accuracy", "accuracy"),
+                  ("precision", "precision"), ("recall", "recall"))
+
+
 def training_curves(records, path):
-  """Loss, Dice and IoU per region (training patches and validation cases) and samples/s
-  against step, from metrics.jsonl."""
+  """Training and validation loss; Dice, IoU, accuracy, precision and recall per region
+  (faint: training patches; dots: validation cases); samples/s; against step, from
+  metrics.jsonl."""
   train = [r for r in records if "train/loss" in r]
   val = [r for r in records if "val/mean_dice" in r]
-  fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-  axes[0].plot([r["step"] for r in train], [r["train/loss"] for r in train])
-  axes[0].set_title("training loss")
+  fig, axes = plt.subplots(2, 4, figsize=(18, 7.2))
+  axes = axes.ravel()
+  axes[0].plot([r["step"] for r in train], [r["train/loss"] for r in train],
+               label="training patches")
+  val_loss = [r for r in val if "val/loss" in r]
+  if val_loss:
+    axes[0].plot([r["step"] for r in val_loss], [r["val/loss"] for r in val_loss], "o-",
+                 label="validation cases")
+  axes[0].set_title("loss")
+  axes[0].legend()
   regions = [g for g in REGIONS if train and f"train/dice_{g}" in train[0]]
-  for ax, name, val_key in ((axes[1], "dice", "{}"), (axes[2], "iou", "iou_{}")):
+  for ax, (name, title) in zip(axes[1:], _CURVE_METRICS):
     for region in regions:
-      key = val_key.format(region)
+      key = region if name == "dice" else f"{name}_{region}"
       line, = ax.plot([r["step"] for r in val if f"val/{key}" in r],
                       [r[f"val/{key}"] for r in val if f"val/{key}" in r], "o-", label=region)
-      ax.plot([r["step"] for r in train], [r[f"train/{name}_{region}"] for r in train],
+      ax.plot([r["step"] for r in train if f"train/{name}_{region}" in r],
+              [r[f"train/{name}_{region}"] for r in train if f"train/{name}_{region}" in r],
               alpha=0.3, color=line.get_color())
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{'Dice' if name == 'dice' else 'IoU'} (dots: validation cases; "
-                 "faint: training patches)", fontsize=9)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{title} (dots: validation cases; faint: training patches)", fontsize=9)
     ax.legend()
-  axes[3].plot([r["step"] for r in train], [r["train/samples_per_second"] for r in train])
-  axes[3].set_title("samples / s")
+  axes[6].plot([r["step"] for r in train], [r["train/samples_per_second"] for r in train])
+  axes[6].set_title("samples / s")
+  if train and "train/epoch" in train[-1]:
+    axes[7].plot([r["step"] for r in train], [r["train/epoch"] for r in train])
+    axes[7].set_title("epoch")
+  else:
+    axes[7].set_visible(False)
   for ax in axes:
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
+  fig.tight_layout()
   _save(fig, path)
 
 

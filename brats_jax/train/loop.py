@@ -79,7 +79,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
       if val_ids and (done % config.eval.every_steps == 0 or done == num_steps):
         eval_start = time.time()
         summary = validation.score_cases(predict, run.state, run.cases.val_store, val_ids,
-                                         config.loss.kind, config.eval.min_enhancing_voxels)
+                                         config.loss, config.eval.min_enhancing_voxels)
         logger.exclude(time.time() - eval_start)
         val_metrics = {f"val/{k}": v for k, v in summary.items()}
         if config.eval.min_enhancing_voxels < 0:
@@ -114,7 +114,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
 
   if run.resumed and run.start >= num_steps and val_ids:  # nothing trained this launch
     summary = validation.score_cases(predict, run.state, run.cases.val_store, val_ids,
-                                     config.loss.kind, config.eval.min_enhancing_voxels)
+                                     config.loss, config.eval.min_enhancing_voxels)
   if is_main:
     plots.training_curves(read_metrics(workdir),
                           files.join(workdir, "training_curves.png"))

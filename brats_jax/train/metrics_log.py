@@ -147,11 +147,16 @@ class MetricLogger:
                # The rate step `at` used (steps count from 1).
                "train/learning_rate": float(self.schedule(at - 1)),
                "train/epoch": self.epoch_of(at)}
-    for i, region in enumerate(self.regions):  # Dice (= F1), IoU, accuracy of the patches
-      both, predicted, reference = (float(sums[k][i]) for k in ("intersection", "predicted",
-                                                                "reference"))
+    for i, region in enumerate(self.regions):  # Dice (= F1), IoU, accuracy, precision and
+      both, predicted, reference = (float(sums[k][i])  # recall of the training patches
+                                    for k in ("intersection", "predicted", "reference"))
       union = predicted + reference - both
       scalars[f"train/dice_{region}"] = tasks.dice_from_counts(both, predicted, reference)
       scalars[f"train/iou_{region}"] = tasks.iou_from_counts(both, predicted, reference)
       scalars[f"train/accuracy_{region}"] = 1 - (union - both) / float(sums["voxels"][i])
+      # Both masks empty: 1 (metrics.py's convention).
+      scalars[f"train/precision_{region}"] = both / predicted if predicted else float(
+          not reference)
+      scalars[f"train/recall_{region}"] = both / reference if reference else float(
+          not predicted)
     return at, scalars

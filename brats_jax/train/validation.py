@@ -1,23 +1,44 @@
-"""Validation during training: whole held-out cases predicted and scored per region, the ET
-threshold chosen on them, and early stopping decided from the validation history."""
+"""Validation during training: whole held-out cases predicted, scored per region and given
+the training loss, the ET threshold chosen on them, and early stopping decided from the
+validation history."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from brats_jax import tasks
 from brats_jax.data.store import PreparedStore
 from brats_jax.evaluation import metrics
 from brats_jax.labels import REGIONS
+from brats_jax.train import losses
 
 
-def score_cases(predict, variables, store: PreparedStore, case_ids, kind: str,
+def case_loss(probabilities: np.ndarray, labels: np.ndarray, loss_config) -> float:
+  """The training loss (loss.terms) of a whole case's full-resolution prediction: the
+  probabilities turned back into logits (sigmoid: log-odds; softmax: log), clipped away
+  from 0 and 1 so that a confident mistake costs a large but finite amount."""
+  p = jnp.clip(jnp.asarray(probabilities, jnp.float32), 1e-6, 1 - 1e-6)
+  logits = jnp.log(p) if tasks.TASKS[loss_config.kind].activation == "softmax" \
+      else jnp.log(p) - jnp.log1p(-p)
+  with jax.default_device(jax.local_devices(backend="cpu")[0]):
+    return float(losses.segmentation_loss(logits[None], jnp.asarray(labels)[None],
+                                          loss_config))
+
+
+def score_cases(predict, variables, store: PreparedStore, case_ids, loss_config,
                 min_enhancing_voxels: int) -> dict:
-  """Whole-case sliding-window prediction, decoded as predict decodes it, and per-region
-  Dice over the given cases. min_enhancing_voxels < 0 chooses the ET threshold on them."""
+  """Whole-case sliding-window prediction, decoded as predict decodes it: per-region Dice
+  (and IoU, accuracy, precision, recall) and the loss over the given cases.
+  min_enhancing_voxels < 0 chooses the ET threshold on them."""
+  kind = loss_config.kind
   per_case = []
   for case_id in case_ids:
     image, labels = store.read_case(case_id)
-    predicted = tasks.decode(predict(variables, image), kind)
-    per_case.append(metrics.region_dice(predicted, labels, tasks.scored_regions(kind)))
+    probabilities = predict(variables, image)
+    predicted = tasks.decode(probabilities, kind)
+    scores = metrics.region_dice(predicted, labels, tasks.scored_regions(kind))
+    scores["loss"] = case_loss(probabilities, labels, loss_config)
+    per_case.append(scores)
   if kind == "binary":  # no enhancing tumour to threshold
     threshold = 0
   else:
@@ -44,7 +65,8 @@ def early_stop_reason(validations: list, patience: int) -> str | None:
 def format_dice(summary: dict) -> str:
   """One line: Dice per region, the mean, and what the ET threshold changed."""
   text = "  ".join(f"{r} {summary[r]:.4f}" for r in REGIONS if r in summary) + \
-      f"  mean {summary['mean_dice']:.4f}"
+      f"  mean {summary['mean_dice']:.4f}" + \
+      (f"  (loss {summary['loss']:.4f})" if "loss" in summary else "")
   if summary["min_enhancing_voxels"]:
     text += (f"  (ET predictions under {summary['min_enhancing_voxels']} voxels relabelled as "
              f"necrosis; ET before: {summary['ET_before_threshold']:.4f})")

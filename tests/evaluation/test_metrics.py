@@ -70,6 +70,10 @@ def test_case_metrics_regions_and_labels():
   # ED 1, ET 0 (present in the reference only).
   assert row["accuracy"] == pytest.approx(1 - 8 / 512)
   assert row["mean_iou"] == pytest.approx((1 + 19 / 27 + 1 + 0) / 4)
+  # Keras-style Dice with background: pooled over one-hot classes (= accuracy for hard
+  # labels), and the mean of per-class Dice (NCR: 2*19 / (19 + 27)).
+  assert row["dice_all_classes_pooled"] == pytest.approx(1 - 8 / 512)
+  assert row["dice_all_classes_mean"] == pytest.approx((1 + 38 / 46 + 1 + 0) / 4)
   scores = metrics.region_dice(predicted, reference)
   assert scores["iou_TC"] == 1.0 and scores["iou_ET"] == 0.0
   assert scores["accuracy_ET"] == pytest.approx(1 - 8 / 512)
@@ -101,12 +105,15 @@ def test_et_threshold_is_chosen_on_validation_cases():
       {"WT": 0.9, "TC": 0.9, "ET": 0.8, "predicted_ET_voxels": 400, "reference_ET_voxels": 380},
       {"WT": 0.9, "TC": 0.9, "ET": 0.7, "predicted_ET_voxels": 260, "reference_ET_voxels": 300},
   ]
-  for case in cases:  # region_dice's IoU and accuracy, which the summary averages as they are
-    case.update({f"{m}_{r}": 0.5 for m in ("iou", "accuracy") for r in ("WT", "TC", "ET")})
+  for case in cases:  # region_dice's other metrics, which the summary averages as they are
+    case.update({f"{m}_{r}": 0.5 for m in metrics.VALIDATION_METRICS
+                 for r in ("WT", "TC", "ET")})
+  cases[0]["loss"], cases[1]["loss"], cases[2]["loss"] = 0.3, 0.6, 0.9
   assert metrics.choose_et_threshold(cases) == 200  # removes the 150, keeps 260 and 400
   summary = metrics.validation_summary(cases, 200)
   assert summary["ET"] == pytest.approx((1.0 + 0.8 + 0.7) / 3)
   assert summary["ET_before_threshold"] == pytest.approx(0.5)
+  assert summary["loss"] == pytest.approx(0.6) and summary["recall_TC"] == 0.5
   assert metrics.validation_summary(cases)["ET"] == pytest.approx(0.5)
   # Nothing to gain: no threshold.
   assert metrics.choose_et_threshold(cases[1:]) == 0

@@ -21,6 +21,7 @@ from brats_jax.errors import DataError
 from brats_jax.imageio import nifti
 from brats_jax.inference import predict
 from brats_jax.train import loop
+from brats_jax.workdir import split_record
 
 from conftest import TINY_SHAPE, tiny_config
 
@@ -249,3 +250,48 @@ def test_file_names_that_break_naive_parsing(trained_on_8, tmp_path):
     assert not skipped and sorted(os.listdir(out)) == sorted(f"{i}.nii.gz" for i in odd_ids)
     for case_id in odd_ids:
       assert nib.load(os.path.join(out, f"{case_id}.nii.gz")).shape == TINY_SHAPE
+
+
+def test_held_out_cases_of_a_run_predicted_with_probabilities_and_scored(trained_on_8,
+                                                                         tmp_path):
+  """The run wrote its split; predicting exactly its validation cases from their raw folder
+  writes labels and probability maps in the input's geometry; brats-jax-evaluate --split
+  scores exactly those cases."""
+  part = split_record.read(trained_on_8, "validation")
+  assert part["case_ids"] and set(part["sources"]) == set(part["case_ids"])
+  with open(os.path.join(trained_on_8, "split.json")) as f:
+    assert set(json.load(f)["train"]["case_ids"]).isdisjoint(part["case_ids"])
+  raw = split_record.raw_folder(part, trained_on_8)
+  out = str(tmp_path / "held_out")
+  predict.predict_folder(trained_on_8, raw, out, progress=False, case_ids=part["case_ids"],
+                         save_probabilities=True)
+  assert sorted(os.listdir(out)) == sorted(
+      n for c in part["case_ids"] for n in (f"{c}.nii.gz", f"{c}_probabilities.nii.gz"))
+  for case_id in part["case_ids"]:
+    labels = nib.load(os.path.join(out, f"{case_id}.nii.gz"))
+    maps = nib.load(os.path.join(out, f"{case_id}_probabilities.nii.gz"))
+    assert maps.shape == labels.shape + (3,) and b"WT,TC,ET" in maps.header["descrip"].item()
+    np.testing.assert_allclose(maps.affine, labels.affine)
+    p = maps.get_fdata()
+    assert p.min() >= 0 and p.max() <= 1 and p.max() > 0.5
+    # A voxel is tumour exactly where some region's probability passes 0.5 (away from 0.5
+    # by more than the 16-bit rounding).
+    clear = np.all(np.abs(p - 0.5) > 1e-4, axis=-1)
+    np.testing.assert_array_equal((np.asarray(labels.dataobj) > 0)[clear],
+                                  (p > 0.5).any(-1)[clear])
+  # Contract: the checkpoint records the validation cases.
+  _, run_contract = predict.read_contract(trained_on_8, "latest")
+  assert run_contract["training_data"]["validation_cases"] == part["case_ids"]
+  scores = str(tmp_path / "scores.csv")
+  result = subprocess.run([sys.executable, "-m", "brats_jax.cli.evaluate",
+                           f"--workdir={trained_on_8}", "--split=validation",
+                           f"--predictions={out}", f"--output={scores}"],
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  with open(scores) as f:
+    assert sorted(r["case_id"] for r in csv.DictReader(f)) == sorted(part["case_ids"])
+  assert "Dice with background: pooled" in result.stdout
+  # A case the folder lacks is one line.
+  with pytest.raises(DataError, match="no case nope"):
+    predict.predict_folder(trained_on_8, raw, str(tmp_path / "x"), progress=False,
+                           case_ids=["nope"])

@@ -12,7 +12,7 @@ from flax import nnx
 from brats_jax import labels as label_values
 from brats_jax import model, sharding, tasks
 from brats_jax.config import checks
-from brats_jax.model import blocks, cpu_convolution
+from brats_jax.model import blocks, cpu_convolution, unet
 from brats_jax.train import losses
 from brats_jax.train import step as train_step
 
@@ -281,3 +281,67 @@ def _single_device(run):
     return inner(variables, key)
 
   return wrapped
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"encoder_convs": (2, 3, 4), "decoder_convs": (3, 2), "upsample": "nearest"},
+    {"decoder_narrows": True, "upsample": "linear", "bottleneck_dilation": (2, 2),
+     "downsample": "maxpool", "deep_supervision": 1},
+    {"block": "residual", "encoder_convs": (2, 2, 3), "decoder_narrows": True,
+     "bottleneck_dilation": (1, 2)},
+    {"block": "context", "upsample": "nearest", "outputs": "summed", "deep_supervision": 1}])
+def test_channel_plan_is_the_model_that_is_built(options):
+  """Every convolution the U-Net builds is in the channel plan that the FLOP count reads,
+  with its widths: the kernels' sizes add up to the plan's."""
+  config = tiny_config()
+  for name, value in options.items():
+    setattr(config.model, name, value)
+  checks.check_config(config)
+  mc = model.model_config(config)
+  net = nnx.eval_shape(lambda: model.create_model(mc, 0))
+  kernels = sum(x.size for path, x in nnx.to_flat_state(nnx.state(net, nnx.Param))
+                if path[-1] == "kernel" and "skip" not in path)
+  plan, dims = unet.channel_plan(mc), mc.spatial_dims
+
+  def size(cin, widths, taps=3**dims):
+    total = 0
+    for width in widths:
+      total, cin = total + taps * cin * width, width
+    return total
+
+  expected = sum(size(cin, widths) for _, cin, widths in
+                 plan["encoder"] + plan["bottom"] + plan["decoder"])
+  if mc.upsample == "depth_to_space":
+    expected += sum(size(cin, [up * 2**dims], 1) for _, cin, up in plan["upsample"])
+  expected += sum(size(width, [mc.out_channels], 1) for _, width in plan["heads"])
+  assert kernels == expected
+
+
+def test_deeper_blocks_narrowing_decoder_and_dilated_bottleneck_run():
+  """Henry's EquiUnet arrangement and blocks of more than two convolutions, forward and
+  backward, with dropout after every convolution."""
+  config = tiny_config()
+  config.model.encoder_convs = (2, 3, 4)
+  config.model.decoder_convs = (3, 2)
+  config.model.decoder_narrows = True
+  config.model.upsample = "linear"
+  config.model.bottleneck_dilation = (2, 2)
+  config.model.dropout, config.model.dropout_at = 0.2, "convolutions"
+  config.model.dtype = "float32"
+  checks.check_config(config)
+  net = model.create_model(model.model_config(config), 0)
+  assert len(net.encoder[2].more) == 2 and net.bottom is not None
+  assert net.heads[0].kernel.shape[-2] == config.model.base_filters
+  x = jax.random.normal(jax.random.key(0), (1, 16, 16, 16, 4))
+  graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+
+  @jax.jit
+  def loss(params):
+    outputs = nnx.merge(graphdef, params, rest, copy=True)(
+        x, train=True, dropout_key=jax.random.key(1))
+    return sum(jnp.mean(o**2) for o in outputs), [o.shape for o in outputs]
+
+  (value, shapes), grads = jax.value_and_grad(loss, has_aux=True)(params)
+  assert shapes[0] == (1, 16, 16, 16, 3) and np.isfinite(float(value))
+  assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))

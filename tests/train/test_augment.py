@@ -87,3 +87,41 @@ def test_both_resampling_lowerings_give_the_same_values(dtype, channels):
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert np.array_equal(got_labels, expected_labels)
   assert (np.asarray(expected_labels) > 0).mean() > 0.5
+
+
+def test_in_plane_rotation_and_per_axis_flips_leave_the_other_axes_alone():
+  """Seed 001's set: rotations about the slice axis only, flips of the two in-plane axes.
+  A volume whose slices differ only by a constant per slice keeps each slice's constant in
+  the same slice (nothing moves along axis 2), and axis 2 is never flipped."""
+  shape = (24, 20, 8)
+  ramp = np.broadcast_to(np.arange(1, 9, dtype=np.float32), shape)  # slice z holds z + 1
+  # Channel 1 is ones: where it stays 1, the voxel was sampled wholly from inside the patch.
+  images = np.stack([np.stack([ramp, np.ones(shape, np.float32)], -1)] * 16)
+  labels = np.zeros((16,) + shape, np.uint8)
+  keys = jax.vmap(jax.random.key)(np.arange(16, dtype=np.uint32))
+  config = _spatial_only(("p_rotation",))
+  config.rotate_about = (2,)
+  config.p_mirror_axes = (0.5, 0.5, 0.0)
+  config.max_rotation_deg = 20.0
+  out, _ = jax.jit(lambda i, y, k: augment.augment_batch(i, y, k, config))(
+      images, labels, keys)
+  inside = np.asarray(out)[..., 1] > 0.9999
+  out = np.asarray(out)[..., 0]
+  assert inside.mean() > 0.6
+  z = np.broadcast_to(np.arange(1, 9, dtype=np.float32), out.shape)
+  np.testing.assert_allclose(out[inside], z[inside], atol=1e-3)
+  # With rotations about every axis (the default), slices mix.
+  config.rotate_about = (0, 1, 2)
+  out, _ = jax.jit(lambda i, y, k: augment.augment_batch(i, y, k, config))(
+      images, labels, keys)
+  inside = np.asarray(out)[..., 1] > 0.9999
+  out = np.asarray(out)[..., 0]
+  assert np.abs(out - z)[inside].max() > 0.5
+  # Per-axis flip probabilities: axis 0 always, axis 1 never.
+  mirror_only = _spatial_only(("p_mirror",))
+  mirror_only.p_mirror_axes = (1.0, 0.0, 0.0)
+  volume = np.random.default_rng(0).standard_normal((2,) + shape + (1,)).astype(np.float32)
+  flipped, _ = augment.augment_batch(volume, np.zeros((2,) + shape, np.uint8), keys[:2],
+                                     mirror_only)
+  # (allclose: the intensity transforms, drawn as the identity, still round.)
+  np.testing.assert_allclose(np.asarray(flipped), volume[:, ::-1], atol=1e-5)

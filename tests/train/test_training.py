@@ -1,12 +1,15 @@
 """The data-parallel step, the input pipeline's determinism, learning, and exact resume."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from brats_jax import sharding
+from brats_jax import sharding, tasks
+from brats_jax.config import checks
 from brats_jax.data.store import PreparedStore
-from brats_jax.train import loop, optimizer
+from brats_jax.errors import ConfigError
+from brats_jax.train import epochs, loop, losses, optimizer, validation
 from brats_jax.train import step as train_step
 from brats_jax.train.host_input import PatchSampler, is_foreground_sample
 from brats_jax.train.metrics_log import read_metrics
@@ -174,3 +177,45 @@ def test_resume_on_another_device_count_and_extend_a_finished_run(tiny_store, tm
   assert schedule(3) > 0
   assert any(not np.array_equal(a, b)
              for a, b in zip(jax.tree.leaves(finished), jax.tree.leaves(params)))
+
+
+def test_epochs_resolve_to_steps_against_cases_or_slices_and_the_global_batch():
+  class Store:  # three cases of 10, 20 and 30 slices
+    def shape(self, case_id):
+      return (64, 64, {"a": 10, "b": 20, "c": 30}[case_id])
+
+  ids = ["a", "b", "c"]
+  assert epochs.examples_per_epoch(Store(), ids, 3) == 3
+  assert epochs.examples_per_epoch(Store(), ids, 2) == 60
+  config = tiny_config()
+  config.train.num_steps, config.train.num_epochs = 0, 4
+  resolved = epochs.resolve_num_steps(config, 60, 16)
+  assert resolved.train.num_steps == 15 and config.train.num_steps == 0  # ceil(240 / 16)
+  assert epochs.epoch(15, 60, 16) == pytest.approx(4.0)
+  config.train.num_epochs = 0
+  assert epochs.resolve_num_steps(config, 60, 16) is config
+  config.train.num_epochs, config.train.warmup_steps = 1, 10
+  with pytest.raises(ConfigError, match="train.warmup_steps=10: must be below the 4 steps"):
+    epochs.resolve_num_steps(config, 60, 16)
+  # A command that gives both is one line.
+  config.train.num_steps, config.train.warmup_steps = 100, 0
+  with pytest.raises(ConfigError, match="give the run's length one way"):
+    checks.check_training_length(config)
+
+
+@pytest.mark.parametrize("kind", ["region", "softmax"])
+def test_validation_loss_is_the_training_loss_of_the_case(kind):
+  """Validation turns the whole-case probabilities back into logits: the loss is the one
+  the same logits give in training."""
+  config = tiny_config()
+  config.loss.kind = kind
+  config.loss.terms = (("dice", 1.0), ("ce" if kind == "softmax" else "bce", 1.0))
+  rng = np.random.default_rng(0)
+  labels = rng.choice([0, 1, 2, 3], size=(12, 10, 8)).astype(np.uint8)
+  logits = rng.normal(0, 2, (12, 10, 8, tasks.num_outputs(kind))).astype(np.float32)
+  probabilities = np.asarray(jax.nn.softmax(logits) if kind == "softmax"
+                             else jax.nn.sigmoid(logits))
+  expected = float(losses.segmentation_loss(jnp.asarray(logits)[None],
+                                            jnp.asarray(labels)[None], config.loss))
+  assert validation.case_loss(probabilities, labels, config.loss) == pytest.approx(expected,
+                                                                                   rel=1e-4)
