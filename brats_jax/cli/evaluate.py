@@ -1,7 +1,7 @@
 """brats-jax-evaluate: score a folder of predictions against a raw dataset's references.
 
   brats-jax-evaluate --predictions=PRED_DIR --references=RAW_DIR --output=scores.csv \
-      [--lesion_wise] [--pictures=DIR --gifs]
+      [--lesion_wise] [--pictures=DIR --gifs --slices=70:75 --per_slice --rotating]
   brats-jax-evaluate --workdir=RUN --split=validation --predictions=PRED_DIR --output=...
 """
 
@@ -25,6 +25,12 @@ def define_flags():
   flags.DEFINE_string("pictures", None, "Folder for case overlays and the Dice distribution.")
   flags.DEFINE_integer("max_pictures", 8, "Cases drawn (the first ones, by case id).")
   flags.DEFINE_bool("gifs", False, "Also write an animated GIF per drawn case.")
+  flags.DEFINE_string("slices", None, "With --pictures: a grid of these axial slices per "
+                      "drawn case (image, reference, prediction), e.g. 70:75 or 70,72.")
+  flags.DEFINE_bool("per_slice", False, "With --pictures: each drawn case's slices, "
+                    "tumour-free ones included, with false-positive slices marked.")
+  flags.DEFINE_bool("rotating", False, "With --pictures: a rotating projection GIF of the "
+                    "reference and predicted tumour per drawn case.")
   flags.DEFINE_string("workdir", None, "A training run, with --split: score that part of "
                       "its split against the references of the folder it was prepared from.")
   flags.DEFINE_enum("split", None, list(split_record.SPLITS),
@@ -46,7 +52,8 @@ def main(argv):
                                 "--split")
   rows, summary = evaluate.evaluate_folder(
       FLAGS.predictions, references, FLAGS.output, FLAGS.lesion_wise, FLAGS.layout,
-      FLAGS.pictures, FLAGS.max_pictures, FLAGS.gifs, case_ids=case_ids)
+      FLAGS.pictures, FLAGS.max_pictures, FLAGS.gifs, case_ids=case_ids, slices=FLAGS.slices,
+      per_slice=FLAGS.per_slice, rotating=FLAGS.rotating)
   print(f"{len(rows)} cases (mean over cases)")
   print(evaluate.format_table(summary))
   print(f"wrote {FLAGS.output}" + (f"; pictures in {FLAGS.pictures}" if FLAGS.pictures

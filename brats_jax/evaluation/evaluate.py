@@ -21,7 +21,7 @@ from brats_jax import files
 from brats_jax.data import discovery, layouts, prediction_files
 from brats_jax.data.raw_cases import read_raw_case, read_reference
 from brats_jax.errors import DataError
-from brats_jax.evaluation import metrics, plots
+from brats_jax.evaluation import metrics, plots, views
 from brats_jax.labels import REGIONS
 from brats_jax.progress import progress_bar
 
@@ -90,13 +90,31 @@ def format_table(summary: dict) -> str:
   return "\n".join(lines)
 
 
+def draw_views(images, reference, predicted, stem: str, title: str, slices, per_slice: bool,
+               rotating: bool) -> None:
+  """The optional views of one case, as <stem>_slices.png, _per_slice.png, _rotating.gif."""
+  if slices:
+    try:
+      indices = views.parse_slices(slices, reference.shape[2])
+    except ValueError as e:
+      raise DataError(f"{stem}: {e}") from None
+    views.slice_grid(images, reference, predicted, f"{stem}_slices.png", indices, title)
+  if per_slice:
+    views.per_slice_view(images, reference, predicted, f"{stem}_per_slice.png", title)
+  if rotating:
+    views.rotating_projection_gif(reference, predicted, f"{stem}_rotating.gif")
+
+
 def evaluate_folder(predictions: str, references: str, output_csv: str,
                     lesion_wise: bool = False, layout: str | None = None,
                     pictures: str | None = None, max_pictures: int = 8, gifs: bool = False,
-                    case_ids=None):
+                    case_ids=None, slices: str | None = None, per_slice: bool = False,
+                    rotating: bool = False):
   """Scores every reference case (or those of case_ids, which must all be there); returns
   (rows, summary). With `pictures`, also draws the first max_pictures cases and the Dice
-  distribution into that folder."""
+  distribution into that folder; slices ("70:75"): a grid of those axial slices per drawn
+  case; per_slice: every case's slices with false positives marked; rotating: a rotating
+  projection GIF of reference and prediction (views.py)."""
   cases = [c for c in discovery.find_cases(references, layout) if c.label is not None]
   if case_ids is not None:
     missing = sorted(set(case_ids) - {c.case_id for c in cases})
@@ -120,6 +138,8 @@ def evaluate_folder(predictions: str, references: str, output_csv: str,
       if gifs:
         plots.case_sweep_gif(images, reference, predicted,
                              os.path.join(pictures, f"{case.case_id}.gif"))
+      draw_views(images, reference, predicted, os.path.join(pictures, case.case_id), title,
+                 slices, per_slice, rotating)
   if pictures:
     plots.dice_distribution(rows, os.path.join(pictures, "dice_distribution.png"))
   summary = column_statistics(rows)

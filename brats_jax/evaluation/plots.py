@@ -19,9 +19,9 @@ from brats_jax.labels import ED, ET, INTERNAL_NAMES, NCR, NET, OTHER, REGIONS, T
 LABEL_COLOURS = {ED: (0.1, 0.8, 0.2), NCR: (0.9, 0.1, 0.1),
                  ET: (1.0, 0.85, 0.0), OTHER: (0.3, 0.5, 1.0),
                  NET: (0.9, 0.45, 0.1), TUMOUR: (0.0, 0.9, 0.9)}
-_LAST = max(INTERNAL_NAMES)
-_CMAP = ListedColormap([(0, 0, 0, 0)] + [LABEL_COLOURS[v] + (1.0,)
-                                         for v in range(1, _LAST + 1)])
+LAST_LABEL = max(INTERNAL_NAMES)
+LABEL_CMAP = ListedColormap([(0, 0, 0, 0)] + [LABEL_COLOURS[v] + (1.0,)
+                                         for v in range(1, LAST_LABEL + 1)])
 
 
 def _legend(*label_volumes):
@@ -36,7 +36,7 @@ PLANE_AXES = {"axial": 2, "coronal": 1, "sagittal": 0}  # the volume axis a plan
 PLANES = tuple(PLANE_AXES)
 
 
-def _slice(volume, plane, index):
+def plane_slice(volume, plane, index):
   """A 2D view of a [X, Y, Z, ...] volume, rotated so that anterior/superior is up."""
   return np.rot90(np.take(volume, index, axis=PLANE_AXES[plane]))
 
@@ -49,7 +49,7 @@ def tumour_centre(reference, predicted):
   return np.array(predicted.shape) // 2
 
 
-def _contrast_limits(channel):
+def contrast_limits(channel):
   values = channel[channel != 0]
   return np.percentile(values, [1, 99]) if values.size else (0, 1)
 
@@ -61,7 +61,7 @@ def case_overlay(images, reference, predicted, path, title="", channels=MODALITI
   centre = tumour_centre(reference, predicted)
   base = list(channels).index("flair") if "flair" in channels else 0
   columns = list(channels) + ["reference", "prediction"]
-  limits = [_contrast_limits(images[..., c]) for c in range(images.shape[-1])]
+  limits = [contrast_limits(images[..., c]) for c in range(images.shape[-1])]
   fig, axes = plt.subplots(3, len(columns), figsize=(2.2 * len(columns), 7.2),
                            facecolor="black")
   for row, plane in enumerate(PLANES):
@@ -69,11 +69,11 @@ def case_overlay(images, reference, predicted, path, title="", channels=MODALITI
     for col, name in enumerate(columns):
       ax = axes[row, col]
       channel = col if col < len(channels) else base
-      ax.imshow(_slice(images[..., channel], plane, index), cmap="gray",
+      ax.imshow(plane_slice(images[..., channel], plane, index), cmap="gray",
                 vmin=limits[channel][0], vmax=limits[channel][1], interpolation="nearest")
       labels = {"reference": reference, "prediction": predicted}.get(name)
       if labels is not None:
-        ax.imshow(_slice(labels, plane, index), cmap=_CMAP, vmin=0, vmax=_LAST, alpha=0.55,
+        ax.imshow(plane_slice(labels, plane, index), cmap=LABEL_CMAP, vmin=0, vmax=LAST_LABEL, alpha=0.55,
                   interpolation="nearest")
       ax.set_xticks([])
       ax.set_yticks([])
@@ -87,23 +87,23 @@ def case_overlay(images, reference, predicted, path, title="", channels=MODALITI
              labelcolor="white")
   fig.suptitle(title, color="white")
   fig.tight_layout(rect=(0, 0.04, 1, 0.97))
-  _save(fig, path)
+  save_png(fig, path)
 
 
 def case_sweep_gif(images, reference, predicted, path, fps=8):
   """Animated GIF sweeping the axial slices that contain tumour: FLAIR, reference, prediction."""
   tumour = np.flatnonzero(((reference > 0) | (predicted > 0)).any(axis=(0, 1)))
   indices = range(tumour[0], tumour[-1] + 1) if tumour.size else range(images.shape[2])
-  low, high = _contrast_limits(images[..., 0])
+  low, high = contrast_limits(images[..., 0])
   fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.9), facecolor="black")
   frames = []
   for index in indices:
     artists = []
     for ax, labels in zip(axes, (None, reference, predicted)):
-      artists.append(ax.imshow(_slice(images[..., 0], "axial", index), cmap="gray", vmin=low,
+      artists.append(ax.imshow(plane_slice(images[..., 0], "axial", index), cmap="gray", vmin=low,
                                vmax=high, animated=True))
       if labels is not None:
-        artists.append(ax.imshow(_slice(labels, "axial", index), cmap=_CMAP, vmin=0, vmax=_LAST,
+        artists.append(ax.imshow(plane_slice(labels, "axial", index), cmap=LABEL_CMAP, vmin=0, vmax=LAST_LABEL,
                                  alpha=0.55, animated=True))
     frames.append(artists)
   for ax, name in zip(axes, ("FLAIR", "reference", "prediction")):
@@ -127,7 +127,7 @@ def dice_distribution(rows, path, title="Dice per region"):
   ax.set_ylabel("Dice")
   ax.set_title(f"{title} ({len(rows)} cases)")
   ax.grid(axis="y", alpha=0.3)
-  _save(fig, path)
+  save_png(fig, path)
 
 
 # The per-region panels of training_curves: (metric key, title).
@@ -174,10 +174,10 @@ def training_curves(records, path):
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  _save(fig, path)
+  save_png(fig, path)
 
 
-def _save(fig, path):
+def save_png(fig, path):
   files.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight",
                                                    facecolor=fig.get_facecolor(), format="png"))
   plt.close(fig)

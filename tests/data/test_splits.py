@@ -102,6 +102,16 @@ def test_early_stopping_on_a_validation_store_stays_stopped(train_and_val_stores
   checkpoints.close()
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert max(r["step"] for r in records) == 3 and "val/iou_WT" in records[-1]
+  assert {"val/loss", "val/precision_WT", "val/recall_ET"} <= set(records[-1])
+  train_records = [r for r in records if "train/loss" in r]
+  assert {"train/precision_TC", "train/recall_WT", "train/epoch"} <= set(train_records[-1])
+  # The split names the validation store's cases and where they came from.
+  with open(os.path.join(workdir, "split.json")) as f:
+    split = json.load(f)
+  assert split["validation"]["store"] == val_store
+  assert split["validation"]["case_ids"] == PreparedStore(val_store).case_ids()
+  assert all(os.path.exists(split["validation"]["sources"][c]["label"])
+             for c in split["validation"]["case_ids"])
 
   loop.train_and_validate(config, workdir)  # the same command: still stopped
   checkpoints = Checkpoints(workdir, read_only=True)
