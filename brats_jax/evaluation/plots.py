@@ -73,8 +73,8 @@ def case_overlay(images, reference, predicted, path, title="", channels=MODALITI
                 vmin=limits[channel][0], vmax=limits[channel][1], interpolation="nearest")
       labels = {"reference": reference, "prediction": predicted}.get(name)
       if labels is not None:
-        ax.imshow(plane_slice(labels, plane, index), cmap=LABEL_CMAP, vmin=0, vmax=LAST_LABEL, alpha=0.55,
-                  interpolation="nearest")
+        ax.imshow(plane_slice(labels, plane, index), cmap=LABEL_CMAP, vmin=0,
+                  vmax=LAST_LABEL, alpha=0.55, interpolation="nearest")
       ax.set_xticks([])
       ax.set_yticks([])
       if row == 0:
@@ -103,8 +103,8 @@ def case_sweep_gif(images, reference, predicted, path, fps=8):
       artists.append(ax.imshow(plane_slice(images[..., 0], "axial", index), cmap="gray", vmin=low,
                                vmax=high, animated=True))
       if labels is not None:
-        artists.append(ax.imshow(plane_slice(labels, "axial", index), cmap=LABEL_CMAP, vmin=0, vmax=LAST_LABEL,
-                                 alpha=0.55, animated=True))
+        artists.append(ax.imshow(plane_slice(labels, "axial", index), cmap=LABEL_CMAP,
+                                 vmin=0, vmax=LAST_LABEL, alpha=0.55, animated=True))
     frames.append(artists)
   for ax, name in zip(axes, ("FLAIR", "reference", "prediction")):
     ax.set_title(name, color="white", fontsize=10)
