@@ -42,10 +42,10 @@ The seed's recipe, row by row (tests/config/test_seed_recipes.py checks every "h
   augmentation | none                                    | augment.enabled=False
   split        | a separate validation half              | data.val_fold=-1
 
-Memory: at 144x144x96, batch 1, bf16, this 91.7 M-parameter network needs about 46 GiB of
-accelerator memory to train (XLA's memory analysis of the compiled step for one H100:
-docs/configs.md); the project's 12.68 GB Colab GPU could not have held it in float32,
-which may be why it "didn't train". Deliberately different: bf16 convolutions on
+Memory: at 144x144x96, batch 1, this 91.7 M-parameter network needs 18.9 GiB to train
+(XLA:CPU's memory analysis of the compiled step, bf16 or float32 alike: 18.5;
+benchmarks/results/memory_kayalibay2017_cpu.json), more than the project's 12.68 GB Colab GPU
+held, which may be why it "didn't train". Deliberately different: bf16 convolutions on
 accelerators.
 """
 
