@@ -14,7 +14,11 @@ its best model: focal loss on FLAIR alone, tumour against background.
 
 The project split BraTS 2015's testing folder in two halves of 27 cases, validation and test:
 prepare the validation half as its own store (above). Its loss x modality table (Fig. 5-6)
-is benchmarks/sweep.py's example.
+is brats-jax-sweep's example (docs/inference.md).
+
+The project's multi-class extension (one output per BraTS 2015 class: necrosis, edema,
+non-enhancing, enhancing) is --config.loss.kind=labels2015 with all four modalities
+(--config.data.modalities="('flair', 't1', 't1ce', 't2')").
 
 The seed's recipe, row by row (tests/config/test_seed_recipes.py checks every "here" cell):
 

@@ -15,6 +15,10 @@ The data as the project had it: the BraTS 2015 MetaImage tree (the original, or 
 one-folder-per-channel copy), volumes cropped to 144x144 in-plane, resized to 96 slices and
 divided by 255; the testing folder's validation half as its own store.
 
+The project's multi-class extension (one output per BraTS 2015 class: necrosis, edema,
+non-enhancing, enhancing) is --config.loss.kind=labels2015 with all four modalities
+(--config.data.modalities="('flair', 't1', 't1ce', 't2')").
+
 The seed's recipe, row by row (tests/config/test_seed_recipes.py checks every "here" cell):
 
   what         | the seed                                | here
