@@ -41,6 +41,20 @@ def check_against_store(config: ml_collections.ConfigDict, *, channels: tuple,
                                "validation)")
 
 
+def check_against_mesh(config: ml_collections.ConfigDict, mesh, global_batch: int) -> None:
+  """The config rules that need the resolved mesh."""
+  space = mesh.shape[sharding.SPACE]
+  if config.model.norm == "batch" and space > 1:
+    # Batch statistics are averaged over the data axis; XLA cannot yet do that inside the
+    # partially manual step when each sample is also split over the space axis.
+    raise ConfigError.of_field(
+        "model.norm", config.model.norm,
+        f"batch norm needs whole samples on each device, but the global batch of "
+        f"{global_batch} splits each over {space} of the {mesh.devices.size} devices "
+        "(mesh.space): set data.batch_per_device (the batch then grows with the devices) or "
+        "a global batch of at least the device count, or use model.norm=instance or group")
+
+
 def _check_relaunch(config, workdir: str, train_ids, log) -> dict:
   """The accepted changes of a relaunch ({} for a new run); a relaunch that would change the
   trained run raises before anything is written."""
@@ -109,6 +123,7 @@ def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> 
   is_main = sharding.is_main_process()
   log = (lambda m: print(m, file=sys.stderr, flush=True)) if is_main else (lambda m: None)
   mesh, global_batch = sharding.training_mesh(config, devices)
+  check_against_mesh(config, mesh, global_batch)
   store = PreparedStore(config.data.store)
   check_against_store(config, channels=store.channels, num_folds=store.num_folds,
                       binary_labels=store.binary_labels)

@@ -40,7 +40,8 @@ The seed's recipe, row by row (tests/config/test_seed_recipes.py checks every "h
                |                                         | train.weight_decay=0.0
                |                                         | train.schedule='constant'
                |                                         | train.grad_clip_norm=0.0
-  batch        | 1 volume of 96x144x144                  | data.global_batch=1
+  batch        | 1 volume of 96x144x144 (here 1 per      | data.batch_per_device=1
+               | device: batch norm needs whole samples) | data.global_batch=0
                |                                         | data.patch_size=(144, 144, 96)
   epochs       | "a varied number"; 5 as the other model | train.num_epochs=5; train.num_steps=0
   augmentation | none                                    | augment.enabled=False
@@ -62,8 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
   config = sibling_config(__file__, "../default.py")
   config.data.patch_size = (144, 144, 96)
   config.data.modalities = ("t1ce",)
-  config.data.global_batch = 1
-  config.data.batch_per_device = 0
+  # One volume per data-parallel group: batch norm cannot be split across devices.
+  config.data.global_batch = 0
+  config.data.batch_per_device = 1
   config.data.val_fold = -1
   config.model.block = "residual"
   config.model.base_filters = 64

@@ -4,10 +4,13 @@ one device computes, in training and in prediction, on 8 CPU devices."""
 import jax
 import ml_collections
 import numpy as np
+import pytest
 from train.test_training import _sampler
 
 from brats_jax import sharding
+from brats_jax.errors import ConfigError
 from brats_jax.inference import case_predictor
+from brats_jax.train import setup
 from brats_jax.train import step as train_step
 
 from conftest import new_train_state, tiny_config
@@ -69,3 +72,17 @@ def test_space_2_and_4_train_and_predict_as_space_1(tiny_store):
   assert predictions[1].shape == (37, 29, 20, 3)
   for space in (2, 4):
     np.testing.assert_allclose(predictions[space], predictions[1], rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_with_split_samples_is_refused_in_one_line():
+  """XLA cannot reduce batch statistics over the data axis when samples are also split over
+  the space axis: the run is refused before compiling, naming the way out."""
+  config = tiny_config()
+  config.model.norm = "batch"
+  config.data.global_batch, config.data.batch_per_device = 2, 0
+  mesh, global_batch = sharding.training_mesh(config, jax.devices()[:8])
+  assert mesh.shape[sharding.SPACE] == 4
+  with pytest.raises(ConfigError, match="batch norm needs whole samples on each device"):
+    setup.check_against_mesh(config, mesh, global_batch)
+  config.data.global_batch = 8
+  setup.check_against_mesh(config, *sharding.training_mesh(config, jax.devices()[:8]))
