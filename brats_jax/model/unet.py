@@ -129,9 +129,13 @@ class UNet(nnx.Module):
       self.fusion = ConvNormAct(fusion_in, fused, dims, config, rngs)
     else:
       self.bottom = self.fusion = None
-    self.upsamples = nnx.List([UpSample(cin, up, dims, config, rngs)
-                               for _, cin, up in plan["upsample"]])
-    self.decoder = nnx.List([make_block(cin, widths) for _, cin, widths in plan["decoder"]])
+    # Built level by level, each up-sampling then its block: the order parameters are drawn
+    # in, which keeps a seed's initial weights those of earlier versions.
+    upsamples, decoder = [], []
+    for (_, cin, up), (_, block_in, widths) in zip(plan["upsample"], plan["decoder"]):
+      upsamples.append(UpSample(cin, up, dims, config, rngs))
+      decoder.append(make_block(block_in, widths))
+    self.upsamples, self.decoder = nnx.List(upsamples), nnx.List(decoder)
     # heads[k] reads the decoder output at resolution level k (0 = full resolution).
     self.heads = nnx.List([Conv(width, config.out_channels, (1,) * dims, dtype=config.dtype,
                                 rngs=rngs) for _, width in plan["heads"]])
