@@ -59,7 +59,9 @@ def _step_seconds(config_path: str, patch) -> float:
   import jax
   import throughput
 
+  from brats_jax import runtime
   from brats_jax.config import io as config_io
+  runtime.configure()  # as the commands: the compilation cache, the CPU alone beside libtpu
   config = config_io.load_config_file(config_path)
   config.data.patch_size = tuple(patch)
   return throughput.measure(config, jax.devices()[:1], steps=5, warmup=2)
