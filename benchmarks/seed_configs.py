@@ -64,7 +64,7 @@ def _step_seconds(config_path: str, patch) -> float:
   runtime.configure()  # as the commands: the compilation cache, the CPU alone beside libtpu
   config = config_io.load_config_file(config_path)
   config.data.patch_size = tuple(patch)
-  return throughput.measure(config, jax.devices()[:1], steps=5, warmup=2)
+  return throughput.measure(config, jax.devices()[:1], steps=5, warmup=2)["step_s"]
 
 
 def run_seed(name: str, train_seconds: float, work: str) -> dict:
