@@ -44,12 +44,9 @@ def main(argv):
   if FLAGS.split:
     if not FLAGS.workdir:
       raise UserError("--split needs --workdir")
-    part = split_record.read(FLAGS.workdir, FLAGS.split)
-    references = references or split_record.raw_folder(part, FLAGS.workdir)
-    case_ids = part["case_ids"]
+    references, case_ids = split_record.cases_of(FLAGS.workdir, FLAGS.split, references)
   elif not references:
-    raise UserError("give --references (a raw dataset folder) or --workdir and "
-                                "--split")
+    raise UserError("give --references (a raw dataset folder) or --workdir and --split")
   rows, summary = evaluate.evaluate_folder(
       FLAGS.predictions, references, FLAGS.output, FLAGS.lesion_wise, FLAGS.layout,
       FLAGS.pictures, FLAGS.max_pictures, FLAGS.gifs, case_ids=case_ids, slices=FLAGS.slices,

@@ -50,9 +50,7 @@ def main(argv):
   checks.check_config(contract.config_of(run_contract))
   input_dir, case_ids = FLAGS.input, None
   if FLAGS.split:
-    part = split_record.read(FLAGS.workdir, FLAGS.split)
-    input_dir = input_dir or split_record.raw_folder(part, FLAGS.workdir)
-    case_ids = part["case_ids"]
+    input_dir, case_ids = split_record.cases_of(FLAGS.workdir, FLAGS.split, input_dir)
   elif not input_dir:
     raise UserError("give --input (a dataset folder or store) or --split")
   timings, skipped = predict.predict_folder(

@@ -147,8 +147,8 @@ def _classes(labels: np.ndarray, regions=None) -> np.ndarray:
 def dice_with_background(predicted: np.ndarray, reference: np.ndarray) -> dict:
   """The "all classes, background included" Dice that Keras projects report, both ways:
   pooled (one-hot masks of every class flattened together, as seed-style dice_coeff
-  functions do: for hard labels this equals the voxel accuracy, since background dominates)
-  and the mean of each class's Dice (classes of _classes, background included)."""
+  functions do: for hard labels both masks hold one 1 per voxel, so this is the voxel
+  accuracy) and the mean of each class's Dice (classes of _classes, background included)."""
   classes = np.union1d(np.unique(predicted), np.unique(reference))
   both = sum(int(np.logical_and(predicted == c, reference == c).sum()) for c in classes)
   pooled = tasks.dice_from_counts(both, predicted.size, reference.size)

@@ -24,7 +24,7 @@ from brats_jax.errors import DataError
 from brats_jax.imageio import nifti
 from brats_jax.inference.case_predictor import make_case_predictor
 from brats_jax.inference.inputs import CaseInput, raw_inputs, store_inputs
-from brats_jax.inference.trained_model import TrainedModel, load_trained_model, read_contract
+from brats_jax.inference.trained_model import load_trained_model, read_contract
 from brats_jax.labels import BACKGROUND
 from brats_jax.progress import progress_bar
 
@@ -45,23 +45,24 @@ def remove_small_components(labels: np.ndarray, min_voxels: int) -> np.ndarray:
   return np.where(small[components], np.uint8(BACKGROUND), labels).astype(labels.dtype)
 
 
-def segment(predict, model: TrainedModel, case: CaseInput, min_enhancing_voxels: int = 0,
-            min_component_voxels: int = 0, with_probabilities: bool = False):
-  """Internal labels of a case in its original geometry (resizing and crop undone), tumour
-  components under min_component_voxels original voxels removed; with_probabilities:
-  (labels, the model's probabilities [X, Y, Z, K] in the same geometry)."""
-  kind = model.config.loss.kind
-  probabilities = predict(model.variables, case.image)
+def segment(probabilities: np.ndarray, kind: str, case: CaseInput,
+            min_enhancing_voxels: int = 0, min_component_voxels: int = 0) -> np.ndarray:
+  """Internal labels of a case in its original geometry (resizing and crop undone) from the
+  model's probabilities, tumour components under min_component_voxels original voxels
+  removed."""
   decoded = tasks.relabel_small_enhancing(tasks.decode(probabilities, kind),
                                           min_enhancing_voxels)
   decoded = preprocessing.to_original_geometry(decoded, case.geometry, case.original_shape)
-  labels = remove_small_components(decoded, min_component_voxels)
-  if not with_probabilities:
-    return labels
-  # Beyond the crop the model saw nothing: background (a softmax's class 0) is certain.
+  return remove_small_components(decoded, min_component_voxels)
+
+
+def probabilities_in_input_geometry(probabilities: np.ndarray, kind: str,
+                                    case: CaseInput) -> np.ndarray:
+  """The model's probabilities [X, Y, Z, K] resized back and uncropped: beyond the crop the
+  model saw nothing, so background (a softmax's class 0) is certain there."""
   outside = [1.0 if tasks.TASKS[kind].activation == "softmax" and k == 0 else 0.0
              for k in range(probabilities.shape[-1])]
-  return labels, preprocessing.probabilities_to_original_geometry(
+  return preprocessing.probabilities_to_original_geometry(
       probabilities, case.geometry, case.original_shape, outside)
 
 
@@ -138,12 +139,13 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
     except DataError as e:
       skip_or_raise(e)
       continue
-    labels = segment(predict, model, case, threshold, min_component_voxels,
-                     save_probabilities)
+    kind = model.config.loss.kind
+    probabilities = predict(model.variables, case.image)
+    labels = segment(probabilities, kind, case, threshold, min_component_voxels)
     if save_probabilities:
-      labels, probabilities = labels
-      nifti.save_probabilities(probabilities_path(output_dir, case_id), probabilities,
-                               case.affine, tasks.TASKS[model.config.loss.kind].outputs)
+      nifti.save_probabilities(probabilities_path(output_dir, case_id),
+                               probabilities_in_input_geometry(probabilities, kind, case),
+                               case.affine, tasks.TASKS[kind].outputs)
     prediction_files.write(output_dir, case_id, case.layout, case.convention.decode(labels),
                            case.affine, case.reference_image)
     timings.append((case_id, time.perf_counter() - start))

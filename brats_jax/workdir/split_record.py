@@ -47,6 +47,13 @@ def read(workdir: str, which: str) -> dict:
   return part
 
 
+def cases_of(workdir: str, which: str, folder: str | None) -> tuple:
+  """(raw folder, case ids) of a part of a run's split: `folder` if given, else the one
+  its store was prepared from."""
+  part = read(workdir, which)
+  return folder or raw_folder(part, workdir), part["case_ids"]
+
+
 def raw_folder(part: dict, where: str) -> str:
   """The raw dataset folder a split part's store was prepared from."""
   source = part.get("source")
