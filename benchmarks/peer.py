@@ -12,7 +12,10 @@ out, 64x64x48, as `make demo`). Each side runs in its own process, one after the
   train     the usual pipeline of each, end to end: brats_jax prepares a store and trains
             with configs/demo.py; MONAI caches the cases (CacheDataset), crops patches with
             RandCropByPosNegLabeld and augments on the CPU in a DataLoader worker
-  predict   whole-case Gaussian sliding-window inference of every held-out case
+  predict   whole-case Gaussian sliding-window inference of every held-out case, and of
+            cases of realistic size (3 each of 140x170x140, a brain-cropped 1-mm BraTS case,
+            and 70x85x70, the same at 2 mm; the first includes compilation; skip with
+            --no_realistic)
   score     mean region Dice (WT, TC, ET) of those predictions against their labels
 
 The network is configs/demo.py's U-Net, and in MONAI a DynUNet of the same levels, filters,
@@ -129,6 +132,11 @@ def run_jax(args) -> dict:
                                        case)
     per_case.append(_region_dice(predicted, reference))
   result["heldout_dice"] = _summary(per_case)
+  for name, folder in _realistic_folders(args):  # whole-case prediction at realistic sizes
+    timings, _ = predict.predict_folder(workdir, folder, os.path.join(work, f"pred_{name}"),
+                                        progress=False, devices=jax.devices()[:1])
+    result[f"predict_{name}_seconds_per_case"] = float(np.mean([t for _, t in timings[1:]]))
+    result[f"predict_{name}_first_case_seconds"] = timings[0][1]
   result["peak_rss_gib"] = _peak_rss_gib()
   if not args.train_seconds:  # measured last, so the first-step figure is a fresh process's
     result["step_seconds"] = measure_step()
@@ -248,15 +256,43 @@ def _monai_train_transforms(config):
   ])
 
 
-def run_monai(args) -> dict:
-  import monai
+def _monai_predict(net, config, folder) -> tuple:
+  """([seconds per case], [region Dice per case]) of MONAI's whole-case prediction: read,
+  preprocess, sliding window, uncrop, write the labels, timed as brats_jax's per case."""
   import nibabel as nib
   import torch
   from monai import transforms as mt
-  from monai.data import CacheDataset, DataLoader
   from monai.inferers import sliding_window_inference
 
   from brats_jax.data import preprocessing, raw_cases
+
+  infer = mt.Compose(_monai_base_transforms(with_label=False))
+  per_case, seconds = [], []
+  output = tempfile.mkdtemp(prefix="peer_monai_pred_")
+  for case, item in zip(discovery.find_cases(folder), _monai_case_dicts(folder)):
+    images, reference, affine, _ = raw_cases.read_raw_case(case)
+    _, _, geometry = preprocessing.preprocess(images, None, case.images[0])
+    tick = time.perf_counter()
+    image = infer({"image": item["image"]})["image"][None]
+    with torch.no_grad():
+      probabilities = torch.softmax(sliding_window_inference(
+          image, tuple(config.data.patch_size), config.eval.sw_batch_per_device, net,
+          overlap=config.eval.overlap, mode="gaussian",
+          sigma_scale=config.eval.sigma_scale), 1)
+    predicted = preprocessing.to_original_geometry(
+        probabilities[0].argmax(0).numpy().astype(np.uint8), geometry, reference.shape)
+    nib.save(nib.Nifti1Image(case.convention.decode(predicted), affine),
+             os.path.join(output, f"{case.case_id}.nii.gz"))
+    seconds.append(time.perf_counter() - tick)
+    per_case.append(_region_dice(predicted, reference))
+  return seconds, per_case
+
+
+def run_monai(args) -> dict:
+  import monai
+  import torch
+  from monai.data import CacheDataset, DataLoader
+
 
   torch.set_num_threads(os.cpu_count())
   monai.utils.set_determinism(seed=0)
@@ -297,29 +333,14 @@ def run_monai(args) -> dict:
   result["train_samples_per_second"] = (steps - 1) * _batch(config) / wall
 
   net.eval()
-  infer = mt.Compose(_monai_base_transforms(with_label=False))
-  per_case, seconds = [], []
-  output = tempfile.mkdtemp(prefix="peer_monai_pred_")
-  for case, item in zip(discovery.find_cases(args.heldout), _monai_case_dicts(args.heldout)):
-    images, reference, affine, _ = raw_cases.read_raw_case(case)
-    _, _, geometry = preprocessing.preprocess(images, None, case.images[0])
-    # Timed as brats_jax's per case: read, preprocess, infer, uncrop, write the labels.
-    tick = time.perf_counter()
-    image = infer({"image": item["image"]})["image"][None]
-    with torch.no_grad():
-      probabilities = torch.softmax(sliding_window_inference(
-          image, tuple(config.data.patch_size), config.eval.sw_batch_per_device, net,
-          overlap=config.eval.overlap, mode="gaussian",
-          sigma_scale=config.eval.sigma_scale), 1)
-    predicted = preprocessing.to_original_geometry(
-        probabilities[0].argmax(0).numpy().astype(np.uint8), geometry, reference.shape)
-    nib.save(nib.Nifti1Image(case.convention.decode(predicted), affine),
-             os.path.join(output, f"{case.case_id}.nii.gz"))
-    seconds.append(time.perf_counter() - tick)
-    per_case.append(_region_dice(predicted, reference))
+  seconds, per_case = _monai_predict(net, config, args.heldout)
   result["predict_seconds_per_case"] = float(np.mean(seconds[1:]))
   result["predict_first_case_seconds"] = seconds[0]
   result["heldout_dice"] = _summary(per_case)
+  for name, folder in _realistic_folders(args):
+    seconds, _ = _monai_predict(net, config, folder)
+    result[f"predict_{name}_seconds_per_case"] = float(np.mean(seconds[1:]))
+    result[f"predict_{name}_first_case_seconds"] = seconds[0]
   result["peak_rss_gib"] = _peak_rss_gib()
   if not args.train_seconds:
     result["step_seconds"] = _monai_step_seconds(config)
@@ -328,6 +349,23 @@ def run_monai(args) -> dict:
 
 
 # ---- the comparison ----------------------------------------------------------------------
+
+
+# Whole cases of realistic size for the prediction timing (3 each: the first includes
+# compilation): a brain-cropped 1-mm BraTS case, and the same brain at 2 mm.
+REALISTIC = {"1mm": (140, 170, 140), "2mm": (70, 85, 70)}
+
+
+def _realistic_folders(args) -> list:
+  return [(name, os.path.join(args.realistic, name)) for name in REALISTIC] \
+      if args.realistic else []
+
+
+def _synthesise_realistic(folder: str) -> str:
+  from brats_jax.data import synth
+  for name, shape in REALISTIC.items():
+    synth.write_dataset(os.path.join(folder, name), "brats2021", 3, shape, seed=2)
+  return folder
 
 
 def _synthesise(folder: str) -> tuple:
@@ -346,6 +384,8 @@ ROWS = [("step_seconds_no_augmentation", "train step, fixed batch, no augmentati
         ("train_samples_per_second", "training samples/s, steady", True),
         ("train_seconds", "training, end to end (s)", False),
         ("predict_seconds_per_case", "sliding-window prediction per case (s)", False),
+        ("predict_1mm_seconds_per_case", "  a 140x170x140 case (1 mm) (s)", False),
+        ("predict_2mm_seconds_per_case", "  a 70x85x70 case (2 mm) (s)", False),
         ("peak_rss_gib", "peak memory (GiB)", False)]
 
 
@@ -357,7 +397,10 @@ def main():
   parser.add_argument("--train_seconds", type=float, default=0,
                       help="train each side this long (its steps from its step time)")
   parser.add_argument("--out", default=os.path.join(HERE, "results", "peer.json"))
+  parser.add_argument("--no_realistic", action="store_true",
+                      help="skip the prediction timing on realistic case sizes")
   parser.add_argument("--side", choices=["jax", "monai"], help=argparse.SUPPRESS)
+  parser.add_argument("--realistic", help=argparse.SUPPRESS)
   parser.add_argument("--result", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.side:
@@ -369,6 +412,8 @@ def main():
     args.data, args.heldout = _synthesise(work)
   elif not args.heldout:
     parser.error("--heldout is required with --data")
+  args.realistic = None if args.no_realistic else _synthesise_realistic(
+      os.path.join(work, "realistic"))
   sides = {}
   # brats_jax runs twice with a compilation cache of its own, empty at first: the first run
   # fills it, as any user's first run does; the table shows the second.
@@ -378,7 +423,8 @@ def main():
     path = os.path.join(work, f"{side}{run}.json")
     command = [sys.executable, os.path.abspath(__file__), f"--side={side}",
                f"--data={args.data}", f"--heldout={args.heldout}", f"--steps={args.steps}",
-               f"--train_seconds={args.train_seconds}", f"--result={path}"]
+               f"--train_seconds={args.train_seconds}", f"--result={path}"] + (
+                   [f"--realistic={args.realistic}"] if args.realistic else [])
     print(f"running {side} ...", flush=True)
     subprocess.run(command, check=True, env=env)
     with open(path) as f:
@@ -387,6 +433,8 @@ def main():
   jax_side["first_run_first_step_after_seconds"] = sides["jax"][0]["first_step_after_seconds"]
   print(f"\n{'':42s}{'brats_jax':>12s}{'MONAI':>12s}{'MONAI/ours':>12s}")
   for key, name, higher_is_better in ROWS:
+    if key not in jax_side:
+      continue
     ours, theirs = jax_side[key], monai_side[key]
     print(f"{name:42s}{ours:12.3f}{theirs:12.3f}{theirs / ours:12.2f}"
           + ("  (higher is better)" if higher_is_better else ""))
@@ -400,7 +448,7 @@ def main():
       "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
       "python": platform.python_version()}, "args": {k: v for k, v in vars(args).items()
                                                       if k not in ("side", "result")},
-      "brats_jax": jax_side, "monai": monai_side}
+      "brats_jax": jax_side, "monai": monai_side, "realistic_shapes": REALISTIC}
   files.write_json(args.out, record)
   print(f"wrote {args.out}")
 
