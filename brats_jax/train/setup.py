@@ -110,6 +110,7 @@ class Run:
                      "global_batch": int(self.global_batch)}
     training_data = {"store": self.store.path, "num_train_cases": len(train_ids),
                      "train_cases_crc32": contract.cases_checksum(train_ids),
+                     "train_cases": list(train_ids),
                      "validation_store": self.cases.val_store.path,
                      "validation_cases": list(self.cases.val_ids)}
     self.checkpoints.save(done, self.state, data_position,

@@ -6,8 +6,8 @@ without the training machinery or its logs:
     format_version   CONTRACT_VERSION
     config           the resolved config the run trained with (model, loss, data, ...)
     preprocessing    what the store applied (preprocessing.describe()); predict applies it
-    training_data    the store, the number and checksum of the training cases, the
-                     validation store and case ids
+    training_data    the store, the training case ids (their number and checksum), the
+                     validation store and case ids (WORKDIR/split.json adds their files)
     et_threshold     {"voxels": N, "chosen_at_step": S} chosen by validation, or None
     history          one entry per launch: first step, devices, processes, accepted changes
 

@@ -5,7 +5,7 @@ files each came from, so that its held-out cases can be predicted and scored by 
   brats-jax-evaluate --workdir=RUN --split=validation --predictions=PRED --output=scores.csv
 
 The record is written when a run starts (the split is a pure function of the store and the
-config: data/splits.py); the contract of every checkpoint carries the validation case ids.
+config: data/splits.py); the contract of every checkpoint carries both parts' case ids.
 """
 
 import json

@@ -282,6 +282,8 @@ def test_held_out_cases_of_a_run_predicted_with_probabilities_and_scored(trained
   # Contract: the checkpoint records the validation cases.
   _, run_contract = predict.read_contract(trained_on_8, "latest")
   assert run_contract["training_data"]["validation_cases"] == part["case_ids"]
+  assert run_contract["training_data"]["train_cases"] == split_record.read(
+      trained_on_8, "train")["case_ids"]
   scores = str(tmp_path / "scores.csv")
   result = subprocess.run([sys.executable, "-m", "brats_jax.cli.evaluate",
                            f"--workdir={trained_on_8}", "--split=validation",
