@@ -115,6 +115,12 @@ def dice_from_counts(both, predicted, reference) -> float:
   return float(2 * both / total) if total else 1.0
 
 
+def share_from_counts(part, whole, both_empty: bool) -> float:
+  """Precision (part = both, whole = predicted) or recall (whole = reference) from voxel
+  counts; an empty `whole` scores 1 where both masks are empty, else 0 (the same rule)."""
+  return float(part / whole) if whole else (1.0 if both_empty else 0.0)
+
+
 def iou_from_counts(both, predicted, reference) -> float:
   """Jaccard from voxel counts; both masks empty scores 1 (the BraTS convention)."""
   union = predicted + reference - both

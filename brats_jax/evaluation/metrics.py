@@ -48,10 +48,6 @@ def hd95(predicted: np.ndarray, reference: np.ndarray, spacing) -> float:
                    np.percentile(to_predicted[reference_surface], 95)))
 
 
-def _ratio(numerator, denominator, both_empty):
-  return float(numerator / denominator) if denominator else (1.0 if both_empty else 0.0)
-
-
 def overlap_metrics(predicted: np.ndarray, reference: np.ndarray) -> dict:
   """Every METRICS entry but hd95 for one pair of binary masks (voxel counts only)."""
   predicted, reference = predicted.astype(bool), reference.astype(bool)
@@ -64,9 +60,9 @@ def overlap_metrics(predicted: np.ndarray, reference: np.ndarray) -> dict:
   return {
       "dice": overlap,
       "f1": overlap,
-      "sensitivity": _ratio(tp, tp + fn, both_empty),
-      "specificity": _ratio(tn, tn + fp, True),
-      "precision": _ratio(tp, tp + fp, both_empty),
+      "sensitivity": tasks.share_from_counts(tp, tp + fn, both_empty),
+      "specificity": tasks.share_from_counts(tn, tn + fp, True),
+      "precision": tasks.share_from_counts(tp, tp + fp, both_empty),
       "jaccard": tasks.iou_from_counts(tp, tp + fp, tp + fn),
       "accuracy": float((tp + tn) / predicted.size),
   }

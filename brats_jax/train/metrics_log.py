@@ -154,9 +154,7 @@ class MetricLogger:
       scalars[f"train/dice_{region}"] = tasks.dice_from_counts(both, predicted, reference)
       scalars[f"train/iou_{region}"] = tasks.iou_from_counts(both, predicted, reference)
       scalars[f"train/accuracy_{region}"] = 1 - (union - both) / float(sums["voxels"][i])
-      # Both masks empty: 1 (metrics.py's convention).
-      scalars[f"train/precision_{region}"] = both / predicted if predicted else float(
-          not reference)
-      scalars[f"train/recall_{region}"] = both / reference if reference else float(
-          not predicted)
+      empty = not (predicted or reference)
+      scalars[f"train/precision_{region}"] = tasks.share_from_counts(both, predicted, empty)
+      scalars[f"train/recall_{region}"] = tasks.share_from_counts(both, reference, empty)
     return at, scalars
