@@ -11,7 +11,11 @@ DEMO := demo_out
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[test,lint]"
+	@# A registry page that arrives cut short fails pip at random (seen once in CI): try 3 times.
+	for attempt in 1 2 3; do \
+	  $(PY) -m pip install -q -e ".[test,lint]" && exit 0; \
+	  echo "pip install failed (attempt $$attempt of 3), retrying in 20 s"; sleep 20; \
+	done; exit 1
 	touch $@
 
 $(DEMO)/raw/.complete: $(VENV)/.installed
