@@ -18,6 +18,13 @@ from brats_jax import files, sharding, tasks
 METRICS, TENSORBOARD = "metrics.jsonl", "tensorboard"
 
 
+def import_writer():
+  """tensorboardX's SummaryWriter, imported on first use: only process 0 needs it, and the
+  import takes seconds (it imports PyTorch where that is installed)."""
+  from tensorboardX import SummaryWriter
+  return SummaryWriter
+
+
 class MetricWriter:
   """Scalars to metrics.jsonl and TensorBoard; a writer that does nothing off process 0.
 
@@ -32,7 +39,7 @@ class MetricWriter:
     self.enabled = sharding.is_main_process()
     if not self.enabled:
       return
-    from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
+    SummaryWriter = import_writer()
     self.workdir, self.remote = workdir, files.is_url(workdir)
     self.path = files.join(workdir, METRICS)
     if self.remote:

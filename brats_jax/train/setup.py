@@ -5,6 +5,7 @@ come before the workdir is touched. Only then are checkpoints restored and confi
 written. The result is a small Run object the loop (loop.py) drives.
 """
 
+import concurrent.futures
 import dataclasses
 import sys
 
@@ -16,7 +17,7 @@ from brats_jax.data import preprocessing, splits
 from brats_jax.data.store import PreparedStore
 from brats_jax.errors import ConfigError
 from brats_jax.train import compile as compile_lib
-from brats_jax.train import device_input, epochs, optimizer
+from brats_jax.train import device_input, epochs, metrics_log, optimizer
 from brats_jax.train.host_input import PatchSampler
 from brats_jax.workdir import contract, split_record, train_state
 from brats_jax.workdir.checkpoints import Checkpoints
@@ -136,9 +137,17 @@ def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> 
   changes = _check_relaunch(config, workdir, cases.train_ids, log)
 
   tx = optimizer.make_optimizer(config.train)
-  graphdef, state = train_state.create_train_state(config, mesh, tx)
-  step_fn, placement = compile_lib.compile_step(graphdef, tx, state, mesh, config, store,
-                                                cases.train_ids, global_batch, log)
+  abstract = train_state.abstract_train_state(config, mesh, tx)
+  graphdef, abstract_state = abstract
+  # The step compiles from the state's shapes in a thread while the state itself is created:
+  # XLA compiles without the GIL, and the two compilations overlap (seconds, on a CPU).
+  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile_step") as pool:
+    compiling = pool.submit(compile_lib.compile_step, graphdef, tx, abstract_state, mesh,
+                            config, store, cases.train_ids, global_batch, log)
+    _, state = train_state.create_train_state(config, mesh, tx, abstract)
+    if is_main:  # while the step compiles: the first step would wait for it (seconds)
+      metrics_log.import_writer()
+    step_fn, placement = compiling.result()
   sharding.wait_for_all_processes("brats_jax: train step compiled")
 
   # Nothing was written before this point; from here on the run is accepted.

@@ -65,12 +65,13 @@ def abstract_train_state(config: ml_collections.ConfigDict, mesh,
 
 
 def create_train_state(config: ml_collections.ConfigDict, mesh,
-                       tx: optax.GradientTransformation):
+                       tx: optax.GradientTransformation, abstract=None):
   """(graphdef, state) with every array created directly, replicated, on the mesh devices.
 
-  Shapes come first (eval_shape), then shardings, then the arrays themselves.
+  Shapes come first (eval_shape; or `abstract`, what abstract_train_state gave), then
+  shardings, then the arrays themselves.
   """
-  graphdef, abstract = abstract_train_state(config, mesh, tx)
+  graphdef, abstract = abstract or abstract_train_state(config, mesh, tx)
   init = _state_initialiser(config, tx)
   return graphdef, jax.jit(init, out_shardings=jax.tree.map(lambda x: x.sharding, abstract))()
 
