@@ -8,7 +8,9 @@ Without --data, synthetic BraTS 2021-layout cases are written first (24 to train
 out, 64x64x48, as `make demo`). Each side runs in its own process, one after the other:
 
   step      one train step on a fixed batch (same network, float32, batch 2, config patch),
-            without augmentation (MONAI augments in its loader) and, ours, with it
+            without augmentation (MONAI augments in its loader) and, ours, with it; at the
+            end again, --step_rounds times per side with the sides alternating, each step
+            timed alone (the median of 20 per round, and the ratio's median over rounds)
   train     the usual pipeline of each, end to end: brats_jax prepares a store and trains
             with configs/demo.py; MONAI caches the cases (CacheDataset), crops patches with
             RandCropByPosNegLabeld and augments on the CPU in a DataLoader worker
@@ -192,7 +194,8 @@ def _monai_optimizer(net, config, steps):
   return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _monai_step_seconds(config) -> float:
+def _monai_step_times(config, steps: int = 10) -> list:
+  """Seconds of each of `steps` train steps on a fixed batch (after 2 untimed ones)."""
   import torch
   net, loss = _monai_network(config), _monai_loss()
   optimizer, _ = _monai_optimizer(net, config, 100)
@@ -202,7 +205,7 @@ def _monai_step_seconds(config) -> float:
   labels = torch.randint(0, 4, (shape[0], 1) + shape[2:]).float()
   net.train()
   times = []
-  for i in range(12):
+  for i in range(steps + 2):
     started = time.perf_counter()
     optimizer.zero_grad()
     value = loss(net(images), labels)
@@ -210,7 +213,11 @@ def _monai_step_seconds(config) -> float:
     optimizer.step()
     if i >= 2:
       times.append(time.perf_counter() - started)
-  return float(np.mean(times))
+  return times
+
+
+def _monai_step_seconds(config) -> float:
+  return float(np.mean(_monai_step_times(config)))
 
 
 def _monai_case_dicts(root):
@@ -286,6 +293,23 @@ def _monai_predict(net, config, folder) -> tuple:
     seconds.append(time.perf_counter() - tick)
     per_case.append(_region_dice(predicted, reference))
   return seconds, per_case
+
+
+def fixed_batch_step(side: str, steps: int = 20) -> dict:
+  """The fixed-batch train step without augmentation alone, each step timed by itself:
+  {median_s, min_s}. Run in alternation with the other side (--step_rounds)."""
+  config = _config()
+  config.augment.enabled = False
+  if side == "jax":
+    import jax
+    import throughput
+
+    from brats_jax import runtime
+    runtime.configure()
+    row = throughput.measure(config, jax.devices()[:1], steps=steps, warmup=3, per_step=True)
+    return {"median_s": row["step_s"], "min_s": row["step_s_min"]}
+  times = _monai_step_times(config, steps)
+  return {"median_s": float(np.median(times)), "min_s": float(min(times))}
 
 
 def run_monai(args) -> dict:
@@ -399,12 +423,17 @@ def main():
   parser.add_argument("--out", default=os.path.join(HERE, "results", "peer.json"))
   parser.add_argument("--no_realistic", action="store_true",
                       help="skip the prediction timing on realistic case sizes")
-  parser.add_argument("--side", choices=["jax", "monai"], help=argparse.SUPPRESS)
+  parser.add_argument("--step_rounds", type=int, default=3,
+                      help="then time the fixed-batch step this many times per side, "
+                           "alternating the sides (a noisy machine moves both alike)")
+  parser.add_argument("--side", choices=["jax", "monai", "jax_step", "monai_step"],
+                      help=argparse.SUPPRESS)
   parser.add_argument("--realistic", help=argparse.SUPPRESS)
   parser.add_argument("--result", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.side:
-    result = (run_jax if args.side == "jax" else run_monai)(args)
+    result = fixed_batch_step(args.side[:-len("_step")]) if args.side.endswith("_step") \
+        else (run_jax if args.side == "jax" else run_monai)(args)
     files.write_json(args.result, result)
     return
   work = tempfile.mkdtemp(prefix="peer_")
@@ -429,6 +458,15 @@ def main():
     subprocess.run(command, check=True, env=env)
     with open(path) as f:
       sides.setdefault(side, []).append(json.load(f))
+  rounds = []
+  for _ in range(args.step_rounds):
+    rounds.append({})
+    for side in ("jax", "monai"):
+      path = os.path.join(work, f"{side}_step.json")
+      subprocess.run([sys.executable, os.path.abspath(__file__), f"--side={side}_step",
+                      f"--result={path}"], check=True, env=env)
+      with open(path) as f:
+        rounds[-1][side] = json.load(f)
   jax_side, monai_side = sides["jax"][1], sides["monai"][0]
   jax_side["first_run_first_step_after_seconds"] = sides["jax"][0]["first_step_after_seconds"]
   print(f"\n{'':42s}{'brats_jax':>12s}{'MONAI':>12s}{'MONAI/ours':>12s}")
@@ -440,6 +478,19 @@ def main():
           + ("  (higher is better)" if higher_is_better else ""))
   print(f"brats_jax's first run (empty compilation cache): first step after "
         f"{jax_side['first_run_first_step_after_seconds']:.1f} s")
+  alternating = None
+  if rounds:
+    ratios = [r["jax"]["median_s"] / r["monai"]["median_s"] for r in rounds]
+    fastest = {side: min(r[side]["min_s"] for r in rounds) for side in ("jax", "monai")}
+    alternating = {"rounds": rounds, "ratio_median": float(np.median(ratios)),
+                   "ratio_range": [min(ratios), max(ratios)],
+                   # the least disturbed step of each side: the least noisy ratio
+                   "ratio_of_fastest": fastest["jax"] / fastest["monai"]}
+    print(f"fixed-batch step, {len(rounds)} alternating rounds (median of 20 steps each): "
+          + ", ".join(f"{r['jax']['median_s']:.3f} vs {r['monai']['median_s']:.3f} s"
+                      for r in rounds)
+          + f"; ours / MONAI {alternating['ratio_median']:.2f}x (median of rounds), "
+          f"{alternating['ratio_of_fastest']:.2f}x (fastest step of each)")
   for side in (jax_side, monai_side):
     d = side["heldout_dice"]
     print(f"{side['side']:>9s}: {side['steps']} steps; held-out Dice WT {d['WT']:.3f} "
@@ -448,7 +499,8 @@ def main():
       "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
       "python": platform.python_version()}, "args": {k: v for k, v in vars(args).items()
                                                       if k not in ("side", "result")},
-      "brats_jax": jax_side, "monai": monai_side, "realistic_shapes": REALISTIC}
+      "brats_jax": jax_side, "monai": monai_side, "realistic_shapes": REALISTIC,
+      "fixed_batch_step_alternating": alternating}
   files.write_json(args.out, record)
   print(f"wrote {args.out}")
 

@@ -101,9 +101,22 @@ def allreduce_seconds(shapes, mesh, steps: int) -> float:
   return _timed(reduce, (grads, [()]), steps, 2)
 
 
-def measure(config, devices, steps: int, warmup: int) -> dict:
+def step_times(fn, args, steps: int, warmup: int) -> list:
+  """Seconds of each of `steps` calls of fn(state, *args) -> (state, out), each waited for:
+  their median and minimum hold up where a noisy machine skews a mean."""
+  state, times = args[0], []
+  for i in range(warmup + steps):
+    started = time.perf_counter()
+    state, out = fn(state, *args[1][i % len(args[1])])
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - started)
+  return times[warmup:]
+
+
+def measure(config, devices, steps: int, warmup: int, per_step: bool = False) -> dict:
   """One row: the step on `devices` over batches that differ in their augmentation draws (so
-  on-device augmentation costs what it costs on average), and its all-reduce."""
+  on-device augmentation costs what it costs on average), and its all-reduce. per_step:
+  each step timed alone (step_s is then their median; step_s_min their minimum)."""
   mesh, global_batch = sharding.training_mesh(config, devices)
   tx = optimizer.make_optimizer(config.train)
   graphdef, state = train_state.create_train_state(config, mesh, tx)
@@ -113,9 +126,14 @@ def measure(config, devices, steps: int, warmup: int) -> dict:
       config, global_batch, seed).items()}, mesh, global_batch),) for seed in range(4)]
   shapes = [x.shape for x in jax.tree.leaves(state["params"])]
   param_bytes = sum(4 * int(np.prod(shape)) for shape in shapes)
-  seconds = _timed(step, (state, batches), steps, warmup)  # donates the state
+  if per_step:  # donates the state
+    times = step_times(step, (state, batches), steps, warmup)
+    seconds = float(np.median(times))
+  else:
+    seconds = _timed(step, (state, batches), steps, warmup)
   reduce_s = allreduce_seconds(shapes, mesh, steps) if mesh.shape["data"] > 1 else 0.0
-  return {"devices": len(devices), "processes": jax.process_count(),
+  return {**({"step_s_min": min(times)} if per_step else {}),
+          "devices": len(devices), "processes": jax.process_count(),
           "space": int(mesh.shape[sharding.SPACE]),
           "global_batch": global_batch, "step_s": seconds,
           "samples_per_s": global_batch / seconds,
