@@ -26,11 +26,22 @@ REMAT = ("auto", "none", "convolutions")
 
 
 def _all_finite(tree) -> jax.Array:
-  """Whether every floating-point value of the tree is finite. One check over all leaves
-  laid end to end: a check per leaf was a kernel per leaf (hundreds, each compiled)."""
-  leaves = [x.ravel().astype(jnp.float32) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.floating)]
-  return jnp.all(jnp.isfinite(jnp.concatenate(leaves))) if leaves else jnp.bool_(True)
+  """Whether every floating-point value of the tree is finite. On CPUs one check over all
+  leaves laid end to end: a check per leaf is a kernel per leaf, hundreds, each compiled
+  (the demo's step: 1,113 fusions instead of 804, a second more to compile). On TPUs the
+  copy costs more memory traffic than the kernels (v5p estimate +0.6%): a check per leaf."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+  if not leaves:
+    return jnp.bool_(True)
+
+  def laid_end_to_end():
+    return jnp.all(jnp.isfinite(jnp.concatenate([x.ravel().astype(jnp.float32)
+                                                 for x in leaves])))
+
+  def per_leaf():
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+  return platforms.choose(cpu=laid_end_to_end, default=per_leaf)()
 
 
 def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict,
