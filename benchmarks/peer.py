@@ -295,7 +295,10 @@ def _monai_predict(net, config, folder) -> tuple:
   return seconds, per_case
 
 
-def fixed_batch_step(side: str, steps: int = 20) -> dict:
+ROUND_STEPS = 20  # steps timed per side and round of --step_rounds
+
+
+def fixed_batch_step(side: str, steps: int = ROUND_STEPS) -> dict:
   """The fixed-batch train step without augmentation alone, each step timed by itself:
   {median_s, min_s}. Run in alternation with the other side (--step_rounds)."""
   config = _config()
@@ -316,7 +319,6 @@ def run_monai(args) -> dict:
   import monai
   import torch
   from monai.data import CacheDataset, DataLoader
-
 
   torch.set_num_threads(os.cpu_count())
   monai.utils.set_determinism(seed=0)
@@ -486,7 +488,8 @@ def main():
                    "ratio_range": [min(ratios), max(ratios)],
                    # the least disturbed step of each side: the least noisy ratio
                    "ratio_of_fastest": fastest["jax"] / fastest["monai"]}
-    print(f"fixed-batch step, {len(rounds)} alternating rounds (median of 20 steps each): "
+    print(f"fixed-batch step, {len(rounds)} alternating rounds (median of {ROUND_STEPS} "
+          "steps each): "
           + ", ".join(f"{r['jax']['median_s']:.3f} vs {r['monai']['median_s']:.3f} s"
                       for r in rounds)
           + f"; ours / MONAI {alternating['ratio_median']:.2f}x (median of rounds), "

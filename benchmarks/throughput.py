@@ -128,12 +128,11 @@ def measure(config, devices, steps: int, warmup: int, per_step: bool = False) ->
   param_bytes = sum(4 * int(np.prod(shape)) for shape in shapes)
   if per_step:  # donates the state
     times = step_times(step, (state, batches), steps, warmup)
-    seconds = float(np.median(times))
+    seconds, fastest = float(np.median(times)), {"step_s_min": min(times)}
   else:
-    seconds = _timed(step, (state, batches), steps, warmup)
+    seconds, fastest = _timed(step, (state, batches), steps, warmup), {}
   reduce_s = allreduce_seconds(shapes, mesh, steps) if mesh.shape["data"] > 1 else 0.0
-  return {**({"step_s_min": min(times)} if per_step else {}),
-          "devices": len(devices), "processes": jax.process_count(),
+  return {**fastest, "devices": len(devices), "processes": jax.process_count(),
           "space": int(mesh.shape[sharding.SPACE]),
           "global_batch": global_batch, "step_s": seconds,
           "samples_per_s": global_batch / seconds,
