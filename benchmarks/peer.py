@@ -89,11 +89,14 @@ def run_jax(args) -> dict:
 
   runtime.configure()  # as every brats_jax command: the persistent compilation cache
   config = _config()
-  result = {"side": "brats_jax", "jax": jax.__version__, "devices": jax.device_count()}
+  from brats_jax import sharding
+  # As every brats_jax command runs on this machine: its cores as CPU devices (runtime.py).
+  devices = sharding.training_devices(config)
+  result = {"side": "brats_jax", "jax": jax.__version__, "devices": len(devices)}
   def measure_step(augment=True):
     measured = config.copy_and_resolve_references()
     measured.augment.enabled = augment
-    return throughput.measure(measured, jax.devices()[:1], steps=10, warmup=2)["step_s"]
+    return throughput.measure(measured, devices, steps=10, warmup=2)["step_s"]
 
   if args.train_seconds:  # the budget needs the step time first
     result["step_seconds"] = measure_step()
@@ -113,18 +116,18 @@ def run_jax(args) -> dict:
   # last step of its launch), what a user waits for before training starts.
   one_step = config.copy_and_resolve_references()
   one_step.train.num_steps, one_step.train.warmup_steps = 1, 0
-  loop.train_and_validate(one_step, os.path.join(work, "one_step"), devices=jax.devices()[:1])
+  loop.train_and_validate(one_step, os.path.join(work, "one_step"), devices=devices)
   with open(os.path.join(work, "one_step", "metrics.jsonl")) as f:
     result["first_step_after_seconds"] = json.loads(f.readline())["time"] - START
   started = time.time()
-  loop.train_and_validate(config, workdir, devices=jax.devices()[:1])
+  loop.train_and_validate(config, workdir, devices=devices)
   result["train_seconds"] = time.time() - started
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   result["steps"] = steps
   steady = [r["train/samples_per_second"] for r in records if r["step"] > 10]
   result["train_samples_per_second"] = float(np.median(steady))
   timings, _ = predict.predict_folder(workdir, args.heldout, os.path.join(work, "pred"),
-                                      progress=False, devices=jax.devices()[:1])
+                                      progress=False)
   result["predict_seconds_per_case"] = float(np.mean([t for _, t in timings[1:]]))
   result["predict_first_case_seconds"] = timings[0][1]
   per_case = []
@@ -136,7 +139,7 @@ def run_jax(args) -> dict:
   result["heldout_dice"] = _summary(per_case)
   for name, folder in _realistic_folders(args):  # whole-case prediction at realistic sizes
     timings, _ = predict.predict_folder(workdir, folder, os.path.join(work, f"pred_{name}"),
-                                        progress=False, devices=jax.devices()[:1])
+                                        progress=False)
     result[f"predict_{name}_seconds_per_case"] = float(np.mean([t for _, t in timings[1:]]))
     result[f"predict_{name}_first_case_seconds"] = timings[0][1]
   result["peak_rss_gib"] = _peak_rss_gib()
@@ -304,12 +307,12 @@ def fixed_batch_step(side: str, steps: int = ROUND_STEPS) -> dict:
   config = _config()
   config.augment.enabled = False
   if side == "jax":
-    import jax
     import throughput
 
-    from brats_jax import runtime
+    from brats_jax import runtime, sharding
     runtime.configure()
-    row = throughput.measure(config, jax.devices()[:1], steps=steps, warmup=3, per_step=True)
+    row = throughput.measure(config, sharding.training_devices(config), steps=steps,
+                             warmup=3, per_step=True)
     return {"median_s": row["step_s"], "min_s": row["step_s_min"]}
   times = _monai_step_times(config, steps)
   return {"median_s": float(np.median(times)), "min_s": float(min(times))}

@@ -30,6 +30,16 @@ def _tpu_chips_on_pci() -> int:
   return chips
 
 
+def _gpu_plugins() -> list:
+  """Names of the installed JAX GPU plugins (CUDA, ROCm)."""
+  # JAX finds plugins by entry point or as modules of the jax_plugins namespace package.
+  names = [e.name for e in importlib.metadata.entry_points(group="jax_plugins")]
+  if importlib.util.find_spec("jax_plugins") is not None:
+    import jax_plugins  # noqa: PLC0415 (a namespace package, only where plugins exist)
+    names += [m.name for m in pkgutil.iter_modules(jax_plugins.__path__)]
+  return [n for n in names if "cuda" in n or "rocm" in n]
+
+
 def cpu_only_despite_libtpu() -> bool:
   """Whether this is a machine without accelerators whose environment has libtpu (the
   tpu-aot extra, for deviceless compiles): JAX would try the TPU runtime at start, which
@@ -37,19 +47,52 @@ def cpu_only_despite_libtpu() -> bool:
   is set, a TPU chip is on the PCI bus, or a GPU plugin is installed."""
   if os.environ.get("JAX_PLATFORMS") or importlib.util.find_spec("libtpu") is None:
     return False
-  # JAX finds plugins by entry point or as modules of the jax_plugins namespace package.
-  names = [e.name for e in importlib.metadata.entry_points(group="jax_plugins")]
-  if importlib.util.find_spec("jax_plugins") is not None:
-    import jax_plugins  # noqa: PLC0415 (a namespace package, only where plugins exist)
-    names += [m.name for m in pkgutil.iter_modules(jax_plugins.__path__)]
-  gpu_plugins = [n for n in names if "cuda" in n or "rocm" in n]
-  return not gpu_plugins and not _tpu_chips_on_pci()
+  return not _gpu_plugins() and not _tpu_chips_on_pci()
+
+
+# XLA:CPU runs the convolutions of one program mostly on one core at a time (its YNNPACK
+# kernels do not split a 3D U-Net's layers), while programs on separate devices run at the
+# same time. So on a machine without accelerators every core is shown as a CPU device (up to
+# MAX_CPU_DEVICES, which bounds the replicated state and prediction buffers), and training
+# and prediction run data-parallel over them. Measured on 2 cores: the demo's train step
+# 0.15 -> 0.095 s, a 1-mm case's prediction 3.7 -> 2.2 s.
+MAX_CPU_DEVICES = 8
+_cores_as_devices = False
+
+
+def _usable_cores() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _cpu_device_count_chosen() -> bool:
+  """Whether the CPU device count was set already: by JAX_NUM_CPU_DEVICES, XLA's
+  --xla_force_host_platform_device_count or jax.config."""
+  return (bool(os.environ.get("JAX_NUM_CPU_DEVICES"))
+          or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+          or jax.config.jax_num_cpu_devices != -1)
+
+
+def _accelerator_expected() -> bool:
+  platforms = os.environ.get("JAX_PLATFORMS", "")
+  if platforms:
+    return platforms.split(",")[0].strip() != "cpu"
+  return bool(_gpu_plugins()) or _tpu_chips_on_pci() > 0
+
+
+def cores_as_devices() -> bool:
+  """Whether this process's devices are its CPU cores, as configure() set them up: one
+  process on a machine without accelerators, the device count not chosen by the user."""
+  return _cores_as_devices and jax.default_backend() == "cpu" and jax.process_count() == 1
 
 
 def configure() -> None:
   # The CPU alone, as JAX would end up with, without libtpu's errors (cpu_only_despite_libtpu).
   if cpu_only_despite_libtpu():
     jax.config.update("jax_platforms", "cpu")
+  global _cores_as_devices
+  if not _cores_as_devices and not _accelerator_expected() and not _cpu_device_count_chosen():
+    jax.config.update("jax_num_cpu_devices", min(_usable_cores(), MAX_CPU_DEVICES))
+    _cores_as_devices = True
   # Several processes on CPUs (tests, laptops) need a CPU collectives backend.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", DEFAULT_CACHE)

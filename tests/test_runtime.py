@@ -1,13 +1,18 @@
 """Process-wide settings: a CPU machine with libtpu installed (the tpu-aot extra) runs on the
 CPU without trying the TPU runtime; TPU and GPU machines and an explicit JAX_PLATFORMS are
-left alone."""
+left alone. Without accelerators each core is a CPU device, unless the user chose a count."""
 
 import importlib.metadata
 import importlib.util
+import os
+import subprocess
+import sys
 
+import jax
 import pytest
+from conftest import tiny_config
 
-from brats_jax import runtime
+from brats_jax import runtime, sharding
 
 
 @pytest.mark.parametrize("libtpu,platforms,tpu_chips,expected", [
@@ -36,3 +41,44 @@ def test_a_gpu_plugin_keeps_jax_choosing(monkeypatch):
   plugin = type("EntryPoint", (), {"name": "xla_cuda13"})()
   monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [plugin])
   assert runtime.cpu_only_despite_libtpu() is False
+
+
+def _devices_in_a_new_process(**env_changes) -> tuple:
+  """(device count, cores_as_devices()) of a new process that calls runtime.configure()."""
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+  env.update(JAX_PLATFORMS="cpu", **env_changes)
+  script = ("from brats_jax import runtime; runtime.configure(); import jax; "
+            "print(len(jax.devices()), runtime.cores_as_devices())")
+  result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, check=True)
+  count, as_devices = result.stdout.split()
+  return int(count), as_devices == "True"
+
+
+def test_a_cpu_machine_shows_each_core_as_a_device():
+  cores = len(os.sched_getaffinity(0))
+  assert _devices_in_a_new_process() == (min(cores, runtime.MAX_CPU_DEVICES), True)
+
+
+@pytest.mark.parametrize("env", [{"JAX_NUM_CPU_DEVICES": "3"},
+                                 {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}])
+def test_a_cpu_device_count_the_user_chose_stands(env):
+  assert _devices_in_a_new_process(**env) == (3, False)
+
+
+@pytest.mark.parametrize("global_batch,space,expected", [
+    (2, 0, 2),    # the demo's batch of 2 on 8 cores: 2 cores, a sample each
+    (12, 0, 6),   # the most cores that split the batch evenly
+    (3, 0, 3),
+    (8, 0, 8),
+    (0, 0, 8),    # data.batch_per_device: the batch grows with the devices, all of them
+    (2, 4, 8),    # an explicit mesh.space: every device, as asked
+])
+def test_cores_split_the_batch_rather_than_the_samples(monkeypatch, global_batch, space,
+                                                       expected):
+  config = tiny_config()
+  config.data.global_batch, config.mesh.space = global_batch, space
+  monkeypatch.setattr(runtime, "_cores_as_devices", True)
+  assert sharding.training_devices(config) == jax.devices()[:expected]
+  monkeypatch.setattr(runtime, "_cores_as_devices", False)  # devices the user asked for
+  assert sharding.training_devices(config) == jax.devices()

@@ -48,7 +48,7 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
 
   sharded_forward = jax.shard_map(
       forward, mesh=mesh, in_specs=(jax.P(), jax.P(), jax.P(sharding.DATA)),
-      out_specs=jax.P(sharding.DATA), axis_names={sharding.DATA})
+      out_specs=jax.P(sharding.DATA), axis_names=sharding.manual_axes(mesh))
 
   @jax.jit
   def blend(params, model_state, volume, starts, valid):

@@ -34,14 +34,15 @@ VALIDATION = {seed: ["--config.data.val_fold=0"] for seed in (
 
 
 def _run(module, *args):
-  # One CPU device, as on a user's laptop: two of these configs have about 90 M parameters,
-  # whose train state on the 8 fake devices of the other tests, two tests at a time,
-  # outgrows the memory of a 24 GB machine.
+  # One CPU device: two of these configs have about 90 M parameters, whose train state on
+  # the 8 fake devices of the other tests (or one per core), two tests at a time, outgrows
+  # the memory of a 24 GB machine.
   env = optimised_env()
   env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8",
                                               "").strip()
   if not env["XLA_FLAGS"]:
     del env["XLA_FLAGS"]
+  env["JAX_NUM_CPU_DEVICES"] = "1"
   result = subprocess.run([sys.executable, "-m", f"brats_jax.cli.{module}", *args],
                           capture_output=True, text=True, timeout=600, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
