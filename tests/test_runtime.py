@@ -10,9 +10,10 @@ import sys
 
 import jax
 import pytest
-from conftest import tiny_config
 
 from brats_jax import runtime, sharding
+
+from conftest import tiny_config
 
 
 @pytest.mark.parametrize("libtpu,platforms,tpu_chips,expected", [

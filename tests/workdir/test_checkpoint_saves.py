@@ -13,7 +13,8 @@ def test_one_process_saves_replicated_arrays_without_slicing_them(tmp_path, monk
   mesh = sharding.make_mesh()  # the 8 test devices, every array replicated on all of them
   assert mesh.devices.size == 8
   state = {"step": jnp.int32(0), "params": {"w": jnp.arange(56.0).reshape(7, 8)},
-           "model_state": {"mean": jnp.zeros(3)}, "opt_state": {"mu": jnp.ones((7, 8))}, "rng": jnp.zeros(2)}
+           "model_state": {"mean": jnp.zeros(3)}, "opt_state": {"mu": jnp.ones((7, 8))},
+           "rng": jnp.zeros(2)}
   state = jax.device_put(state, sharding.replicated(mesh))
   slices = []
   real_slice_in_dim = jax.lax.slice_in_dim
