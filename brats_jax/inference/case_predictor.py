@@ -9,7 +9,7 @@ import numpy as np
 from flax import nnx
 
 from brats_jax import platforms, sharding, tasks
-from brats_jax.inference.sliding_window import blend_windows, window_plan
+from brats_jax.inference.sliding_window import weighted_average, window_plan, window_sums
 
 # Case volumes are padded up to a multiple of this before prediction, so that cases of
 # similar size share one compiled program. Windows stay inside each case's own extent.
@@ -46,16 +46,24 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
                        else jax.nn.sigmoid(logits))
     return total / len(flips)
 
-  sharded_forward = jax.shard_map(
-      forward, mesh=mesh, in_specs=(jax.P(), jax.P(), jax.P(sharding.DATA)),
-      out_specs=jax.P(sharding.DATA), axis_names=sharding.manual_axes(mesh))
+  def blend_per_group(params, model_state, volume, starts, valid):
+    # Each data-parallel group blends its own windows of every chunk into sums of its own,
+    # added up once at the end: gathering every chunk's predictions onto every device cost
+    # a dozen collectives per chunk (on 2 CPU devices, a third of a 2-mm case's time).
+    sums = window_sums(volume, starts, valid,
+                       lambda windows: forward(params, model_state, windows), roi,
+                       "gaussian", config.eval.sigma_scale, vary_over=(sharding.DATA,))
+    return weighted_average(*jax.lax.psum(sums, sharding.DATA))
+
+  per_group = jax.shard_map(
+      blend_per_group, mesh=mesh,
+      in_specs=(jax.P(), jax.P(), jax.P(), jax.P(None, sharding.DATA), jax.P(None, sharding.DATA)),
+      out_specs=jax.P(), axis_names=sharding.manual_axes(mesh))
 
   @jax.jit
   def blend(params, model_state, volume, starts, valid):
     with platforms.building_for(mesh):
-      return blend_windows(volume, starts, valid,
-                           lambda w: sharded_forward(params, model_state, w), roi,
-                           "gaussian", config.eval.sigma_scale)
+      return per_group(params, model_state, volume, starts, valid)
 
   def predict(variables, image: np.ndarray) -> np.ndarray:
     # A 2D model sees the volume as a batch of axial slices.

@@ -60,11 +60,15 @@ def window_plan(image_size, batch: int, roi, overlap: float, sw_batch_size: int,
           valid.reshape(num_chunks, sw_batch_size))
 
 
-def blend_windows(inputs, starts, valid, predictor, roi, mode="constant", sigma_scale=0.125):
-  """Importance-weighted average of predictor outputs over the given windows of inputs.
+def window_sums(inputs, starts, valid, predictor, roi, mode="constant", sigma_scale=0.125,
+                vary_over=()):
+  """(sum of importance-weighted predictor outputs, sum of weights) over the given windows
+  of inputs, each the size of inputs with K and 1 channels. Sums from several sets of
+  windows add up; weighted_average turns them into the blend.
 
   starts/valid come from window_plan and may be traced, so one compiled program serves
-  every window layout of the same size. Voxels no window covers are 0.
+  every window layout of the same size. vary_over: inside shard_map, the manual mesh axes
+  over which the windows (so the sums) differ.
   """
   sw_batch_size, channels = starts.shape[1], inputs.shape[-1]
   weights = jnp.asarray(importance_map(roi, mode, sigma_scale))[..., None]
@@ -96,9 +100,22 @@ def blend_windows(inputs, starts, valid, predictor, roi, mode="constant", sigma_
 
   total = jnp.zeros(inputs.shape[:-1] + (out_channels,), jnp.float32)
   norm = jnp.zeros(inputs.shape[:-1] + (1,), jnp.float32)
+  if vary_over:  # inside shard_map: each group's sums are its own from the start
+    total, norm = jax.lax.pcast((total, norm), tuple(vary_over), to="varying")
   (total, norm), _ = jax.lax.scan(add_chunk, (total, norm), (jnp.asarray(starts),
                                                              jnp.asarray(valid)))
+  return total, norm
+
+
+def weighted_average(total, norm):
+  """The blend from window_sums; voxels no window covers are 0."""
   return jnp.where(norm > 0, total / jnp.maximum(norm, 1e-12), 0.0)
+
+
+def blend_windows(inputs, starts, valid, predictor, roi, mode="constant", sigma_scale=0.125):
+  """Importance-weighted average of predictor outputs over the given windows of inputs."""
+  return weighted_average(*window_sums(inputs, starts, valid, predictor, roi, mode,
+                                       sigma_scale))
 
 
 def sliding_window_inference(inputs, predictor, roi_size, sw_batch_size: int,
