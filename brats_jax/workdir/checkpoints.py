@@ -10,6 +10,7 @@ validation mean Dice. Restoring always goes through a target that carries the cu
 shardings, which is what lets a run continue, validate or predict on any number of devices.
 """
 
+import functools
 import os
 import time
 
@@ -26,6 +27,7 @@ BEST_METRIC = "val/mean_dice"
 ITEMS = ("model", "optimizer", "data", "contract")
 
 
+@functools.cache  # once per process: Orbax logs every re-registration
 def _one_writer_per_array() -> None:
   """With one process, that process writes each array whole. Orbax's default (replica-
   parallel saving, meant for several hosts) splits every replicated array over this host's
