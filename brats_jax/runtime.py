@@ -40,6 +40,15 @@ def _gpu_plugins() -> list:
   return [n for n in names if "cuda" in n or "rocm" in n]
 
 
+def _accelerator_expected() -> bool:
+  """Whether JAX will find an accelerator: JAX_PLATFORMS names one first, or (unset) a GPU
+  plugin is installed or a TPU chip is on the PCI bus."""
+  platforms = os.environ.get("JAX_PLATFORMS", "")
+  if platforms:
+    return platforms.split(",")[0].strip() != "cpu"
+  return bool(_gpu_plugins()) or _tpu_chips_on_pci() > 0
+
+
 def cpu_only_despite_libtpu() -> bool:
   """Whether this is a machine without accelerators whose environment has libtpu (the
   tpu-aot extra, for deviceless compiles): JAX would try the TPU runtime at start, which
@@ -47,7 +56,7 @@ def cpu_only_despite_libtpu() -> bool:
   is set, a TPU chip is on the PCI bus, or a GPU plugin is installed."""
   if os.environ.get("JAX_PLATFORMS") or importlib.util.find_spec("libtpu") is None:
     return False
-  return not _gpu_plugins() and not _tpu_chips_on_pci()
+  return not _accelerator_expected()
 
 
 # XLA:CPU runs the convolutions of one program mostly on one core at a time (its YNNPACK
@@ -72,13 +81,6 @@ def _cpu_device_count_chosen() -> bool:
           or jax.config.jax_num_cpu_devices != -1)
 
 
-def _accelerator_expected() -> bool:
-  platforms = os.environ.get("JAX_PLATFORMS", "")
-  if platforms:
-    return platforms.split(",")[0].strip() != "cpu"
-  return bool(_gpu_plugins()) or _tpu_chips_on_pci() > 0
-
-
 def cores_as_devices() -> bool:
   """Whether this process's devices are its CPU cores, as configure() set them up: one
   process on a machine without accelerators, the device count not chosen by the user."""
@@ -90,7 +92,7 @@ def configure() -> None:
   if cpu_only_despite_libtpu():
     jax.config.update("jax_platforms", "cpu")
   global _cores_as_devices
-  if not _cores_as_devices and not _accelerator_expected() and not _cpu_device_count_chosen():
+  if not _accelerator_expected() and not _cpu_device_count_chosen():
     jax.config.update("jax_num_cpu_devices", min(_usable_cores(), MAX_CPU_DEVICES))
     _cores_as_devices = True
   # Several processes on CPUs (tests, laptops) need a CPU collectives backend.

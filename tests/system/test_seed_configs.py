@@ -39,10 +39,7 @@ def _run(module, *args):
   # the memory of a 24 GB machine.
   env = optimised_env()
   env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8",
-                                              "").strip()
-  if not env["XLA_FLAGS"]:
-    del env["XLA_FLAGS"]
-  env["JAX_NUM_CPU_DEVICES"] = "1"
+                                              "--xla_force_host_platform_device_count=1")
   result = subprocess.run([sys.executable, "-m", f"brats_jax.cli.{module}", *args],
                           capture_output=True, text=True, timeout=600, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
