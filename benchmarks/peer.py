@@ -18,6 +18,9 @@ out, 64x64x48, as `make demo`). Each side runs in its own process, one after the
             cases of realistic size (3 each of 140x170x140, a brain-cropped 1-mm BraTS case,
             and 70x85x70, the same at 2 mm; the first includes compilation; skip with
             --no_realistic)
+            and again at the end, --predict_rounds times per side with the sides
+            alternating (each a fresh process with a warm compilation cache: one untimed
+            pass, then the median and fastest case of two timed passes per size)
   score     mean region Dice (WT, TC, ET) of those predictions against their labels
 
 The network is configs/demo.py's U-Net, and in MONAI a DynUNet of the same levels, filters,
@@ -142,6 +145,7 @@ def run_jax(args) -> dict:
                                         progress=False)
     result[f"predict_{name}_seconds_per_case"] = float(np.mean([t for _, t in timings[1:]]))
     result[f"predict_{name}_first_case_seconds"] = timings[0][1]
+  result["trained"] = workdir  # for the alternating prediction rounds
   result["peak_rss_gib"] = _peak_rss_gib()
   if not args.train_seconds:  # measured last, so the first-step figure is a fresh process's
     result["step_seconds"] = measure_step()
@@ -318,6 +322,46 @@ def fixed_batch_step(side: str, steps: int = ROUND_STEPS) -> dict:
   return {"median_s": float(np.median(times)), "min_s": float(min(times))}
 
 
+def prediction_round(side: str, trained: str, realistic: str) -> dict:
+  """{size: {median_s, min_s}} of whole-case prediction of the realistic cases by one side's
+  trained model, in a fresh process: one untimed pass over each folder (compilation, warm
+  caches), then the per-case seconds of two timed passes. Run in alternation with the other
+  side (--predict_rounds)."""
+  config = _config()
+  if side == "jax":
+    from brats_jax import runtime
+    runtime.configure()
+    from brats_jax.inference import predict
+    output = tempfile.mkdtemp(prefix="peer_jax_round_")
+
+    def per_case(folder):
+      return [t for _, t in predict.predict_folder(trained, folder, output, progress=False)[0]]
+  else:
+    import torch
+    torch.set_num_threads(os.cpu_count())
+    net = _monai_network(config)
+    net.load_state_dict(torch.load(trained))
+    net.eval()
+
+    def per_case(folder):
+      return _monai_predict(net, config, folder)[0]
+  result = {}
+  for name, folder in _realistic_folders(argparse.Namespace(realistic=realistic)):
+    per_case(folder)
+    seconds = per_case(folder) + per_case(folder)
+    result[name] = {"median_s": float(np.median(seconds)), "min_s": float(min(seconds))}
+  return result
+
+
+def _alternating(rounds: list, key=lambda r: r) -> dict:
+  """Ratios ours / MONAI of rounds [{"jax": .., "monai": ..}] of {median_s, min_s}."""
+  ratios = [key(r["jax"])["median_s"] / key(r["monai"])["median_s"] for r in rounds]
+  fastest = {side: min(key(r[side])["min_s"] for r in rounds) for side in ("jax", "monai")}
+  return {"ratio_median": float(np.median(ratios)), "ratio_range": [min(ratios), max(ratios)],
+          # the least disturbed run of each side: the least noisy ratio
+          "ratio_of_fastest": fastest["jax"] / fastest["monai"]}
+
+
 def run_monai(args) -> dict:
   import monai
   import torch
@@ -370,6 +414,8 @@ def run_monai(args) -> dict:
     seconds, _ = _monai_predict(net, config, folder)
     result[f"predict_{name}_seconds_per_case"] = float(np.mean(seconds[1:]))
     result[f"predict_{name}_first_case_seconds"] = seconds[0]
+  result["trained"] = os.path.join(tempfile.mkdtemp(prefix="peer_monai_"), "net.pt")
+  torch.save(net.state_dict(), result["trained"])  # for the alternating prediction rounds
   result["peak_rss_gib"] = _peak_rss_gib()
   if not args.train_seconds:
     result["step_seconds"] = _monai_step_seconds(config)
@@ -431,14 +477,21 @@ def main():
   parser.add_argument("--step_rounds", type=int, default=3,
                       help="then time the fixed-batch step this many times per side, "
                            "alternating the sides (a noisy machine moves both alike)")
-  parser.add_argument("--side", choices=["jax", "monai", "jax_step", "monai_step"],
+  parser.add_argument("--predict_rounds", type=int, default=3,
+                      help="then time the prediction of the realistic cases this many times "
+                           "per side, alternating the sides")
+  parser.add_argument("--side", choices=["jax", "monai", "jax_step", "monai_step",
+                                         "jax_predict", "monai_predict"],
                       help=argparse.SUPPRESS)
   parser.add_argument("--realistic", help=argparse.SUPPRESS)
+  parser.add_argument("--trained", help=argparse.SUPPRESS)
   parser.add_argument("--result", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.side:
-    result = fixed_batch_step(args.side[:-len("_step")]) if args.side.endswith("_step") \
-        else (run_jax if args.side == "jax" else run_monai)(args)
+    side, _, part = args.side.partition("_")
+    result = fixed_batch_step(side) if part == "step" else \
+        prediction_round(side, args.trained, args.realistic) if part == "predict" else \
+        (run_jax if side == "jax" else run_monai)(args)
     files.write_json(args.result, result)
     return
   work = tempfile.mkdtemp(prefix="peer_")
@@ -473,6 +526,17 @@ def main():
       with open(path) as f:
         rounds[-1][side] = json.load(f)
   jax_side, monai_side = sides["jax"][1], sides["monai"][0]
+  trained = {"jax": jax_side.pop("trained"), "monai": monai_side.pop("trained")}
+  prediction_rounds = []
+  for _ in range(args.predict_rounds if args.realistic else 0):
+    prediction_rounds.append({})
+    for side in ("jax", "monai"):
+      path = os.path.join(work, f"{side}_predict.json")
+      subprocess.run([sys.executable, os.path.abspath(__file__), f"--side={side}_predict",
+                      f"--trained={trained[side]}", f"--realistic={args.realistic}",
+                      f"--result={path}"], check=True, env=env)
+      with open(path) as f:
+        prediction_rounds[-1][side] = json.load(f)
   jax_side["first_run_first_step_after_seconds"] = sides["jax"][0]["first_step_after_seconds"]
   print(f"\n{'':42s}{'brats_jax':>12s}{'MONAI':>12s}{'MONAI/ours':>12s}")
   for key, name, higher_is_better in ROWS:
@@ -485,18 +549,25 @@ def main():
         f"{jax_side['first_run_first_step_after_seconds']:.1f} s")
   alternating = None
   if rounds:
-    ratios = [r["jax"]["median_s"] / r["monai"]["median_s"] for r in rounds]
-    fastest = {side: min(r[side]["min_s"] for r in rounds) for side in ("jax", "monai")}
-    alternating = {"rounds": rounds, "ratio_median": float(np.median(ratios)),
-                   "ratio_range": [min(ratios), max(ratios)],
-                   # the least disturbed step of each side: the least noisy ratio
-                   "ratio_of_fastest": fastest["jax"] / fastest["monai"]}
+    alternating = {"rounds": rounds, **_alternating(rounds)}
     print(f"fixed-batch step, {len(rounds)} alternating rounds (median of {ROUND_STEPS} "
           "steps each): "
           + ", ".join(f"{r['jax']['median_s']:.3f} vs {r['monai']['median_s']:.3f} s"
                       for r in rounds)
           + f"; ours / MONAI {alternating['ratio_median']:.2f}x (median of rounds), "
           f"{alternating['ratio_of_fastest']:.2f}x (fastest step of each)")
+  prediction_alternating = None
+  if prediction_rounds:
+    prediction_alternating = {"rounds": prediction_rounds}
+    for name in REALISTIC:
+      ratios = _alternating(prediction_rounds, lambda r: r[name])
+      prediction_alternating[name] = ratios
+      print(f"prediction of a {'x'.join(map(str, REALISTIC[name]))} case, "
+            f"{len(prediction_rounds)} alternating rounds (median case of each): "
+            + ", ".join(f"{r['jax'][name]['median_s']:.3f} vs "
+                        f"{r['monai'][name]['median_s']:.3f} s" for r in prediction_rounds)
+            + f"; ours / MONAI {ratios['ratio_median']:.2f}x (median of rounds), "
+            f"{ratios['ratio_of_fastest']:.2f}x (fastest case of each)")
   for side in (jax_side, monai_side):
     d = side["heldout_dice"]
     print(f"{side['side']:>9s}: {side['steps']} steps; held-out Dice WT {d['WT']:.3f} "
@@ -506,7 +577,8 @@ def main():
       "python": platform.python_version()}, "args": {k: v for k, v in vars(args).items()
                                                       if k not in ("side", "result")},
       "brats_jax": jax_side, "monai": monai_side, "realistic_shapes": REALISTIC,
-      "fixed_batch_step_alternating": alternating}
+      "fixed_batch_step_alternating": alternating,
+      "prediction_alternating": prediction_alternating}
   files.write_json(args.out, record)
   print(f"wrote {args.out}")
 
