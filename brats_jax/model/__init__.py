@@ -5,6 +5,7 @@
   transunet.py        TransUNet (a ViT bottleneck)
   cpu_convolution.py  3D convolutions as 2D over depth taps (XLA:CPU runs them faster)
   space_to_depth.py   the full-resolution level folded into channels (TPU lanes)
+  normalisation.py    instance and group norm: float32 statistics, applied in bf16
 """
 
 import jax

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from brats_jax.model import cpu_convolution
+from brats_jax.model import cpu_convolution, normalisation
 from brats_jax.model import space_to_depth as s2d
 
 # Every convolution of the model: lax's, except 3D on CPUs (cpu_convolution.py says why).
@@ -61,7 +61,7 @@ def _apply_norm(norm, x, train):
   if norm is None:
     return x
   return norm(x, use_running_average=not train) if isinstance(norm, nnx.BatchNorm) \
-      else norm(x)
+      else normalisation.apply(norm, x)
 
 
 class Dropout(nnx.Module):
@@ -108,8 +108,8 @@ class ConvNormAct(nnx.Module):
       start += channels
     scale = self.norm.scale[...] if self.norm.scale is not None else None
     bias = self.norm.bias[...] if self.norm.bias is not None else None
-    return self.activation(s2d.normalise(y, self.norm_groups, scale, bias,
-                                         self.norm.epsilon, self.dtype))
+    return self.activation(normalisation.group_normalise(
+        y, self.norm_groups, scale, bias, self.norm.epsilon, self.dtype, positions=s2d.FOLD))
 
   def from_folded(self, x, train):
     """This stride-2 layer reading a folded tensor; its output is plain (level 1)."""

@@ -11,7 +11,8 @@ have exact counterparts on folded tensors, built here from the same parameters:
   the stride-2 convolution into level 1 takes 2 coarse taps along each folded axis;
 - a 1x1 convolution (heads, residual projections) is block-diagonal over the 8 positions;
 - the decoder's 1x1-conv-then-depth-to-space up-sampling needs only its unfolded axis moved;
-- instance and group norm statistics are sums over the folded positions.
+- instance and group norm statistics are sums over the folded positions
+  (normalisation.group_normalise with positions=FOLD).
 
 So the model, its parameters and its checkpoints are the same on every platform; only how
 XLA lays out level 0 differs. The assembled kernels carry 4x the multiply-adds of the
@@ -114,30 +115,3 @@ def pointwise(x: jax.Array, kernel: jax.Array, bias, dtype) -> jax.Array:
   if bias is not None:
     y = y + bias.astype(dtype)
   return y.reshape(*x.shape[:-1], FOLD * k.shape[1])
-
-
-def normalise(x: jax.Array, groups: int, scale, bias, epsilon: float, dtype) -> jax.Array:
-  """Instance (groups = channels) or group normalisation of the fine tensor that x folds,
-  as flax computes it: float32 statistics E[x^2] - E[x]^2 per sample and group."""
-  channels = x.shape[-1] // FOLD
-  x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  spatial = tuple(range(1, x.ndim - 1))
-
-  def group_mean(v):  # [B, ..., 8C] -> [B, G] mean over voxels, positions, group channels
-    per_channel = v.mean(spatial).reshape(v.shape[0], FOLD, groups, channels // groups)
-    return per_channel.mean((1, 3))
-
-  mean, mean_sq = group_mean(x32), group_mean(jnp.square(x32))
-  var = jnp.maximum(0.0, mean_sq - jnp.square(mean))
-
-  def per_folded_channel(stat):  # [B, G] -> [B, 1, 1, 1, 8C]
-    per_channel = jnp.repeat(stat, channels // groups, axis=1)
-    return jnp.tile(per_channel, (1, FOLD)).reshape(x.shape[0], 1, 1, 1, -1)
-
-  multiplier = jax.lax.rsqrt(per_folded_channel(var) + epsilon)
-  if scale is not None:
-    multiplier = multiplier * jnp.tile(scale, FOLD)
-  y = (x32 - per_folded_channel(mean)) * multiplier
-  if bias is not None:
-    y = y + jnp.tile(bias, FOLD)
-  return y.astype(dtype)

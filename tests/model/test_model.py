@@ -12,7 +12,8 @@ from flax import nnx
 from brats_jax import labels as label_values
 from brats_jax import model, sharding, tasks
 from brats_jax.config import checks
-from brats_jax.model import blocks, cpu_convolution, unet
+from brats_jax.model import blocks, cpu_convolution, normalisation, unet
+from brats_jax.model import space_to_depth as s2d
 from brats_jax.train import losses
 from brats_jax.train import step as train_step
 
@@ -185,6 +186,34 @@ def test_cpu_convolution_is_lax_convolution(shape, kernel, strides, dilation, pa
   hlo = jax.jit(loss(ours)).lower(x, w).as_text()
   inputs = re.findall(r"stablehlo.convolution.* dim_numbers = \[([^\]]*)\]", hlo)
   assert inputs and all(i.replace(" ", "") == "b,0,1,f" for i in inputs), inputs
+
+
+@pytest.mark.parametrize("kind", ["instance", "group"])
+def test_normalisation_is_flax_norm_and_rounds_once_in_bf16(kind):
+  """normalisation.apply gives flax's InstanceNorm / GroupNorm (float32); in bf16 it stays
+  within bf16 rounding of the float32 result, even for activations far from zero mean; on a
+  space-to-depth folded tensor it is the same function."""
+  x = 3.0 + 0.5 * jax.random.normal(jax.random.key(0), (2, 4, 8, 6, 16))
+  layer = {"instance": nnx.InstanceNorm(16, epsilon=1e-5, rngs=nnx.Rngs(0)),
+           "group": nnx.GroupNorm(16, num_groups=8, epsilon=1e-5, rngs=nnx.Rngs(0))}[kind]
+  layer.scale[...] = 1 + jax.random.normal(jax.random.key(1), (16,))
+  layer.bias[...] = jax.random.normal(jax.random.key(2), (16,))
+  with jax.enable_x64(True):  # flax's layer in float64: the exact values
+    expected = np.asarray(nnx.merge(*jax.tree.map(
+        lambda v: v.astype(jnp.float64), nnx.split(layer)))(x.astype(jnp.float64)), np.float32)
+  np.testing.assert_allclose(normalisation.apply(layer, x), expected, rtol=1e-5, atol=3e-5)
+
+  layer.dtype = jnp.bfloat16
+  half = normalisation.apply(layer, x.astype(jnp.bfloat16))
+  assert half.dtype == jnp.bfloat16
+  # the input's own bf16 rounding (|x| ~ 3, std 0.5: 0.008 / 0.5) bounds what is reachable
+  np.testing.assert_allclose(half.astype(jnp.float32), expected, rtol=0.02, atol=0.1)
+  assert float(jnp.abs(half.astype(jnp.float32) - expected).mean()) < 0.02
+
+  groups = 16 if kind == "instance" else 8
+  folded = normalisation.group_normalise(s2d.fold(x), groups, layer.scale[...],
+                                         layer.bias[...], 1e-5, jnp.float32, positions=s2d.FOLD)
+  np.testing.assert_allclose(s2d.unfold(folded), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow  # float64 compiles of the whole model, twice: about 25 s each
