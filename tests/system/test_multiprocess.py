@@ -55,8 +55,17 @@ def _start_processes(store, workdir, num_steps, extra=(), count=2):
 
 
 def _finish(processes) -> list:
+  """Every process's output; a process still running after TIMEOUT_S fails the test with
+  what each process printed (a hang in one shows where the others were)."""
+  deadline = time.time() + TIMEOUT_S
   try:
-    return [p.communicate(timeout=TIMEOUT_S)[0] for p in processes]
+    return [p.communicate(timeout=max(deadline - time.time(), 1))[0] for p in processes]
+  except subprocess.TimeoutExpired:
+    for p in processes:
+      p.kill()
+    outputs = [p.communicate()[0] for p in processes]
+    pytest.fail(f"processes still running after {TIMEOUT_S} s:\n" + "\n".join(
+        f"--- process {i} ---\n{out[-3000:]}" for i, out in enumerate(outputs)))
   finally:
     for p in processes:
       p.kill()
