@@ -140,7 +140,8 @@ def run_jax(args) -> dict:
                                        case)
     per_case.append(_region_dice(predicted, reference))
   result["heldout_dice"] = _summary(per_case)
-  for name, folder in _realistic_folders(args):  # whole-case prediction at realistic sizes
+  # whole-case prediction at realistic sizes
+  for name, folder in _realistic_folders(args.realistic):
     timings, _ = predict.predict_folder(workdir, folder, os.path.join(work, f"pred_{name}"),
                                         progress=False)
     result[f"predict_{name}_seconds_per_case"] = float(np.mean([t for _, t in timings[1:]]))
@@ -346,7 +347,7 @@ def prediction_round(side: str, trained: str, realistic: str) -> dict:
     def per_case(folder):
       return _monai_predict(net, config, folder)[0]
   result = {}
-  for name, folder in _realistic_folders(argparse.Namespace(realistic=realistic)):
+  for name, folder in _realistic_folders(realistic):
     per_case(folder)
     seconds = per_case(folder) + per_case(folder)
     result[name] = {"median_s": float(np.median(seconds)), "min_s": float(min(seconds))}
@@ -410,7 +411,7 @@ def run_monai(args) -> dict:
   result["predict_seconds_per_case"] = float(np.mean(seconds[1:]))
   result["predict_first_case_seconds"] = seconds[0]
   result["heldout_dice"] = _summary(per_case)
-  for name, folder in _realistic_folders(args):
+  for name, folder in _realistic_folders(args.realistic):
     seconds, _ = _monai_predict(net, config, folder)
     result[f"predict_{name}_seconds_per_case"] = float(np.mean(seconds[1:]))
     result[f"predict_{name}_first_case_seconds"] = seconds[0]
@@ -431,9 +432,8 @@ def run_monai(args) -> dict:
 REALISTIC = {"1mm": (140, 170, 140), "2mm": (70, 85, 70)}
 
 
-def _realistic_folders(args) -> list:
-  return [(name, os.path.join(args.realistic, name)) for name in REALISTIC] \
-      if args.realistic else []
+def _realistic_folders(realistic: str | None) -> list:
+  return [(name, os.path.join(realistic, name)) for name in REALISTIC] if realistic else []
 
 
 def _synthesise_realistic(folder: str) -> str:

@@ -85,7 +85,6 @@ class ConvNormAct(nnx.Module):
     self.norm = _norm(config.norm, cout, config.dtype, rngs)
     self.conv = Conv(cin, cout, (3,) * dims, strides=strides, kernel_dilation=dilation,
                      use_bias=self.norm is None, dtype=config.dtype, rngs=rngs)
-    self.norm_groups = cout if config.norm == "instance" else min(8, cout)
     self.activation = ACTIVATIONS[config.activation]
     self.dropout = dropout
     self.dtype = config.dtype
@@ -106,10 +105,7 @@ class ConvNormAct(nnx.Module):
       channels = part.shape[-1] // s2d.FOLD
       y = y + s2d.conv(part, kernel[..., start:start + channels, :], 1, self.dtype)
       start += channels
-    scale = self.norm.scale[...] if self.norm.scale is not None else None
-    bias = self.norm.bias[...] if self.norm.bias is not None else None
-    return self.activation(normalisation.group_normalise(
-        y, self.norm_groups, scale, bias, self.norm.epsilon, self.dtype, positions=s2d.FOLD))
+    return self.activation(normalisation.apply(self.norm, y, positions=s2d.FOLD))
 
   def from_folded(self, x, train):
     """This stride-2 layer reading a folded tensor; its output is plain (level 1)."""

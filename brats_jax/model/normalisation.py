@@ -46,10 +46,10 @@ def group_normalise(x: jax.Array, groups: int, scale, bias, epsilon: float, dtyp
   return y
 
 
-def apply(norm, x: jax.Array) -> jax.Array:
+def apply(norm, x: jax.Array, positions: int = 1) -> jax.Array:
   """An nnx.InstanceNorm or nnx.GroupNorm (channels-last, over all spatial axes) applied by
-  group_normalise, with its own parameters."""
+  group_normalise, with its own parameters; positions as there (folded tensors)."""
   groups = norm.num_features if isinstance(norm, nnx.InstanceNorm) else norm.num_groups
   return group_normalise(x, groups, norm.scale[...] if norm.scale is not None else None,
                          norm.bias[...] if norm.bias is not None else None, norm.epsilon,
-                         norm.dtype)
+                         norm.dtype, positions)
