@@ -11,6 +11,7 @@ import math
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding
 from orbax.checkpoint import multihost as ocp_multihost
 
@@ -152,6 +153,17 @@ def wait_for_all_processes(name: str, timeout_s: int = 3600):
   if jax.process_count() > 1:
     ocp_multihost.sync_global_processes(name, timeout=timeout_s,
                                         processes=set(range(jax.process_count())))
+
+
+def processes_where(flag: bool, name: str) -> list:
+  """The indices of the processes on which `flag` is true; every process calls this once per
+  `name`. They meet on the coordination service first (its timeout allows for work that
+  takes each process a different time), then exchange the flags in one collective."""
+  if jax.process_count() == 1:
+    return [0] if flag else []
+  wait_for_all_processes(name)
+  flags = multihost_utils.process_allgather(np.array([flag], np.int32))
+  return [int(i) for i in np.flatnonzero(np.asarray(flags).ravel())]
 
 
 def is_main_process() -> bool:

@@ -12,10 +12,12 @@ shardings, which is what lets a run continue, validate or predict on any number 
 
 import functools
 import os
+import sys
 import time
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 from brats_jax import files, sharding
@@ -95,11 +97,25 @@ class Checkpoints:
           f"{path}: a checkpoint of brats_jax 0.1 (no inference contract); predict with "
           "brats_jax 0.1.0, or train again in a new workdir with this version")
 
+  def _read(self, step: int, **items) -> dict:
+    """The named items of checkpoint `step`, read by this process alone.
+
+    CheckpointManager.restore ends in a barrier of every process. A process whose read fails
+    never reaches it: the others wait there for good, or pass it with that process's read of
+    an older step and train from a different state. Reads here have no barrier; processes
+    that scan for a readable checkpoint agree on the result afterwards (_newest_readable).
+    """
+    handler = ocp.CompositeCheckpointHandler()
+    try:
+      return handler.restore(epath.Path(files.join(self.directory, str(step))),
+                             args=ocp.args.Composite(**items))
+    finally:
+      handler.close()
+
   def contract(self, step: int) -> dict:
     """The inference contract of `step` (a small JSON read)."""
     self._check_format(step)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        contract=ocp.args.JsonRestore()))
+    restored = self._read(step, contract=ocp.args.JsonRestore())
     return contract_lib.check_version(restored["contract"],
                                       files.join(self.directory, str(step)))
 
@@ -111,14 +127,26 @@ class Checkpoints:
     steps = sorted(self.all_steps(), reverse=True)
     unreadable: list[int] = []
     for step in steps:
+      value, error = None, None
       try:
-        return step, read(step), unreadable
+        value = read(step)
       except CheckpointError:
         raise
       except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
-        log(f"warning: {what} at step {step} in {self.directory} cannot be read "
-            f"({_first_line(e)}); trying an older one")
-        unreadable.append(step)
+        error = e
+        if not sharding.is_main_process():  # its own log says why (process 0 logs the rest)
+          print(f"process {jax.process_index()}: {what} at step {step} in {self.directory} "
+                f"cannot be read ({_first_line(e)})", file=sys.stderr, flush=True)
+      # Every process resumes from the same step: one that any process cannot read is
+      # unreadable for all (a damaged share, or a host that cannot reach the bucket).
+      failed = sharding.processes_where(error is not None, f"brats_jax: {what} {step} read")
+      if not failed:
+        return step, value, unreadable
+      reason = (_first_line(error) if error is not None
+                else f"process {', '.join(map(str, failed))} could not read it")
+      log(f"warning: {what} at step {step} in {self.directory} cannot be read "
+          f"({reason}); trying an older one")
+      unreadable.append(step)
     if steps:
       raise CheckpointError(f"{self.directory}: none of the checkpoints {steps} can be read; "
                             "refusing to start from scratch (move them away to do so)")
@@ -135,10 +163,9 @@ class Checkpoints:
     ShapeDtypeStructs)."""
     self._check_format(step)
     targets = train_state.restore_targets(state)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore(targets["model"]),
-        optimizer=ocp.args.StandardRestore(targets["optimizer"]),
-        data=ocp.args.JsonRestore(), contract=ocp.args.JsonRestore()))
+    restored = self._read(step, model=ocp.args.StandardRestore(targets["model"]),
+                          optimizer=ocp.args.StandardRestore(targets["optimizer"]),
+                          data=ocp.args.JsonRestore(), contract=ocp.args.JsonRestore())
     return (train_state.from_items(restored), restored["data"],
             contract_lib.check_version(restored["contract"],
                                        files.join(self.directory, str(step))))
@@ -147,9 +174,7 @@ class Checkpoints:
     """{params, model_state} of `step` onto the shardings carried by `target`: inference
     needs nothing else (no optimiser state is read)."""
     self._check_format(step)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore(target)))
-    return restored["model"]
+    return self._read(step, model=ocp.args.StandardRestore(target))["model"]
 
   def restore_latest_readable(self, state, log=print):
     """(step, state, data, contract) of the newest checkpoint that can be read, or None if

@@ -1,6 +1,7 @@
 """Several processes (jax.distributed over localhost, gloo CPU collectives, 4 devices each):
 they train exactly like one process with 8 devices, stop together on a signal to any one of
-them, and their checkpoints resume on a different number of processes."""
+them, resume together from the newest checkpoint that every one of them can read, and their
+checkpoints resume on a different number of processes."""
 
 import json
 import os
@@ -45,13 +46,33 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start_processes(store, workdir, num_steps, extra=(), count=2):
+# The training command, with Checkpoints.restore failing for one step: as on a host that
+# cannot reach that checkpoint's files while the other hosts can.
+_UNREACHABLE_STEP = """
+import sys
+from brats_jax.cli import train
+from brats_jax.workdir.checkpoints import Checkpoints
+step_to_fail, restore = int(sys.argv.pop(1)), Checkpoints.restore
+def restore_failing(self, step, state):
+  if step == step_to_fail:
+    raise OSError(f"simulated: the files of step {step} are out of this host's reach")
+  return restore(self, step, state)
+Checkpoints.restore = restore_failing
+train.run()
+"""
+
+
+def _start_processes(store, workdir, num_steps, extra=(), count=2, unreachable=None):
+  """`count` processes of one run; `unreachable`: (process, step) that process cannot read."""
   port = _free_port()
-  return [subprocess.Popen(
-      _command(store, workdir, num_steps, [*extra, f"--coordinator=localhost:{port}",
-                                           f"--num_processes={count}", f"--process_id={i}"]),
-      env=_env(8 // count), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(count)]
+  commands = [_command(store, workdir, num_steps, [*extra, f"--coordinator=localhost:{port}",
+                                                   f"--num_processes={count}",
+                                                   f"--process_id={i}"]) for i in range(count)]
+  if unreachable:
+    process, step = unreachable
+    commands[process][1:3] = ["-c", _UNREACHABLE_STEP, str(step)]
+  return [subprocess.Popen(command, env=_env(8 // count), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True) for command in commands]
 
 
 def _finish(processes) -> list:
@@ -157,3 +178,15 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tiny_store
   assert max(_losses(workdir)) == step + 1 and _checkpoint_steps(workdir)[-1] == step + 1
   assert any(d.startswith(f"{step}.unreadable-")
              for d in os.listdir(os.path.join(workdir, "checkpoints")))
+
+  # Only process 1 cannot read the newest checkpoint (step + 1): process 0 can, but the two
+  # must still resume from the same one, the newest that both read (step - 1).
+  processes = _start_processes(tiny_store, workdir, step + 2, unreachable=(1, step + 1))
+  outputs = _finish(processes)
+  assert [p.returncode for p in processes] == [0, 0], outputs
+  assert f"checkpoint at step {step + 1} in" in outputs[0], outputs[0]
+  assert "(process 1 could not read it)" in outputs[0], outputs[0]
+  assert f"process 1: checkpoint at step {step + 1} in" in outputs[1], outputs[1]
+  assert "out of this host's reach" in outputs[1], outputs[1]
+  assert f"resumed from checkpoint at step {step - 1}" in outputs[0], outputs[0]
+  assert max(_losses(workdir)) == step + 2 and _checkpoint_steps(workdir)[-1] == step + 2
