@@ -3,14 +3,17 @@
 # `make test`: the test suite's fast tier; `make test-slow`: the slow tier (several processes,
 # signals); `make lint`: ruff and mypy. CI runs all three. Each target creates .venv and
 # installs the package first.
+# PYTHON: the interpreter that creates $(VENV); pip then takes the newest jax that setup.cfg
+# allows for it (Python 3.11: jax 0.10.2; jax 0.11 and newer need Python 3.12 or newer).
 VENV ?= .venv
+PYTHON ?= python3
 PY := $(VENV)/bin/python
 DEMO := demo_out
 
 .PHONY: demo test test-slow lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	@# A registry page that arrives cut short fails pip at random (seen once in CI): try 3 times.
 	for attempt in 1 2 3; do \
 	  $(PY) -m pip install -q -e ".[test,lint]" && exit 0; \

@@ -28,6 +28,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SHAPE = (32, 32, 24)
 
 
+def pytest_terminal_summary(terminalreporter):
+  """The versions tested, beside the result (CI runs the suite on the oldest and the newest
+  jax that setup.cfg allows)."""
+  import importlib.metadata
+  import sys
+  terminalreporter.write_line("tested with Python {}, {}".format(
+      sys.version.split()[0], ", ".join(
+          f"{name} {importlib.metadata.version(name)}"
+          for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorstore"))))
+
+
 def optimised_env() -> dict:
   """The environment for a subprocess that computes more than it compiles (full-width seed
   models predicting whole cases): XLA's usual optimisations back on."""
