@@ -11,6 +11,7 @@ shardings, which is what lets a run continue, validate or predict on any number 
 """
 
 import functools
+import logging
 import os
 import sys
 import time
@@ -27,6 +28,18 @@ from brats_jax.workdir import train_state
 
 BEST_METRIC = "val/mean_dice"
 ITEMS = ("model", "optimizer", "data", "contract")
+
+
+class _DropOrbaxNotices(logging.Filter):
+  """Orbax warns of what brats_jax asks for on purpose: a read-only manager (inference) and
+  the array handler registered below. Said at every load, these are noise to a user."""
+  NOTICES = ("Given directory is read only", "Type handler registry type")
+
+  def filter(self, record):
+    return not str(record.msg).startswith(self.NOTICES)
+
+
+logging.getLogger("absl").addFilter(_DropOrbaxNotices())
 
 
 @functools.cache  # once per process: Orbax logs every re-registration

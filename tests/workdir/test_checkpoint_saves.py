@@ -27,3 +27,21 @@ def test_one_process_saves_replicated_arrays_without_slicing_them(tmp_path, monk
   restored = checkpoints.restore_model(1, {k: state[k] for k in ("params", "model_state")})
   checkpoints.close()
   np.testing.assert_array_equal(restored["params"]["w"], np.arange(56.0).reshape(7, 8))
+
+
+def test_reading_a_checkpoint_logs_no_orbax_notices(tmp_path, caplog):
+  """What brats_jax asks of Orbax on purpose (its own array handler, read-only managers for
+  inference) is not repeated to the user at every load."""
+  mesh = sharding.make_mesh()
+  state = jax.device_put({"step": jnp.int32(0), "params": {"w": jnp.ones(3)},
+                          "model_state": {}, "opt_state": {}, "rng": jnp.zeros(2)},
+                         sharding.replicated(mesh))
+  checkpoints = Checkpoints(str(tmp_path))
+  assert checkpoints.save(1, state, {"next_step": 1}, {"format": 0}, force=True)
+  checkpoints.close()
+  caplog.set_level("INFO", logger="absl")
+  reader = Checkpoints(str(tmp_path), read_only=True)
+  reader.restore_model(1, {"params": state["params"], "model_state": {}})
+  reader.close()
+  notices = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert notices == [], notices
