@@ -155,15 +155,20 @@ def wait_for_all_processes(name: str, timeout_s: int = 3600):
                                         processes=set(range(jax.process_count())))
 
 
-def processes_where(flag: bool, name: str) -> list:
-  """The indices of the processes on which `flag` is true; every process calls this once per
+def values_of_processes(value: int, name: str) -> list:
+  """Every process's `value` (an int32), by process index; every process calls this once per
   `name`. They meet on the coordination service first (its timeout allows for work that
-  takes each process a different time), then exchange the flags in one collective."""
+  takes each process a different time), then exchange the values in one collective."""
   if jax.process_count() == 1:
-    return [0] if flag else []
+    return [value]
   wait_for_all_processes(name)
-  flags = multihost_utils.process_allgather(np.array([flag], np.int32))
-  return [int(i) for i in np.flatnonzero(np.asarray(flags).ravel())]
+  values = multihost_utils.process_allgather(np.array([value], np.int32))
+  return [int(v) for v in np.asarray(values).ravel()]
+
+
+def processes_where(flag: bool, name: str) -> list:
+  """The indices of the processes on which `flag` is true (see values_of_processes)."""
+  return [i for i, v in enumerate(values_of_processes(int(flag), name)) if v]
 
 
 def is_main_process() -> bool:

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+import zlib
 
 import jax
 import orbax.checkpoint as ocp
@@ -138,6 +139,13 @@ class Checkpoints:
     (CheckpointError) stops the scan; if checkpoints exist but none can be read, this raises
     rather than let a run start from scratch."""
     steps = sorted(self.all_steps(), reverse=True)
+    listed = sharding.values_of_processes(zlib.crc32(repr(steps).encode()) & 0x7FFFFFFF,
+                                          f"brats_jax: {what} steps listed")
+    if len(set(listed)) > 1:  # the scan below would wait at barriers of different names
+      raise CheckpointError(
+          f"{self.directory}: the processes see different checkpoints (process "
+          f"{jax.process_index()} sees steps {sorted(steps)}); is the workdir on a disk or "
+          "bucket that every host shares?")
     unreadable: list[int] = []
     for step in steps:
       value, error = None, None

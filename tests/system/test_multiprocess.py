@@ -46,31 +46,36 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-# The training command, with Checkpoints.restore failing for one step: as on a host that
-# cannot reach that checkpoint's files while the other hosts can.
-_UNREACHABLE_STEP = """
+# The training command on a host that cannot reach one step's files while the other hosts
+# can (Checkpoints.restore fails for it), or that does not see that step at all.
+_HOST_WITHOUT_STEP = """
 import sys
 from brats_jax.cli import train
 from brats_jax.workdir.checkpoints import Checkpoints
-step_to_fail, restore = int(sys.argv.pop(1)), Checkpoints.restore
+how, missing = sys.argv.pop(1), int(sys.argv.pop(1))
+restore, all_steps = Checkpoints.restore, Checkpoints.all_steps
 def restore_failing(self, step, state):
-  if step == step_to_fail:
+  if step == missing:
     raise OSError(f"simulated: the files of step {step} are out of this host's reach")
   return restore(self, step, state)
-Checkpoints.restore = restore_failing
+if how == "unreachable":
+  Checkpoints.restore = restore_failing
+else:
+  Checkpoints.all_steps = lambda self: [s for s in all_steps(self) if s != missing]
 train.run()
 """
 
 
-def _start_processes(store, workdir, num_steps, extra=(), count=2, unreachable=None):
-  """`count` processes of one run; `unreachable`: (process, step) that process cannot read."""
+def _start_processes(store, workdir, num_steps, extra=(), count=2, host_without=None):
+  """`count` processes of one run; `host_without`: (process, "unreachable" or "unlisted",
+  step) for a process that cannot read that step or does not see it."""
   port = _free_port()
   commands = [_command(store, workdir, num_steps, [*extra, f"--coordinator=localhost:{port}",
                                                    f"--num_processes={count}",
                                                    f"--process_id={i}"]) for i in range(count)]
-  if unreachable:
-    process, step = unreachable
-    commands[process][1:3] = ["-c", _UNREACHABLE_STEP, str(step)]
+  if host_without:
+    process, how, step = host_without
+    commands[process][1:3] = ["-c", _HOST_WITHOUT_STEP, how, str(step)]
   return [subprocess.Popen(command, env=_env(8 // count), stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True) for command in commands]
 
@@ -181,7 +186,8 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tiny_store
 
   # Only process 1 cannot read the newest checkpoint (step + 1): process 0 can, but the two
   # must still resume from the same one, the newest that both read (step - 1).
-  processes = _start_processes(tiny_store, workdir, step + 2, unreachable=(1, step + 1))
+  processes = _start_processes(tiny_store, workdir, step + 2,
+                               host_without=(1, "unreachable", step + 1))
   outputs = _finish(processes)
   assert [p.returncode for p in processes] == [0, 0], outputs
   assert f"checkpoint at step {step + 1} in" in outputs[0], outputs[0]
@@ -189,4 +195,15 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tiny_store
   assert f"process 1: checkpoint at step {step + 1} in" in outputs[1], outputs[1]
   assert "out of this host's reach" in outputs[1], outputs[1]
   assert f"resumed from checkpoint at step {step - 1}" in outputs[0], outputs[0]
+  assert max(_losses(workdir)) == step + 2 and _checkpoint_steps(workdir)[-1] == step + 2
+
+  # Process 1 does not see the newest checkpoint (a workdir on disks the hosts do not share):
+  # one line from each process, exit 2, nothing trained or written.
+  processes = _start_processes(tiny_store, workdir, step + 3,
+                               host_without=(1, "unlisted", step + 2))
+  outputs = _finish(processes)
+  assert [p.returncode for p in processes] == [2, 2], outputs
+  assert all("the processes see different checkpoints" in out for out in outputs), outputs
+  seen = [json.loads(re.search(r"sees steps (\[[\d, ]*\])", out).group(1)) for out in outputs]
+  assert seen[0][-1] == step + 2 and seen[1] == seen[0][:-1], seen
   assert max(_losses(workdir)) == step + 2 and _checkpoint_steps(workdir)[-1] == step + 2
