@@ -91,14 +91,8 @@ class Servers:
     _wait_listening(self.gcs_port, self.gcs)
 
   def stop_gcs(self):
-    """Stops the GCS server (its objects stay in its folder). Its Ctrl-C handler waits for
-    open client connections, which a run retrying against it may hold: then it is killed."""
     self.gcs.send_signal(signal.SIGINT)
-    try:
-      self.gcs.wait(30)
-    except subprocess.TimeoutExpired:
-      self.gcs.kill()
-      self.gcs.wait(30)
+    self.gcs.wait(30)
     assert not _listening(self.gcs_port)
 
   def env(self, **changes) -> dict:
