@@ -36,8 +36,9 @@ def join(base: str, *parts: str) -> str:
   return posixpath.join(base, *parts) if is_url(base) else os.path.join(base, *parts)
 
 
-def _epath(url: str):
-  from etils import epath  # imported here: only bucket paths need it (and gcsfs/s3fs)
+def etils_path(url: str):
+  """A local path or bucket URL as an etils.epath.Path (what Orbax's own calls take)."""
+  from etils import epath  # imported on first use: bucket URLs bring in gcsfs/s3fs with it
 
   # What gcsfs raises is reported in one line (reaching); its own log would repeat it with a
   # traceback, and warn about Google credentials that an emulator does not need.
@@ -88,14 +89,14 @@ def exists(path: str) -> bool:
   if not is_url(path):
     return os.path.exists(path)
   with reaching(path):
-    return _epath(path).exists()
+    return etils_path(path).exists()
 
 
 def isdir(path: str) -> bool:
   if not is_url(path):
     return os.path.isdir(path)
   with reaching(path):
-    return _epath(path).is_dir()
+    return etils_path(path).is_dir()
 
 
 def makedirs(path: str) -> None:
@@ -110,8 +111,8 @@ def remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
     return
   with reaching(path):
-    if _epath(path).exists():
-      _epath(path).rmtree()
+    if etils_path(path).exists():
+      etils_path(path).rmtree()
 
 
 def rename(source: str, target: str) -> None:
@@ -120,7 +121,7 @@ def rename(source: str, target: str) -> None:
     os.replace(source, target)
     return
   with reaching(source):
-    _epath(source).rename(target)
+    etils_path(source).rename(target)
 
 
 def read_bytes(path: str) -> bytes:
@@ -128,7 +129,7 @@ def read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
       return f.read()
   with reaching(path):
-    return _epath(path).read_bytes()
+    return etils_path(path).read_bytes()
 
 
 def read_text(path: str) -> str:
@@ -158,7 +159,7 @@ def write_atomic(path: str, write) -> None:
 def write_bytes(path: str, data: bytes) -> None:
   if is_url(path):
     with reaching(path):
-      _epath(path).write_bytes(data)
+      etils_path(path).write_bytes(data)
     return
 
   def write(tmp):

@@ -19,7 +19,6 @@ import zlib
 
 import jax
 import orbax.checkpoint as ocp
-from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 from brats_jax import files, sharding
@@ -121,7 +120,7 @@ class Checkpoints:
     """
     handler = ocp.CompositeCheckpointHandler()
     try:
-      return handler.restore(epath.Path(files.join(self.directory, str(step))),
+      return handler.restore(files.etils_path(files.join(self.directory, str(step))),
                              args=ocp.args.Composite(**items))
     finally:
       handler.close()
