@@ -12,11 +12,19 @@ DEMO := demo_out
 
 .PHONY: demo test test-slow lint clean
 
+# The CUDA plugin that matches the installed jax, for the tests that compile for NVIDIA GPUs
+# this machine does not have (deviceless), goes into its own folder: installed beside jax,
+# every CPU command would try CUDA at start and print its failure.
+GPU_AOT_PLUGIN = import importlib.metadata as m; print(min(r.split(";")[0] for r in \
+  m.requires("jax") if r.startswith("jax-cuda12-plugin") and "cuda12-local" in r))
+
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@# A registry page that arrives cut short fails pip at random (seen once in CI): try 3 times.
 	for attempt in 1 2 3; do \
-	  $(PY) -m pip install -q -e ".[test,lint]" && exit 0; \
+	  $(PY) -m pip install -q -e ".[test,lint]" \
+	    && $(PY) -m pip install -q --upgrade --target $(VENV)/gpu-aot \
+	         "$$($(PY) -c '$(GPU_AOT_PLUGIN)')" && exit 0; \
 	  echo "pip install failed (attempt $$attempt of 3), retrying in 20 s"; sleep 20; \
 	done; exit 1
 	touch $@

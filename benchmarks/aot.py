@@ -134,6 +134,44 @@ def _convolution_flops(line: str, result: str, kernel: str) -> float:
   return 2.0 * _shape_bytes(result) / _BYTES.get(_SHAPE.findall(result)[0][0], 4) * per_output
 
 
+def cudnn_convolutions(hlo: str) -> list:
+  """The optimised program's cuDNN convolution calls, each {"target", "dim_labels",
+  "kernel_in", "kernel_out"}: the layout XLA gave it (bf012 is channels-first, b012f
+  channels-last) and its kernel's input and output channels (cuDNN's tensor cores want
+  multiples of 8)."""
+  shapes, found = {}, []
+  for line in hlo.splitlines():
+    match = _INSTRUCTION.match(line)
+    if not match:
+      continue
+    name, result, _, rest = match.groups()
+    shapes[name] = result
+    target = re.search(r'custom_call_target="__cudnn\$(conv\w*)"', line)
+    labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", line)
+    if not target or not labels:
+      continue
+    operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])
+    # The kernel is the second operand, except for the weight gradient, which returns it.
+    kernel = result if target.group(1) == "convBackwardFilter" else shapes.get(operands[1], "")
+    dims = [int(d) for d in (_SHAPE.findall(kernel) or [("", "")])[0][1].split(",") if d]
+    kernel_labels = labels.group(2)
+    found.append({"target": target.group(1), "dim_labels": labels.group(0)[len("dim_labels="):],
+                  "kernel_in": dims[kernel_labels.index("i")] if dims else None,
+                  "kernel_out": dims[kernel_labels.index("o")] if dims else None})
+  return found
+
+
+def convolution_summary(hlo: str) -> dict:
+  """How many cuDNN convolutions the program calls, how many of them are laid out
+  channels-first, and how many have a channel count that is not a multiple of 8."""
+  convolutions = cudnn_convolutions(hlo)
+  return {"count": len(convolutions),
+          "channels_first": sum(c["dim_labels"].startswith("bf") for c in convolutions),
+          "channels_not_multiple_of_8": sum(
+              bool(c["kernel_in"] % 8 or c["kernel_out"] % 8) for c in convolutions
+              if c["kernel_in"] is not None)}
+
+
 def fusion_report(hlo: str) -> list:
   """The optimised program's top-level operations (fusions, convolutions, copies, ...), each
   with the bytes it reads and writes (operands + result, per device), the convolution FLOPs
@@ -237,6 +275,8 @@ def analyse(config, target: str) -> dict:
       bytes_per_step=float(cost["bytes accessed"]) if "bytes accessed" in cost else None,
       cost_source="compiled" if compiled.cost_analysis() else "lowered (HLO, before layout)",
       xla_step_seconds=seconds, collectives=collectives(compiled.as_text()))
+  if result["platform"] == "gpu":
+    result["cudnn_convolutions"] = convolution_summary(compiled.as_text())
   if seconds:
     samples = global_batch / len(devices) / seconds
     result["xla_samples_per_second_per_device"] = samples
@@ -323,6 +363,11 @@ def report(config, target: str) -> dict:
             f"({result['analytic_flops_per_sample'] / 1e12:.2f} TFLOP/sample)")
     else:
       print("  XLA gives no step-time estimate for this target")
+    if result.get("cudnn_convolutions"):
+      c = result["cudnn_convolutions"]
+      print(f"  cuDNN convolutions: {c['count']}, of which channels-first "
+            f"{c['channels_first']}, with channels not a multiple of 8 "
+            f"{c['channels_not_multiple_of_8']}")
     if result["collectives"]:
       print("  collectives per step: " + ", ".join(
           f"{name} {c['ops']} ops, {c['bytes'] / 2**20:.1f} MiB"

@@ -41,6 +41,7 @@ import tempfile
 import time
 
 import numpy as np
+import torch_peers
 
 from brats_jax import files  # noqa: E402
 from brats_jax import labels as label_values  # noqa: E402
@@ -164,30 +165,6 @@ def _read_prediction(path, case):
 # ---- PyTorch / MONAI ---------------------------------------------------------------------
 
 
-def _monai_network(config):
-  from monai.networks.nets import DynUNet
-
-  from brats_jax.model.blocks import level_filters
-  filters = level_filters(config.model)
-  return DynUNet(3, len(config.data.modalities), 4, kernel_size=[3] * len(filters),
-                 strides=[1] + [2] * (len(filters) - 1),
-                 upsample_kernel_size=[2] * (len(filters) - 1), filters=filters,
-                 norm_name=("INSTANCE", {"affine": True}), deep_supervision=True,
-                 deep_supr_num=config.model.deep_supervision, trans_bias=True)
-
-
-def _monai_loss():
-  from monai.losses import DiceCELoss
-  dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
-
-  def loss(outputs, labels):  # deep supervision: weights halving per level, normalised
-    weights = [0.5**i for i in range(outputs.shape[1])]  # Python floats: a NumPy scalar
-    return sum(w / sum(weights) * dice_ce(outputs[:, i], labels)  # times a tensor can
-               for i, w in enumerate(weights))  # turn the loss into a NumPy value
-
-  return loss
-
-
 def _monai_optimizer(net, config, steps):
   import torch
   optimizer = torch.optim.AdamW(net.parameters(), lr=config.train.learning_rate,
@@ -205,7 +182,7 @@ def _monai_optimizer(net, config, steps):
 def _monai_step_times(config, steps: int = 10) -> list:
   """Seconds of each of `steps` train steps on a fixed batch (after 2 untimed ones)."""
   import torch
-  net, loss = _monai_network(config), _monai_loss()
+  net, loss = torch_peers.monai_network(config, 4), torch_peers.monai_loss("softmax")
   optimizer, _ = _monai_optimizer(net, config, 100)
   shape = (_batch(config), len(config.data.modalities)) + tuple(
       config.data.patch_size)
@@ -340,7 +317,7 @@ def prediction_round(side: str, trained: str, realistic: str) -> dict:
   else:
     import torch
     torch.set_num_threads(os.cpu_count())
-    net = _monai_network(config)
+    net = torch_peers.monai_network(config, 4)
     net.load_state_dict(torch.load(trained))
     net.eval()
 
@@ -377,7 +354,7 @@ def run_monai(args) -> dict:
   steps = args.steps if not args.train_seconds else max(
       int(args.train_seconds / result["step_seconds"]), 20)
   started = time.time()
-  net, loss = _monai_network(config), _monai_loss()
+  net, loss = torch_peers.monai_network(config, 4), torch_peers.monai_loss("softmax")
   optimizer, scheduler = _monai_optimizer(net, config, steps)
   caching = time.time()
   dataset = CacheDataset(_monai_case_dicts(args.data), _monai_train_transforms(config),

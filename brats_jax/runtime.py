@@ -101,3 +101,9 @@ def configure() -> None:
   if cache:
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # And XLA's autotuning results beside the programs (GPUs: cuDNN's algorithm for each
+    # convolution, Triton's tiles): a program that changed (another batch size, validation,
+    # a lever) autotunes only what is new. jax's default; named here because the first step
+    # on a GPU is mostly autotuning.
+    jax.config.update("jax_persistent_cache_enable_xla_caches",
+                      "xla_gpu_per_fusion_autotune_cache_dir")

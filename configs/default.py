@@ -84,6 +84,10 @@ def get_config() -> ml_collections.ConfigDict:
   # norms and activations (much less activation memory for a little more compute); auto:
   # convolutions on TPUs (a 16 GiB v5e needs it for this recipe), none elsewhere.
   config.model.remat = "auto"
+  # GPUs: convolutions' channels padded with zeros to a multiple of this (cuDNN's bf16
+  # tensor-core kernels take multiples of 8: the 4 modalities, the 3 region outputs); 0: as
+  # they are. The parameters and the function are the same either way.
+  config.model.gpu_channel_multiple = 0
 
   config.loss = ml_collections.ConfigDict()
   # region (sigmoids WT/TC/ET) | softmax (4 classes) | labels (sigmoids NCR/ED/ET) | binary

@@ -45,6 +45,23 @@ def optimised_env() -> dict:
   return dict(os.environ, XLA_FLAGS=os.environ["XLA_FLAGS"].replace(_UNOPTIMISED, ""))
 
 
+def gpu_aot_env(xla_flags: str = "") -> dict:
+  """The environment for a subprocess that compiles for NVIDIA GPUs this machine does not
+  have (benchmarks/aot.py): the CUDA plugin of the gpu-aot extra, installed in this
+  environment or (as `make` installs it, so that CPU commands never try CUDA at start) in
+  the folder gpu-aot of the virtual environment. Skips the test where neither has it."""
+  import importlib.util
+  import sys
+  folder = os.path.join(sys.prefix, "gpu-aot")
+  if importlib.util.find_spec("jax_cuda12_plugin") is None and not os.path.isdir(
+      os.path.join(folder, "jax_plugins")):
+    pytest.skip("no CUDA plugin for deviceless GPU compiles (make installs it in "
+                f"{folder}; or pip install -e '.[gpu-aot]')")
+  paths = [folder, ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+  return dict(os.environ, PYTHONPATH=os.pathsep.join(paths), JAX_PLATFORMS="cpu",
+              XLA_FLAGS=xla_flags)
+
+
 def tiny_config(store: str = ""):
   config = config_io.load_config_file(os.path.join(ROOT, "configs", "tiny.py"))
   config.data.store = store

@@ -179,6 +179,7 @@ RULES = {
     "model.vit_mlp_dim": _integer(1),
     "model.dtype": _choice(*model_lib.DTYPES),
     "model.remat": _choice(*step.REMAT),
+    "model.gpu_channel_multiple": _integer(0, 128),
     "loss.kind": _choice(*tasks.KINDS),
     "loss.terms": _loss_terms,
     "loss.class_weights": _weights,

@@ -4,10 +4,11 @@ DataError naming it, every write goes to a temporary name first.
 Arrays are [X, Y, Z] like nibabel's: SimpleITK's [z, y, x] arrays are transposed on the way in
 and back on the way out, and the image's origin, spacing and direction are copied from a
 reference file when a prediction is written, so it lands in the input's exact geometry.
+SimpleITK (a 52 MB wheel) is imported by the functions that use it: only BraTS 2015's cases
+need it, and no command imports it for NIfTI cases.
 """
 
 import numpy as np
-import SimpleITK as sitk
 
 from brats_jax.errors import DataError
 from brats_jax.files import write_atomic
@@ -24,6 +25,7 @@ def _affine(origin, spacing, direction) -> np.ndarray:
 
 def mha_header(path: str, what: str = "image"):
   """(shape [X, Y, Z], affine, spacing) from the header only, or DataError."""
+  import SimpleITK as sitk
   check_file(path, what)
   with reading(path, what):
     reader = sitk.ImageFileReader()
@@ -43,6 +45,7 @@ def mha_header(path: str, what: str = "image"):
 
 def load_mha(path: str, what: str = "image"):
   """(array [X, Y, Z], affine, spacing) of a MetaImage file, or DataError."""
+  import SimpleITK as sitk
   shape, affine, spacing = mha_header(path, what)
   with reading(path, what):
     data = sitk.GetArrayFromImage(sitk.ReadImage(path)).transpose(2, 1, 0)
@@ -55,6 +58,7 @@ def load_mha(path: str, what: str = "image"):
 
 def save_mha_like(path: str, data: np.ndarray, reference: str) -> None:
   """Writes [X, Y, Z] data as MetaImage in the geometry of the reference file (atomic)."""
+  import SimpleITK as sitk
   image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
   header = sitk.ImageFileReader()
   header.SetFileName(reference)
@@ -68,6 +72,7 @@ def save_mha_like(path: str, data: np.ndarray, reference: str) -> None:
 def save_mha(path: str, data: np.ndarray, spacing=(1.0, 1.0, 1.0),
              origin=(0.0, 0.0, 0.0)) -> None:
   """Writes [X, Y, Z] data as compressed MetaImage with the given geometry (atomic)."""
+  import SimpleITK as sitk
   image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
   image.SetSpacing(tuple(float(s) for s in spacing))
   image.SetOrigin(tuple(float(o) for o in origin))

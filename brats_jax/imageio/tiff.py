@@ -3,14 +3,14 @@
 A patient folder holds <patient>_<n>.tif (RGB: pre-contrast, FLAIR, post-contrast) and
 <patient>_<n>_mask.tif (0/255); a slice stack is [rows, columns, slice], ordered by <n>, with
 1 mm voxels and an identity affine. Every broken file is one DataError naming it; every write
-goes to a temporary name first.
+goes to a temporary name first. tifffile is imported by the functions that use it (only LGG
+cases need it).
 """
 
 import os
 import re
 
 import numpy as np
-import tifffile
 
 from brats_jax.errors import DataError
 from brats_jax.files import write_atomic
@@ -44,6 +44,7 @@ def lgg_slices(folder: str) -> tuple:
 
 
 def _read_tiff(path: str, what: str) -> np.ndarray:
+  import tifffile
   check_file(path, what)
   with reading(path, what):
     return tifffile.imread(path)
@@ -51,6 +52,7 @@ def _read_tiff(path: str, what: str) -> np.ndarray:
 
 def tiff_header(path: str, what: str = "slice") -> tuple:
   """The shape of a TIFF's first page, without reading its pixels."""
+  import tifffile
   check_file(path, what)
   with reading(path, what):
     with tifffile.TiffFile(path) as tiff:
@@ -94,6 +96,7 @@ def load_lgg_plane(path: str) -> np.ndarray:
 
 def save_lgg_masks(folder: str, patient: str, mask: np.ndarray) -> None:
   """Writes [rows, cols, slices] uint8 masks as <folder>/<patient>_<n>_mask.tif, n from 1."""
+  import tifffile
   for index in range(mask.shape[2]):
     path = os.path.join(folder, f"{patient}_{index + 1}_mask.tif")
     write_atomic(path, lambda tmp, plane=np.ascontiguousarray(mask[:, :, index]):
@@ -102,6 +105,7 @@ def save_lgg_masks(folder: str, patient: str, mask: np.ndarray) -> None:
 
 def save_lgg_case(folder: str, patient: str, images: np.ndarray, mask: np.ndarray) -> None:
   """Writes a patient as Kaggle LGG does: RGB uint8 slices and their 0/255 masks."""
+  import tifffile
   for index in range(images.shape[2]):
     path = os.path.join(folder, f"{patient}_{index + 1}.tif")
     write_atomic(path, lambda tmp, rgb=np.ascontiguousarray(images[:, :, index]):

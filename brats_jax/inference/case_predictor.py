@@ -60,10 +60,7 @@ def make_case_predictor(graphdef, mesh, config, mirror_tta: bool = False):
       in_specs=(jax.P(), jax.P(), jax.P(), jax.P(None, sharding.DATA), jax.P(None, sharding.DATA)),
       out_specs=jax.P(), axis_names=sharding.manual_axes(mesh))
 
-  @jax.jit
-  def blend(params, model_state, volume, starts, valid):
-    with platforms.building_for(mesh):
-      return per_group(params, model_state, volume, starts, valid)
+  blend = platforms.jit(per_group, mesh)
 
   def predict(variables, image: np.ndarray) -> np.ndarray:
     # A 2D model sees the volume as a batch of axial slices.

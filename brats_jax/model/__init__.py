@@ -3,7 +3,8 @@
   blocks.py           layers and blocks, the filter schedule
   unet.py             the U-Net, its analytic FLOP count
   transunet.py        TransUNet (a ViT bottleneck)
-  cpu_convolution.py  3D convolutions as 2D over depth taps (XLA:CPU runs them faster)
+  convolution.py      every convolution, lowered per platform (CPUs: 2D over depth taps;
+                      GPUs: channels padded for cuDNN)
   space_to_depth.py   the full-resolution level folded into channels (TPU lanes)
   normalisation.py    instance and group norm: float32 statistics, applied in bf16
 """

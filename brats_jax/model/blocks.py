@@ -19,11 +19,17 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from brats_jax.model import cpu_convolution, normalisation
+from brats_jax.model import convolution, normalisation
 from brats_jax.model import space_to_depth as s2d
 
-# Every convolution of the model: lax's, except 3D on CPUs (cpu_convolution.py says why).
-Conv = functools.partial(nnx.Conv, conv_general_dilated=cpu_convolution.conv_general_dilated)
+
+def Conv(cin, cout, kernel_size, config, rngs, **kwargs) -> nnx.Conv:  # noqa: N802 (a layer)
+  """A convolution of the model: nnx.Conv in the model's dtype, lowered per platform
+  (convolution.py)."""
+  lowering = functools.partial(convolution.conv_general_dilated,
+                               gpu_channel_multiple=config.gpu_channel_multiple)
+  return nnx.Conv(cin, cout, kernel_size, dtype=config.dtype, rngs=rngs,
+                  conv_general_dilated=lowering, **kwargs)
 
 ACTIVATIONS = {"leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01), "relu": jax.nn.relu,
                "elu": jax.nn.elu, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
@@ -83,8 +89,8 @@ class ConvNormAct(nnx.Module):
 
   def __init__(self, cin, cout, dims, config, rngs, strides=1, dilation=1, dropout=None):
     self.norm = _norm(config.norm, cout, config.dtype, rngs)
-    self.conv = Conv(cin, cout, (3,) * dims, strides=strides, kernel_dilation=dilation,
-                     use_bias=self.norm is None, dtype=config.dtype, rngs=rngs)
+    self.conv = Conv(cin, cout, (3,) * dims, config, rngs, strides=strides,
+                     kernel_dilation=dilation, use_bias=self.norm is None)
     self.activation = ACTIVATIONS[config.activation]
     self.dropout = dropout
     self.dtype = config.dtype
@@ -136,8 +142,8 @@ class ConvBlock(nnx.Module):
                           for i in range(2, num_convs)])
     self.residual = config.block == "residual"
     needs_projection = self.residual and (cin != cout_last or conv_strides != 1)
-    self.skip = Conv(cin, cout_last, (1,) * dims, strides=conv_strides, use_bias=False,
-                     dtype=config.dtype, rngs=rngs) if needs_projection else None
+    self.skip = Conv(cin, cout_last, (1,) * dims, config, rngs, strides=conv_strides,
+                     use_bias=False) if needs_projection else None
     self.dropout = Dropout(config.dropout, sites[0]) \
         if config.dropout_at == "blocks" and sites else None
     self.dims = dims
@@ -188,8 +194,8 @@ class ContextBlock(nnx.Module):
     self.entry = ConvNormAct(cin, cout, dims, config, rngs, strides) \
         if strides != 1 or cin != cout else None
     self.norms = nnx.List([_norm(config.norm, cout, config.dtype, rngs) for _ in range(2)])
-    self.convs = nnx.List([Conv(cout, cout, (3,) * dims, kernel_dilation=d,
-                                dtype=config.dtype, rngs=rngs) for d in dilations])
+    self.convs = nnx.List([Conv(cout, cout, (3,) * dims, config, rngs, kernel_dilation=d)
+                           for d in dilations])
     self.activation = ACTIVATIONS[config.activation]
     self.dropout = Dropout(config.dropout, sites[0]) if sites else None
 
@@ -209,7 +215,7 @@ class UpSample(nnx.Module):
 
   def __init__(self, cin, cout, dims, config, rngs):
     self.mode = config.upsample
-    self.conv = Conv(cin, cout * 2**dims, (1,) * dims, dtype=config.dtype, rngs=rngs) \
+    self.conv = Conv(cin, cout * 2**dims, (1,) * dims, config, rngs) \
         if self.mode == "depth_to_space" else None
     self.dims, self.cout = dims, cout
 

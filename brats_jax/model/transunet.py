@@ -62,8 +62,7 @@ class TransUNet(nnx.Module):
       self.upsamples.append(UpSample(filters[level + 1], filters[level], dims, config, rngs))
       up = filters[level] if config.upsample == "depth_to_space" else filters[level + 1]
       self.decoder.append(ConvBlock(up + filters[level], filters[level], dims, config, rngs))
-    self.head = Conv(filters[0], config.out_channels, (1,) * dims, dtype=config.dtype,
-                     rngs=rngs)
+    self.head = Conv(filters[0], config.out_channels, (1,) * dims, config, rngs)
 
   def __call__(self, x, *, train: bool = False, dropout_key=None):
     h = x.astype(self.config.dtype)

@@ -7,7 +7,7 @@ from plain matrix products, because XLA's 3D transposed-convolution gradient is 
 path (jax-ml/jax#31662).
 
 One model, lowered per platform (platforms.py chooses while tracing): on CPUs the 3D
-convolutions run as 2D ones (cpu_convolution.py); on TPUs the full-resolution level runs on
+convolutions run as 2D ones (convolution.py); on TPUs the full-resolution level runs on
 space-to-depth tensors (space_to_depth.py) when the norm allows it. The parameters and the
 function are the same.
 """
@@ -137,8 +137,8 @@ class UNet(nnx.Module):
       decoder.append(make_block(block_in, widths))
     self.upsamples, self.decoder = nnx.List(upsamples), nnx.List(decoder)
     # heads[k] reads the decoder output at resolution level k (0 = full resolution).
-    self.heads = nnx.List([Conv(width, config.out_channels, (1,) * dims, dtype=config.dtype,
-                                rngs=rngs) for _, width in plan["heads"]])
+    self.heads = nnx.List([Conv(width, config.out_channels, (1,) * dims, config, rngs)
+                           for _, width in plan["heads"]])
     self.dropout = Dropout(config.dropout, 0) \
         if config.dropout > 0 and config.dropout_at == "bottleneck" else None
 

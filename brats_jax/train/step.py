@@ -117,8 +117,8 @@ def make_train_step(graphdef, tx, mesh, config: ml_collections.ConfigDict,
   data_spec = jax.P(sharding.DATA) if placement == "sharded" else jax.P()
   sharded = jax.shard_map(step, mesh=mesh, in_specs=(jax.P(), jax.P(sharding.DATA), data_spec),
                           out_specs=(jax.P(), jax.P()), axis_names=sharding.manual_axes(mesh))
-  def traced_for_the_mesh(state, batch, data=None):
-    with platforms.building_for(mesh):
-      return sharded(state, batch, data or {})
 
-  return jax.jit(traced_for_the_mesh, donate_argnums=(0,))
+  def train_step(state, batch, data=None):
+    return sharded(state, batch, data or {})
+
+  return platforms.jit(train_step, mesh, donate_argnums=(0,))

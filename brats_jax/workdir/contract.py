@@ -31,6 +31,7 @@ RESUMABLE = (
     "train.num_steps", "train.num_epochs", "train.warmup_steps",  # the schedule's length
     "train.on_nonfinite", "train.device_memory_gib", "train.early_stopping_patience",
     "model.remat",  # what the backward pass keeps or recomputes: memory, not the model
+    "model.gpu_channel_multiple",  # how convolutions are laid out on GPUs, not the model
     "log_every_steps", "eval.", "checkpoint.",  # logging, validation and saving cadence
     "data.batch_per_device", "data.global_batch",  # sample i of step s stays f(seed, s, i)
     "mesh.space",  # how the devices split the work, not what is computed
@@ -45,7 +46,8 @@ ADDED_FIELDS = {"data.val_store": "", "data.val_fraction": 0.0, "data.split_seed
                 "train.early_stopping_patience": 0, "data.global_batch": 0, "mesh.space": 0,
                 "model.encoder_convs": (), "model.decoder_convs": (),
                 "model.decoder_narrows": False, "augment.rotate_about": (0, 1, 2),
-                "augment.p_mirror_axes": (), "train.num_epochs": 0}
+                "augment.p_mirror_axes": (), "train.num_epochs": 0,
+                "model.gpu_channel_multiple": 0}
 
 
 def is_resumable(field: str) -> bool:

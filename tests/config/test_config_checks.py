@@ -38,7 +38,7 @@ BAD_VALUES = {
     "augment.p_mirror_axes": (0.5, 2.0, 0.5),
     "model.vit_dim": 0, "model.vit_mlp_dim": 0,
     "model.deep_supervision": -1, "model.dtype": "float64",
-    "model.remat": "all",
+    "model.remat": "all", "model.gpu_channel_multiple": -8,
     "loss.kind": "dice", "loss.terms": (("bogus", 1.0),), "loss.class_weights": (-1.0,),
     "loss.dice_smooth": -1.0,
     "loss.focal_alpha": -2.0, "loss.focal_gamma": -1.0, "augment.enabled": "true",

@@ -10,9 +10,9 @@ import pytest
 from flax import nnx
 
 from brats_jax import labels as label_values
-from brats_jax import model, sharding, tasks
+from brats_jax import model, platforms, sharding, tasks
 from brats_jax.config import checks
-from brats_jax.model import blocks, cpu_convolution, normalisation, unet
+from brats_jax.model import blocks, convolution, normalisation, unet
 from brats_jax.model import space_to_depth as s2d
 from brats_jax.train import losses
 from brats_jax.train import step as train_step
@@ -22,7 +22,8 @@ from conftest import new_train_state, tiny_config
 
 def test_upsample_equals_stride_2_transposed_convolution():
   """The depth-to-space up-sampling is the k=2, s=2 transposed convolution, without using it."""
-  config = ml_collections.ConfigDict({"dtype": "float32", "upsample": "depth_to_space"})
+  config = ml_collections.ConfigDict({"dtype": "float32", "upsample": "depth_to_space",
+                                      "gpu_channel_multiple": 0})
   for dims in (2, 3):
     up = blocks.UpSample(6, 5, dims, config, nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (2,) + (3, 4, 5)[:dims] + (6,))
@@ -173,7 +174,7 @@ def test_cpu_convolution_is_lax_convolution(shape, kernel, strides, dilation, pa
     return lambda x, w: jnp.sum(jnp.sin(conv(x, w, strides, padding, rhs_dilation=dilation,
                                                  dimension_numbers=numbers)))
 
-  ours, theirs = cpu_convolution.conv_general_dilated, jax.lax.conv_general_dilated
+  ours, theirs = convolution.conv_general_dilated, jax.lax.conv_general_dilated
   np.testing.assert_allclose(
       jax.jit(lambda x, w: ours(x, w, strides, padding, rhs_dilation=dilation,
                                 dimension_numbers=numbers))(x, w),
@@ -186,6 +187,62 @@ def test_cpu_convolution_is_lax_convolution(shape, kernel, strides, dilation, pa
   hlo = jax.jit(loss(ours)).lower(x, w).as_text()
   inputs = re.findall(r"stablehlo.convolution.* dim_numbers = \[([^\]]*)\]", hlo)
   assert inputs and all(i.replace(" ", "") == "b,0,1,f" for i in inputs), inputs
+
+
+@pytest.mark.parametrize("shape,kernel,cout,strides", [
+    ((2, 8, 8, 8, 4), (3, 3, 3), 32, (1, 1, 1)),   # the first level: 4 modalities
+    ((2, 8, 8, 8, 32), (1, 1, 1), 3, (1, 1, 1)),   # a head: 3 regions
+    ((1, 9, 8, 7, 5), (3, 3, 3), 6, (2, 2, 2)),    # both, strided
+    ((2, 12, 10, 3), (3, 3), 2, (1, 1))])          # 2D (LGG: 3 channels)
+def test_channel_padded_convolution_is_the_convolution(shape, kernel, cout, strides):
+  """The GPU form (channels padded with zeros to a multiple of 8) is the convolution:
+  values, and gradients for the input and the kernel of the real channels."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  w = jax.random.normal(jax.random.key(1), kernel + (shape[-1], cout))
+  spec = {5: ("NDHWC", "DHWIO", "NDHWC"), 4: ("NHWC", "HWIO", "NHWC")}[len(shape)]
+  numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, spec)
+
+  def native(x, w):
+    return jax.lax.conv_general_dilated(x, w, strides, "SAME", dimension_numbers=numbers)
+
+  def padded(x, w):
+    return convolution.channel_padded_conv(x, w, 8, native)
+
+  hlo = jax.jit(padded).lower(x, w).as_text()
+  channels = re.findall(r"stablehlo.convolution.*: \(tensor<([0-9x]+)xf32>, "
+                        r"tensor<([0-9x]+)xf32>\) -> tensor<([0-9x]+)xf32>", hlo)
+  assert channels and all(int(dims.split("x")[-1]) % 8 == 0
+                          for dims in channels[0]), channels  # input, kernel in and out
+  np.testing.assert_allclose(jax.jit(padded)(x, w), native(x, w), rtol=1e-6, atol=1e-5)
+  loss = lambda conv: lambda x, w: jnp.sum(jnp.sin(conv(x, w)))  # noqa: E731
+  for ours, theirs in zip(jax.jit(jax.grad(loss(padded), (0, 1)))(x, w),
+                          jax.grad(loss(native), (0, 1))(x, w)):
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+
+
+def test_a_network_lowered_for_gpus_with_padded_channels_is_the_same_network():
+  """model.gpu_channel_multiple changes how a network is traced for GPUs, not its
+  parameters (the checkpoint format) or its function: the GPU form, run here on the CPU,
+  gives the outputs of the unpadded form."""
+  config = tiny_config()
+  nets = {}
+  for multiple in (0, 8):
+    config.model.gpu_channel_multiple = multiple
+    nets[multiple] = model.create_model(model.model_config(config), 0)
+  plain, padded = (nnx.state(nets[m], nnx.Param) for m in (0, 8))
+  assert jax.tree.structure(plain) == jax.tree.structure(padded)
+  for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(padded)):
+    np.testing.assert_array_equal(a, b)
+  x = jax.random.normal(jax.random.key(2), (2,) + tuple(config.data.patch_size) + (4,))
+  with platforms.tracing_for("gpu"):
+    lowered = {m: jax.jit(lambda x, net=nets[m]: net(x, train=True)).lower(x) for m in nets}
+  shapes = {m: re.findall(r"stablehlo.convolution.*: \(tensor<[0-9x]+x(\d+)xf32>",
+                          lowered[m].as_text()) for m in nets}
+  assert "4" in shapes[0] and "4" not in shapes[8] and "8" in shapes[8], shapes
+  outputs = {m: lowered[m].compile()(x) for m in nets}
+  for a, b in zip(outputs[0], outputs[8], strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["instance", "group"])
