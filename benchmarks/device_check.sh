@@ -16,11 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 export OUT="${OUT:-benchmarks/results}"
-if [ "${1:-}" != "--smoke" ]; then
-  if compgen -G "device_wheels/*.whl" > /dev/null; then
-    "$PYTHON" -m pip install -q --no-deps --no-index device_wheels/*.whl
-  fi
-  "$PYTHON" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
+if compgen -G "device_wheels/*.whl" > /dev/null; then
+  "$PYTHON" -m pip install -q --no-deps --no-index device_wheels/*.whl
+fi
+if ! "$PYTHON" -c "import brats_jax" 2> /dev/null; then
+  "$PYTHON" -m pip install -q --no-deps --no-build-isolation -e . 2> /dev/null \
       || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 exec "$PYTHON" benchmarks/device_check.py "$@"

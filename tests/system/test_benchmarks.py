@@ -1,5 +1,6 @@
-"""benchmarks/throughput.py runs as its README line says, on fake CPU devices and on two
-local processes, and writes its JSON and plot (so that the scaling benchmark cannot rot)."""
+"""The benchmarks run as their documentation says, so that they cannot rot: throughput.py on
+fake CPU devices and on two local processes (its JSON and plot), and the accelerator check
+(device_check.py) with tiny shapes on this CPU."""
 
 import json
 import os
@@ -10,9 +11,11 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow  # several compiles and two extra processes
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import device_check  # noqa: E402
 
 
+@pytest.mark.slow  # several compiles and two extra processes
 def test_throughput_weak_and_strong_scaling_in_one_and_two_processes(tmp_path):
   out, plot = str(tmp_path / "scaling.json"), str(tmp_path / "scaling.png")
   common = [sys.executable, os.path.join(ROOT, "benchmarks", "throughput.py"),
@@ -39,28 +42,73 @@ def test_throughput_weak_and_strong_scaling_in_one_and_two_processes(tmp_path):
       [(2, 1, 2), (4, 2, 2)]
 
 
+@pytest.mark.slow
 def test_device_check_smoke_runs_every_code_path_of_the_gpu_check(tmp_path):
   """benchmarks/device_check.sh --smoke: the accelerator check's code on this CPU, with tiny
-  shapes, so that it runs on the day a GPU is lent. The MONAI side runs where torch and
-  MONAI are installed (pip install -e ".[peer]"), and says it was skipped where not."""
+  shapes, so that it runs on the day a GPU is lent: one run of each kind, each in its own
+  process. The PyTorch peers run where torch, MONAI and nnU-Net are installed (pip install
+  -e ".[peer]"), and say they were skipped where not."""
   env = dict(os.environ, OUT=str(tmp_path),
              PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
   result = subprocess.run([os.path.join(ROOT, "benchmarks", "device_check.sh"), "--smoke"],
                           capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
   assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().splitlines()[-1].startswith("wrote ")  # the table comes last
   check = json.load(open(tmp_path / "device_check.json"))
-  assert check["smoke"] and "brats_jax" in result.stdout
-  sides = ["brats_jax"]
+  runs = check["smoke"] and check["runs"]
+  assert sorted(runs) == sorted(device_check.SMOKE_RUNS) and not check["not_run"]
+  for name in ("jax_b2_cold", "jax_b2_warm", "jax_b8", "profile_b2", "lever_pad8_b2",
+               "lever_no_nhwc_b2"):
+    row = runs[name]["train"]
+    assert row["step_ms"] > 0 and row["first_step_s"] > 0 and row["finite"], name
+  assert runs["jax_b8"]["train"]["batch"] == 2 and runs["jax_b2_cold"]["train"]["batch"] == 1
+  assert runs["lever_no_nhwc_b2"]["xla_flags"].endswith("--xla_gpu_force_conv_nhwc=false")
+  assert runs["lever_pad8_b2"]["lever"] == "pad8"
+  predict = runs["jax_b2_cold"]["predict"]
+  assert predict["case_shape"] == [40, 40, 31] and predict["warm_s"] > 0
+  profile = runs["profile_b2"]["profile"]
+  assert profile["ms_per_step"]["convolution forward"] > 0 and profile["top_kernels"]
+  assert [c["exit"] for c in runs["demo"]["commands"]] == [0] * 6
+  assert 0 <= runs["demo"]["heldout_mean_region_dice"] <= 1
   try:
+    import dynamic_network_architectures  # noqa: F401
     import monai  # noqa: F401
+    import nnunetv2  # noqa: F401
     import torch  # noqa: F401
-    sides.append("monai")
+    peers = True
   except ImportError:
-    assert check["monai"]["skipped"].endswith("is not installed")
-  for side in sides:
-    rows = check[side]["train"]
-    assert [r["batch"] for r in rows] == [1, 2], side
-    assert all(r["step_ms"] > 0 and r["first_step_s"] > 0 and r["samples_per_s"] > 0
-               for r in rows), side
-    assert check[side]["predict"]["case_shape"] == [40, 40, 31]
-    assert check[side]["predict"]["second_s"] > 0
+    peers = False
+  for peer in ("monai", "nnunet"):
+    if peers:
+      assert [r["batch"] for r in runs[peer]["train"]] == [1, 2], peer
+      assert all(r["step_ms"] > 0 for r in runs[peer]["train"]), peer
+    else:
+      assert runs[peer]["skipped"].endswith("is not installed"), peer
+
+
+def test_device_check_holds_its_figures_to_the_gpu_targets():
+  """The targets are read from the right runs: the best of brats_jax's batch-2 runs against
+  the strongest peer at batch 2, batch 8 per sample against batch 2, the cold and warm
+  starts, prediction."""
+  def train(side, batch, samples, first=None):
+    return {"side": side, "batch": batch, "samples_per_s": samples,
+            "process_to_first_step_s": first}
+
+  runs = {"jax_b2_cold": {"side": "brats_jax", "train": train("brats_jax", 2, 80.0, 18.0),
+                          "predict": {"first_s": 2.5, "warm_s": 0.15}},
+          "jax_b2_warm": {"side": "brats_jax", "train": train("brats_jax", 2, 82.0, 6.0)},
+          "jax_b8": {"side": "brats_jax", "train": train("brats_jax", 8, 90.0)},
+          "lever_pad8_b2": {"side": "brats_jax", "train": train("brats_jax", 2, 99.0)},
+          "monai_compiled": {"side": "monai_compiled", "train": [train("monai", 2, 50.0)]},
+          "nnunet": {"side": "nnunet", "train": [train("nnunet", 2, 60.0),
+                                                 train("nnunet", 8, 70.0)]},
+          "monai": {"side": "monai", "skipped": "torch is not installed"}}
+  t = device_check.targets(runs, smoke=False)
+  assert t["samples_per_s_batch_2"] == {"value": 82.0, "goal": 76.0, "reached": True}
+  assert t["ratio_to_strongest_peer"]["value"] == pytest.approx(82 / 60)
+  assert t["ratio_to_strongest_peer"]["reached"] is False
+  assert t["batch_8_per_sample_vs_batch_2"]["value"] == pytest.approx(90 / 82)
+  assert t["process_to_first_step_cold_s"]["reached"] is True
+  assert t["process_to_first_step_warm_s"]["reached"] is False
+  assert t["predict_case_warm_s"]["reached"] and not t["predict_case_first_s"]["reached"]
+  assert device_check.targets({}, smoke=False)["samples_per_s_batch_2"]["reached"] is None
