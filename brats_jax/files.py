@@ -115,6 +115,17 @@ def remove_tree(path: str) -> None:
       etils_path(path).rmtree()
 
 
+def remove_file(path: str) -> None:
+  """Deletes a file, if it is there."""
+  if not is_url(path):
+    if os.path.exists(path):
+      os.remove(path)
+    return
+  with reaching(path):
+    if etils_path(path).exists():
+      etils_path(path).unlink()
+
+
 def rename(source: str, target: str) -> None:
   """A folder renamed (in a bucket: copied, then deleted)."""
   if not is_url(source):

@@ -141,6 +141,14 @@ class PreparedStore:
     case = self.cases[case_id]
     return tuple(case.get("stored_shape", case["cropped_shape"]))
 
+  def stored_spacing(self, case_id: str) -> tuple:
+    """The voxel spacing (mm) of a case as stored: its original spacing, scaled where
+    preparation resized the crop."""
+    case = self.cases[case_id]
+    cropped = np.array(case["cropped_shape"], np.float64)
+    return tuple(float(s) for s in np.array(case["spacing"], np.float64) * cropped
+                 / np.array(self.shape(case_id), np.float64))
+
   def read_case(self, case_id: str):
     """Whole cropped case: (image [X, Y, Z, C] float32, labels [X, Y, Z] uint8 or None)."""
     with files.reaching(self.path):

@@ -1,9 +1,12 @@
-"""Segment whole patients with a trained workdir (brats-jax-predict runs this).
+"""Segment whole patients with a trained workdir, or an ensemble of them (brats-jax-predict
+runs this).
 
-Restores a checkpoint's model (latest, best or a step) onto the devices of this machine,
-applies exactly the training preprocessing (as its contract records it: crop,
-normalisation, filters, resizing), predicts each case with Gaussian-weighted sliding windows
-(optionally with 8-flip mirror test-time augmentation), decodes outputs into labels (tasks.py),
+Restores a checkpoint's model (latest, best or a step) onto the devices of this machine
+(each member's, for an ensemble: inference/ensemble.py), applies exactly the training
+preprocessing (as its contract records it: crop, normalisation, filters, resizing), predicts
+each case with Gaussian-weighted sliding windows (optionally with 8-flip mirror test-time
+augmentation; an ensemble averages its members' probabilities), decodes outputs into labels
+(tasks.py), applies the post-processing chosen on validation (inference/postprocessing.py),
 undoes resizing and crop, optionally removes tumour components smaller than
 min_component_voxels, and writes each prediction in the geometry and label convention of the
 case's input (data/prediction_files.py).
@@ -14,7 +17,6 @@ import sys
 import time
 
 import numpy as np
-from scipy import ndimage
 from tqdm import tqdm
 
 from brats_jax import files, sharding, tasks
@@ -22,38 +24,25 @@ from brats_jax.data import prediction_files, preprocessing
 from brats_jax.data.store import MANIFEST
 from brats_jax.errors import DataError
 from brats_jax.imageio import nifti
+from brats_jax.inference import ensemble, postprocessing
 from brats_jax.inference.case_predictor import make_case_predictor
 from brats_jax.inference.inputs import CaseInput, raw_inputs, store_inputs
+from brats_jax.inference.postprocessing import DECISION_FILE
 from brats_jax.inference.trained_model import load_trained_model, read_contract
-from brats_jax.labels import BACKGROUND
 from brats_jax.progress import progress_bar
 
 
-def remove_small_components(labels: np.ndarray, min_voxels: int) -> np.ndarray:
-  """Labels with every connected tumour component (26-connected, any tumour label) of fewer
-  than min_voxels voxels set to background: the usual clean-up of isolated false positives.
-  min_voxels <= 1 changes nothing."""
-  if min_voxels <= 1:
-    return labels
-  structure = ndimage.generate_binary_structure(labels.ndim, labels.ndim)
-  components, count = ndimage.label(labels > 0, structure)
-  if not count:
-    return labels
-  sizes = np.bincount(components.ravel())
-  small = sizes < min_voxels
-  small[0] = False
-  return np.where(small[components], np.uint8(BACKGROUND), labels).astype(labels.dtype)
-
-
 def segment(probabilities: np.ndarray, kind: str, case: CaseInput,
-            min_enhancing_voxels: int = 0, min_component_voxels: int = 0) -> np.ndarray:
+            rules: postprocessing.Rules = postprocessing.Rules(),
+            min_component_voxels: int = 0) -> np.ndarray:
   """Internal labels of a case in its original geometry (resizing and crop undone) from the
-  model's probabilities, tumour components under min_component_voxels original voxels
-  removed."""
-  decoded = tasks.relabel_small_enhancing(tasks.decode(probabilities, kind),
-                                          min_enhancing_voxels)
+  model's probabilities, after the post-processing rules (in the model's space), tumour
+  components under min_component_voxels original voxels removed."""
+  decoded = postprocessing.apply(tasks.decode(probabilities, kind), rules)
   decoded = preprocessing.to_original_geometry(decoded, case.geometry, case.original_shape)
-  return remove_small_components(decoded, min_component_voxels)
+  if min_component_voxels > 1:
+    decoded = postprocessing.remove_components(decoded, "WT", min_component_voxels)
+  return decoded
 
 
 def probabilities_in_input_geometry(probabilities: np.ndarray, kind: str,
@@ -70,14 +59,33 @@ def probabilities_path(output_dir: str, case_id: str) -> str:
   return os.path.join(output_dir, f"{case_id}_probabilities.nii.gz")
 
 
-def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: str = "latest",
+def postprocessing_rules(decision_folder, models: list, postprocess: bool) -> tuple:
+  """(Rules, where they come from) for a prediction: the decision chosen on validation
+  (FOLDER/postprocessing.json), else a single run's ET threshold from its contract, else
+  none; none at all without `postprocess`."""
+  if not postprocess:
+    return postprocessing.Rules(), "off"
+  decided = postprocessing.load_decision(decision_folder) if decision_folder else None
+  if decided is not None:
+    return decided, f"chosen on validation, {files.join(decision_folder, DECISION_FILE)}"
+  if len(models) == 1 and models[0].et_threshold():
+    return postprocessing.Rules(models[0].et_threshold()), "the checkpoint's ET threshold"
+  return postprocessing.Rules(), "none decided"
+
+
+def predict_folder(workdir, input_dir: str, output_dir: str, checkpoint: str = "latest",
                    mirror_tta: bool = False, layout: str | None = None, skip_bad: bool = False,
                    progress: bool = True, devices=None, min_component_voxels: int = 0,
-                   space: int = 1, case_ids=None, save_probabilities: bool = False) -> tuple:
+                   space: int = 1, case_ids=None, save_probabilities: bool = False,
+                   postprocess: bool = True) -> tuple:
   """Writes one prediction per case of input_dir (a raw dataset folder or a prepared store)
   on `devices` (default: all), each window split over `space` of them (as mesh.space in
   training); returns ([(case_id, seconds)], [skipped case errors]).
-  Tumour components smaller than min_component_voxels voxels are removed (0: kept).
+
+  workdir: a run, a cross-validation parent (its folds predict as an ensemble), or a list
+  of runs (an ensemble). With `postprocess`, the rules chosen on validation apply
+  (postprocessing_rules). Tumour components smaller than min_component_voxels voxels are
+  also removed (0: kept).
   case_ids: only these cases of input_dir (all of them must be there). save_probabilities:
   also <case_id>_probabilities.nii.gz, the model's per-output probabilities (after TTA) in
   the input's geometry (nifti.save_probabilities).
@@ -87,12 +95,16 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
   Every case's headers are checked before the model is loaded, so most bad inputs stop the
   run before anything is written.
   """
-  step, run_contract = read_contract(workdir, checkpoint)
+  runs, decision_folder = ensemble.members([workdir] if isinstance(workdir, str)
+                                           else list(workdir))
+  contracts = {run: read_contract(run, checkpoint) for run in runs}
+  ensemble.check_agreement({run: c for run, (_, c) in contracts.items()})
+  run_contract = contracts[runs[0]][1]
   channels = tuple(run_contract["config"]["data"]["modalities"])
   is_store = files.exists(files.join(input_dir, MANIFEST))
   inputs = store_inputs(input_dir, channels, run_contract["preprocessing"]) if is_store \
       else raw_inputs(input_dir, channels,
-                      preprocessing.resolve(run_contract["preprocessing"], workdir), layout)
+                      preprocessing.resolve(run_contract["preprocessing"], runs[0]), layout)
   if case_ids is not None:
     wanted = set(case_ids)
     inputs = [entry for entry in inputs if entry[0] in wanted]
@@ -119,18 +131,23 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
     raise DataError(f"{input_dir}: no usable case")
 
   mesh = sharding.make_mesh(devices, space)
-  model = load_trained_model(workdir, str(step), mesh)
-  predict = make_case_predictor(model.graphdef, mesh, model.config, mirror_tta)
-  threshold = model.et_threshold()
+  # Every member's parameters are read once; each case then runs through all of them.
+  models = [load_trained_model(run, str(step), mesh) for run, (step, _) in contracts.items()]
+  predictors = [make_case_predictor(m.graphdef, mesh, m.config, mirror_tta) for m in models]
+  rules, source = postprocessing_rules(decision_folder, models, postprocess)
+  kind = models[0].config.loss.kind
   os.makedirs(output_dir, exist_ok=True)
   if progress:
-    print(f"checkpoint step {step}; {len(usable)} cases; {mesh.devices.size} devices"
+    steps = ", ".join(str(m.step) for m in models)
+    print((f"checkpoint step {steps}" if len(models) == 1 else
+           f"an ensemble of {len(models)} runs (checkpoint steps {steps})")
+          + f"; {len(usable)} cases; {mesh.devices.size} devices"
           + (f" ({space} per window)" if space > 1 else "")
           + (" with mirror TTA" if mirror_tta else "")
-          + (f"; ET under {threshold} voxels becomes necrosis" if threshold else "")
           + (f"; tumour components under {min_component_voxels} voxels removed"
-             if min_component_voxels > 1 else ""),
-          file=sys.stderr)
+             if min_component_voxels > 1 else ""), file=sys.stderr)
+    print(f"post-processing ({source}): {rules.describe()}"
+          + ("; --nopostprocessing turns it off" if postprocess else ""), file=sys.stderr)
   timings = []
   for case_id, load in progress_bar(usable, unit="case", desc="predict", disable=not progress):
     start = time.perf_counter()
@@ -139,9 +156,9 @@ def predict_folder(workdir: str, input_dir: str, output_dir: str, checkpoint: st
     except DataError as e:
       skip_or_raise(e)
       continue
-    kind = model.config.loss.kind
-    probabilities = predict(model.variables, case.image)
-    labels = segment(probabilities, kind, case, threshold, min_component_voxels)
+    probabilities = sum(predict(m.variables, case.image) for m, predict in
+                        zip(models, predictors)) / len(models)
+    labels = segment(probabilities, kind, case, rules, min_component_voxels)
     if save_probabilities:
       nifti.save_probabilities(probabilities_path(output_dir, case_id),
                                probabilities_in_input_geometry(probabilities, kind, case),

@@ -6,6 +6,7 @@ validation every eval.every_steps, a checkpoint at every validation, every
 checkpoint.every_steps, at the end and at a stop request.
 """
 
+import functools
 import signal
 import sys
 import time
@@ -14,13 +15,15 @@ import ml_collections
 
 from brats_jax import files, sharding
 from brats_jax.errors import NonFiniteError
-from brats_jax.evaluation import plots
+from brats_jax.evaluation import choose_rules, plots
+from brats_jax.inference import postprocessing
 from brats_jax.inference.case_predictor import make_case_predictor
 from brats_jax.progress import progress_bar
 from brats_jax.train import epochs, optimizer, setup, validation
 from brats_jax.train.host_input import Prefetcher
 from brats_jax.train.metrics_log import MetricLogger, read_metrics
 from brats_jax.train.stop_request import StopRequest
+from brats_jax.workdir import validation_predictions
 
 ON_NONFINITE = ("skip", "stop")  # train.on_nonfinite: skip the update, or stop the run
 
@@ -33,6 +36,30 @@ def _stop_if_nonfinite(step_metrics, step: int):
         "that update was not applied and no checkpoint was written after it; lower "
         "train.learning_rate or check the data, then run again to resume from the last "
         "checkpoint")
+
+
+def _keeping(workdir: str, last: bool):
+  """What a validation does with each case's prediction: on process 0, where this
+  validation may be the run's last, keeps it (validation_predictions.py)."""
+  if not (last and sharding.is_main_process()):
+    return None
+  validation_predictions.start(workdir)
+  return functools.partial(validation_predictions.save, workdir)
+
+
+def choose_postprocessing(workdir: str) -> None:
+  """Chooses post-processing on the run's kept validation predictions (process 0), unless
+  the decision in the workdir was made on them already; prints the before/after table."""
+  kept = validation_predictions.record(workdir)
+  if kept is None or not sharding.is_main_process():
+    return
+  decision = postprocessing.read_decision(workdir)
+  if decision and decision.get("decided_on", {}).get("validation_steps") == {
+      workdir: kept["step"]}:
+    return
+  rules, report = choose_rules.decide([workdir], workdir)
+  print(f"post-processing chosen on {report['num_cases']} validation cases: "
+        f"{rules.describe()}\n{choose_rules.format_report(report)}", flush=True)
 
 
 def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
@@ -78,8 +105,11 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
       val_metrics = None
       if val_ids and (done % config.eval.every_steps == 0 or done == num_steps):
         eval_start = time.time()
+        keep = _keeping(workdir, done == num_steps or patience > 0)
         summary = validation.score_cases(predict, run.state, run.cases.val_store, val_ids,
-                                         config.loss, config.eval.min_enhancing_voxels)
+                                         config.loss, config.eval.min_enhancing_voxels, keep)
+        if keep is not None:
+          validation_predictions.finish(workdir, done, val_ids, config.loss.kind)
         logger.exclude(time.time() - eval_start)
         val_metrics = {f"val/{k}": v for k, v in summary.items()}
         if config.eval.min_enhancing_voxels < 0:
@@ -113,8 +143,11 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
     logger.close()
 
   if run.resumed and run.start >= num_steps and val_ids:  # nothing trained this launch
+    keep = _keeping(workdir, validation_predictions.record(workdir) is None)
     summary = validation.score_cases(predict, run.state, run.cases.val_store, val_ids,
-                                     config.loss, config.eval.min_enhancing_voxels)
+                                     config.loss, config.eval.min_enhancing_voxels, keep)
+    if keep is not None:
+      validation_predictions.finish(workdir, run.start, val_ids, config.loss.kind)
   if is_main:
     plots.training_curves(read_metrics(workdir),
                           files.join(workdir, "training_curves.png"))
@@ -124,4 +157,5 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
           f"{validation.format_dice(summary)}"
           + (f"; best checkpoint at step {best}" if best is not None else ""), flush=True)
   run.checkpoints.close()
+  choose_postprocessing(workdir)
   return summary

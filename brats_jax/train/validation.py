@@ -36,15 +36,18 @@ def _case_loss(probabilities, labels, loss_config):
 
 
 def score_cases(predict, variables, store: PreparedStore, case_ids, loss_config,
-                min_enhancing_voxels: int) -> dict:
+                min_enhancing_voxels: int, keep=None) -> dict:
   """Whole-case sliding-window prediction, decoded as predict decodes it: per-region Dice
   (and IoU, accuracy, precision, recall) and the loss over the given cases.
-  min_enhancing_voxels < 0 chooses the ET threshold on them."""
+  min_enhancing_voxels < 0 chooses the ET threshold on them. keep(case_id, probabilities,
+  labels, spacing), where given, is called with each case's prediction."""
   kind = loss_config.kind
   per_case = []
   for case_id in case_ids:
     image, labels = store.read_case(case_id)
     probabilities = predict(variables, image)
+    if keep is not None:
+      keep(case_id, probabilities, labels, store.stored_spacing(case_id))
     predicted = tasks.decode(probabilities, kind)
     scores = metrics.region_dice(predicted, labels, tasks.scored_regions(kind))
     scores["loss"] = case_loss(probabilities, labels, loss_config)

@@ -4,4 +4,6 @@
   checkpoints.py  the Orbax wrapper: save, restore onto any devices, unreadable checkpoints
   contract.py     the inference contract saved with every checkpoint; relaunch rules
   split_record.py WORKDIR/split.json: the run's training and validation cases, by source
+  validation_predictions.py  WORKDIR/validation_predictions/: the last validation's
+                  probabilities per case, for choosing post-processing
 """

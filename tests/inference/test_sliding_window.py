@@ -77,21 +77,6 @@ def test_case_predictor_equals_plain_sliding_window():
   assert not np.allclose(tta, got)
 
 
-def test_small_tumour_components_are_removed():
-  labels = np.zeros((12, 12, 12), np.uint8)
-  labels[1:5, 1:5, 1:5] = 2  # 64 voxels of edema around 8 of enhancing tumour: one component
-  labels[2:4, 2:4, 2:4] = 3
-  labels[8:10, 8:10, 8:10] = 1  # 8 voxels of necrosis, apart
-  labels[7, 7, 7] = 3  # touches the necrosis only at a corner (26-connected): 9 together
-  labels[0, 11, 0] = 2  # a lone voxel
-  cleaned = predict.remove_small_components(labels, 10)
-  assert (cleaned[:6, :6, :6] == labels[:6, :6, :6]).all()  # 64 voxels: kept as they were
-  assert cleaned[6:, 6:, 6:].max() == 0 and cleaned[0, 11, 0] == 0
-  kept = predict.remove_small_components(labels, 9)  # the 9-voxel component stays
-  assert (kept[6:, 6:, 6:] == labels[6:, 6:, 6:]).all() and kept[0, 11, 0] == 0
-  assert (predict.remove_small_components(labels, 0) == labels).all()
-
-
 MONAI_FIXTURE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures",
                              "monai_sliding_window.npz")
 
