@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from brats_jax import sharding
-from brats_jax.inference import case_predictor, predict, sliding_window
+from brats_jax.inference import case_predictor, sliding_window
 
 from conftest import new_train_state, tiny_config
 
