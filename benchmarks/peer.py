@@ -69,14 +69,22 @@ def _peak_rss_gib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _region_dice(predicted_internal, reference_internal) -> dict:
-  scores = metrics.region_dice(predicted_internal, reference_internal)
-  return {r: scores[r] for r in label_values.REGIONS}
+def _region_scores(predicted_internal, reference_internal, spacing) -> dict:
+  """Dice and HD95 (mm) per region: BraTS ranks on both."""
+  scores = {}
+  for r in label_values.REGIONS:
+    predicted = np.isin(predicted_internal, label_values.REGION_LABELS[r])
+    reference = np.isin(reference_internal, label_values.REGION_LABELS[r])
+    scores[r] = metrics.dice(predicted, reference)
+    scores[f"hd95_{r}"] = metrics.hd95(predicted, reference, spacing)
+  return scores
 
 
 def _summary(per_case: list) -> dict:
-  means = {r: float(np.mean([c[r] for c in per_case])) for r in label_values.REGIONS}
-  return {**means, "mean": float(np.mean(list(means.values())))}
+  """Mean Dice per region and over regions ("mean"), mean HD95 per region and over them."""
+  means = {key: float(np.mean([c[key] for c in per_case])) for key in per_case[0]}
+  return {**means, "mean": float(np.mean([means[r] for r in label_values.REGIONS])),
+          "mean_hd95": float(np.mean([means[f"hd95_{r}"] for r in label_values.REGIONS]))}
 
 
 # ---- brats_jax ---------------------------------------------------------------------------
@@ -137,9 +145,9 @@ def run_jax(args) -> dict:
   per_case = []
   for case in discovery.find_cases(args.heldout):
     reference = raw_cases.read_raw_case(case)[1]
-    predicted, _, _ = _read_prediction(os.path.join(work, "pred", f"{case.case_id}.nii.gz"),
-                                       case)
-    per_case.append(_region_dice(predicted, reference))
+    predicted, _, spacing = _read_prediction(
+        os.path.join(work, "pred", f"{case.case_id}.nii.gz"), case)
+    per_case.append(_region_scores(predicted, reference, spacing))
   result["heldout_dice"] = _summary(per_case)
   # whole-case prediction at realistic sizes
   for name, folder in _realistic_folders(args.realistic):
@@ -262,7 +270,7 @@ def _monai_predict(net, config, folder) -> tuple:
   per_case, seconds = [], []
   output = tempfile.mkdtemp(prefix="peer_monai_pred_")
   for case, item in zip(discovery.find_cases(folder), _monai_case_dicts(folder)):
-    images, reference, affine, _ = raw_cases.read_raw_case(case)
+    images, reference, affine, spacing = raw_cases.read_raw_case(case)
     _, _, geometry = preprocessing.preprocess(images, None, case.images[0])
     tick = time.perf_counter()
     image = infer({"image": item["image"]})["image"][None]
@@ -276,7 +284,7 @@ def _monai_predict(net, config, folder) -> tuple:
     nib.save(nib.Nifti1Image(case.convention.decode(predicted), affine),
              os.path.join(output, f"{case.case_id}.nii.gz"))
     seconds.append(time.perf_counter() - tick)
-    per_case.append(_region_dice(predicted, reference))
+    per_case.append(_region_scores(predicted, reference, spacing))
   return seconds, per_case
 
 
@@ -548,7 +556,8 @@ def main():
   for side in (jax_side, monai_side):
     d = side["heldout_dice"]
     print(f"{side['side']:>9s}: {side['steps']} steps; held-out Dice WT {d['WT']:.3f} "
-          f"TC {d['TC']:.3f} ET {d['ET']:.3f} mean {d['mean']:.3f}")
+          f"TC {d['TC']:.3f} ET {d['ET']:.3f} mean {d['mean']:.3f}; HD95 WT "
+          f"{d['hd95_WT']:.1f} TC {d['hd95_TC']:.1f} ET {d['hd95_ET']:.1f} mm")
   record = {"date": time.strftime("%Y-%m-%d"), "machine": {
       "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
       "python": platform.python_version()}, "args": {k: v for k, v in vars(args).items()

@@ -34,8 +34,8 @@ from brats_jax.evaluation.plots import save_png  # noqa: E402
 
 CHECKPOINTS = ("best", "latest")  # the best validation Dice, and the final step
 # The scores a cell reports, when the evaluation has them (binary tasks: WT only).
-SCORES = ("mean_region_dice", "WT_dice", "TC_dice", "ET_dice", "WT_precision",
-          "WT_sensitivity", "accuracy")
+SCORES = ("mean_region_dice", "WT_dice", "TC_dice", "ET_dice", "WT_hd95", "TC_hd95",
+          "ET_hd95", "WT_precision", "WT_sensitivity", "accuracy")
 
 
 def parse_axis(text: str) -> tuple:
@@ -98,6 +98,9 @@ def run_cell(config: str, overrides: list, cell: dict, folder: str) -> dict:
     with open(os.path.splitext(csv_path)[0] + "_summary.json") as f:
       summary = json.load(f)["metrics"]
     scores[checkpoint] = {k: summary[k]["mean"] for k in SCORES if k in summary}
+    hd95 = [scores[checkpoint][k] for k in ("WT_hd95", "TC_hd95", "ET_hd95")
+            if k in scores[checkpoint]]
+    scores[checkpoint]["mean_region_hd95"] = float(np.mean(hd95))
   files.write_json(done, scores)
   return scores
 
@@ -125,24 +128,29 @@ def write_tables(out: str, axes: list, results: dict) -> None:
   any_scores = next(iter(results.values()))["latest"]
   metric = headline(any_scores)
 
-  def value(row, col, checkpoint):
+  def value(row, col, checkpoint, score=metric):
     for cell, scores in results.items():
       cell = dict(cell)
       if cell[row_field] == row and (not col_field or cell[col_field] == col):
-        return scores[checkpoint].get(metric)
+        return scores[checkpoint].get(score)
     return None
 
-  lines = [f"{metric} of the validation cases, best (B) and final (F) checkpoint; rows "
-           f"{row_field}" + (f", columns {col_field}" if col_field else ""), "",
-           "| | " + " | ".join(col_values or [""]) + " |",
-           "|---" * (1 + len(col_values)) + "|"]
-  for row in row_values:
-    cells = []
-    for col in col_values:
-      best, final = value(row, col, "best"), value(row, col, "latest")
-      cells.append("..." if best is None else f"B {best:.4f} / F {final:.4f}")
-    lines.append(f"| {row} | " + " | ".join(cells) + " |")
-  files.write_text(os.path.join(out, "sweep.md"), "\n".join(lines) + "\n")
+  lines = []
+  # BraTS ranks on both: the overlap, and the distance of the worst boundaries (mm).
+  for score, what, digits in ((metric, metric, 4), ("mean_region_hd95",
+                                                    "mean region HD95 (mm)", 2)):
+    lines += [f"{what} of the validation cases, best (B) and final (F) checkpoint; rows "
+              f"{row_field}" + (f", columns {col_field}" if col_field else ""), "",
+              "| | " + " | ".join(col_values or [""]) + " |",
+              "|---" * (1 + len(col_values)) + "|"]
+    for row in row_values:
+      cells = []
+      for col in col_values:
+        best, final = value(row, col, "best", score), value(row, col, "latest", score)
+        cells.append("..." if best is None else f"B {best:.{digits}f} / F {final:.{digits}f}")
+      lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines.append("")
+  files.write_text(os.path.join(out, "sweep.md"), "\n".join(lines))
 
   fig, panels = plt.subplots(1, 2, figsize=(4 + 2.2 * len(col_values), 1.5 + 0.7 *
                                             len(row_values)), squeeze=False)
