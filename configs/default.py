@@ -59,7 +59,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.activation = "leaky_relu"  # leaky_relu | relu | elu | gelu | silu
   config.model.block = "plain"  # plain | residual | context (Isensee 2017)
   config.model.downsample = "conv"  # conv (strided) | maxpool
-  config.model.upsample = "depth_to_space"  # depth_to_space (1x1 conv) | nearest | linear
+  # depth_to_space (1x1 conv) | nearest | linear | nearest_conv (then a 3x3x3 convolution)
+  config.model.upsample = "depth_to_space"
+  # same (decoder blocks as model.block) | localisation (3x3x3 then 1x1x1: Isensee 2017)
+  config.model.decoder_block = "same"
   config.model.dropout = 0.0
   config.model.dropout_at = "bottleneck"  # bottleneck | blocks | convolutions
   config.model.deep_supervision = 3  # extra outputs at 1/2, 1/4, 1/8 resolution

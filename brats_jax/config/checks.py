@@ -165,6 +165,7 @@ RULES = {
     "model.block": _choice(*blocks.BLOCKS),
     "model.downsample": _choice(*blocks.DOWNSAMPLE),
     "model.upsample": _choice(*blocks.UPSAMPLE),
+    "model.decoder_block": _choice(*blocks.DECODER_BLOCKS),
     "model.dropout": _number(0, 1, high_open=True),
     "model.dropout_at": _choice(*blocks.DROPOUT_AT),
     "model.deep_supervision": _integer(0),

@@ -52,8 +52,14 @@ _NORMS = {
 }
 NORMS = tuple(_NORMS)
 BLOCKS = ("plain", "residual", "context")  # ConvBlock (plain or residual), ContextBlock
-DOWNSAMPLE = ("conv", "maxpool")  # strided convolution, or max-pooling (ConvBlock)
-UPSAMPLE = ("depth_to_space", "nearest", "linear")  # UpSample
+# The block's first convolution strides | max-pooling | a separate strided convolution to the
+# level's width before the block (Kayalibay 2017's strided network) (ConvBlock)
+DOWNSAMPLE = ("conv", "maxpool", "separate_conv")
+# UpSample: a 1x1 convolution and depth-to-space | resizing | nearest resizing, then a 3x3x3
+# convolution to the level's width (Isensee 2017's up-sampling module)
+UPSAMPLE = ("depth_to_space", "nearest", "linear", "nearest_conv")
+# The decoder's blocks: the encoder's (model.block) | Isensee 2017's localisation modules
+DECODER_BLOCKS = ("same", "localisation")
 DROPOUT_AT = ("bottleneck", "blocks", "convolutions")  # where Dropout layers sit
 
 
@@ -87,9 +93,10 @@ class Dropout(nnx.Module):
 class ConvNormAct(nnx.Module):
   """Convolution (no bias before a norm) -> norm -> activation (-> dropout)."""
 
-  def __init__(self, cin, cout, dims, config, rngs, strides=1, dilation=1, dropout=None):
+  def __init__(self, cin, cout, dims, config, rngs, strides=1, dilation=1, dropout=None,
+               kernel=3):
     self.norm = _norm(config.norm, cout, config.dtype, rngs)
-    self.conv = Conv(cin, cout, (3,) * dims, config, rngs, strides=strides,
+    self.conv = Conv(cin, cout, (kernel,) * dims, config, rngs, strides=strides,
                      kernel_dilation=dilation, use_bias=self.norm is None)
     self.activation = ACTIVATIONS[config.activation]
     self.dropout = dropout
@@ -120,13 +127,17 @@ class ConvNormAct(nnx.Module):
 
 class ConvBlock(nnx.Module):
   """num_convs conv-norm-act layers (2 by default); the first may stride (or follow a
-  max-pool); the last outputs cout_last channels (default cout); optionally residual;
-  optionally dropout after the block."""
+  max-pool, or a separate strided convolution); the last outputs cout_last channels
+  (default cout); optionally residual; optionally dropout after the block."""
 
   def __init__(self, cin, cout, dims, config, rngs, strides=1, dilations=None, sites=(),
                num_convs=2, cout_last=None):
     dilations = tuple(dilations or (1,) * num_convs)
     cout_last = cout_last or cout
+    separate = strides != 1 and config.downsample == "separate_conv"
+    self.entry = ConvNormAct(cin, cout, dims, config, rngs, strides) if separate else None
+    if separate:
+      cin, strides = cout, 1
     self.pool = strides != 1 and config.downsample == "maxpool"
     conv_strides = 1 if self.pool else strides
     per_conv = [Dropout(config.dropout, s) for s in sites[:num_convs]] \
@@ -151,6 +162,8 @@ class ConvBlock(nnx.Module):
   def __call__(self, x, train, key=None):
     if self.pool:
       x = nnx.max_pool(x, (2,) * self.dims, strides=(2,) * self.dims)
+    if self.entry is not None:
+      x = self.entry(x, train, key)
     y = self.second(self.first(x, train, key), train, key)
     for layer in self.more:
       y = layer(y, train, key)
@@ -209,17 +222,33 @@ class ContextBlock(nnx.Module):
     return h + y
 
 
+class LocalisationBlock(nnx.Module):
+  """Isensee et al. 2017's localisation module: a 3x3x3 then a 1x1x1 conv-norm-act, the
+  first bringing the concatenated up-sampled and skip features to the level's width."""
+
+  def __init__(self, cin, cout, dims, config, rngs):
+    self.first = ConvNormAct(cin, cout, dims, config, rngs)
+    self.second = ConvNormAct(cout, cout, dims, config, rngs, kernel=1)
+
+  def __call__(self, x, train, key=None):
+    return self.second(self.first(x, train, key), train, key)
+
+
 class UpSample(nnx.Module):
   """2x up-sampling to cout channels: a 1x1 convolution to 2^d * cout channels, then
-  depth-to-space; or (mode nearest/linear) resizing, keeping the channels."""
+  depth-to-space; or (mode nearest/linear) resizing, keeping the channels; or
+  (nearest_conv) nearest resizing, then a 3x3x3 conv-norm-act to cout channels."""
 
   def __init__(self, cin, cout, dims, config, rngs):
     self.mode = config.upsample
-    self.conv = Conv(cin, cout * 2**dims, (1,) * dims, config, rngs) \
-        if self.mode == "depth_to_space" else None
+    self.conv = {"depth_to_space": lambda: Conv(cin, cout * 2**dims, (1,) * dims, config, rngs),
+                 "nearest_conv": lambda: ConvNormAct(cin, cout, dims, config, rngs)}.get(
+                     self.mode, lambda: None)()
     self.dims, self.cout = dims, cout
 
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
+    if self.mode == "nearest_conv":
+      return self.conv(resize2x(x, "nearest"), train)
     if self.conv is None:
       return resize2x(x, self.mode)
     y = self.conv(x)

@@ -27,6 +27,7 @@ from brats_jax.model.blocks import (
   ConvBlock,
   ConvNormAct,
   Dropout,
+  LocalisationBlock,
   UpSample,
   level_filters,
   resize2x,
@@ -59,7 +60,7 @@ def foldable(config: ml_collections.ConfigDict) -> bool:
           and config.upsample == "depth_to_space" and config.outputs == "separate"
           and (config.dropout == 0 or config.dropout_at == "bottleneck")
           and encoder_convs(config)[:2] == (2, 2) and decoder_convs(config)[0] == 2
-          and not config.decoder_narrows)
+          and not config.decoder_narrows and config.decoder_block == "same")
 
 
 def channel_plan(config: ml_collections.ConfigDict) -> dict:
@@ -68,8 +69,10 @@ def channel_plan(config: ml_collections.ConfigDict) -> dict:
   filters, narrows = level_filters(config), config.decoder_narrows
 
   def counted(level, cin, widths, entry=False):
-    # A context block adds an entry convolution where it strides or changes width.
-    if config.block == "context" and (entry or cin != widths[0]):
+    # A context block adds an entry convolution where it strides or changes width, a
+    # separate strided convolution where it strides.
+    if (config.block == "context" and (entry or cin != widths[0])) or (
+        entry and config.downsample == "separate_conv"):
       widths = widths[:1] + widths
     return (level, cin, widths)
 
@@ -85,11 +88,13 @@ def channel_plan(config: ml_collections.ConfigDict) -> dict:
     cin = fused
   widths = {}
   for level, convs in reversed(list(enumerate(decoder_convs(config)))):
-    up = filters[level] if config.upsample == "depth_to_space" else cin
+    up = filters[level] if config.upsample in ("depth_to_space", "nearest_conv") else cin
     plan["upsample"].append((level, cin, up))
     last = filters[level - 1] if narrows and level > 0 else filters[level]
-    plan["decoder"].append(counted(level, up + filters[level],
-                                   [filters[level]] * (convs - 1) + [last]))
+    widths_here = [filters[level]] * (convs - 1) + [last]
+    plan["decoder"].append((level, up + filters[level], widths_here)
+                           if config.decoder_block == "localisation"
+                           else counted(level, up + filters[level], widths_here))
     widths[level] = cin = last
   plan["heads"] = [(level, widths[level]) for level in range(1 + config.deep_supervision)]
   return plan
@@ -118,6 +123,8 @@ class UNet(nnx.Module):
     def make_block(cin, widths, **kwargs):
       if block is ContextBlock:
         return ContextBlock(cin, widths[0], dims, config, rngs, sites=sites(), **kwargs)
+      if kwargs.get("strides", 1) != 1 and config.downsample == "separate_conv":
+        widths = widths[1:]  # the plan counts the block's strided entry convolution too
       return ConvBlock(cin, widths[0], dims, config, rngs, sites=sites(len(widths)),
                        num_convs=len(widths), cout_last=widths[-1], **kwargs)
 
@@ -134,7 +141,9 @@ class UNet(nnx.Module):
     upsamples, decoder = [], []
     for (_, cin, up), (_, block_in, widths) in zip(plan["upsample"], plan["decoder"]):
       upsamples.append(UpSample(cin, up, dims, config, rngs))
-      decoder.append(make_block(block_in, widths))
+      decoder.append(LocalisationBlock(block_in, widths[-1], dims, config, rngs)
+                     if config.decoder_block == "localisation"
+                     else make_block(block_in, widths))
     self.upsamples, self.decoder = nnx.List(upsamples), nnx.List(decoder)
     # heads[k] reads the decoder output at resolution level k (0 = full resolution).
     self.heads = nnx.List([Conv(width, config.out_channels, (1,) * dims, config, rngs)
@@ -173,7 +182,7 @@ class UNet(nnx.Module):
         maps[0] = s2d.unfold(s2d.pointwise(h, head.kernel[...], head.bias[...],
                                            self.config.dtype))
       else:
-        h = block(jnp.concatenate([up(h), skips[level]], axis=-1), train, dropout_key)
+        h = block(jnp.concatenate([up(h, train), skips[level]], axis=-1), train, dropout_key)
         if level < len(self.heads):
           maps[level] = self.heads[level](h)
     if self.config.outputs == "summed":
@@ -199,9 +208,16 @@ def training_flops_per_sample(config: ml_collections.ConfigDict, patch_size) -> 
       cin = width
     return total
 
-  forward = sum(convs(*entry) for entry in plan["encoder"] + plan["bottom"] + plan["decoder"])
+  forward = sum(convs(*entry) for entry in plan["encoder"] + plan["bottom"])
+  for level, cin, widths in plan["decoder"]:
+    if config.decoder_block == "localisation":  # a 3x3x3, then a 1x1x1 convolution
+      forward += convs(level, cin, widths[:1]) + convs(level, widths[0], widths[1:], 1)
+    else:
+      forward += convs(level, cin, widths)
   if config.upsample == "depth_to_space":  # a 1x1 convolution at the coarser level
     forward += sum(convs(level + 1, cin, [up * 2**dims], 1)
                    for level, cin, up in plan["upsample"])
+  elif config.upsample == "nearest_conv":  # a 3x3x3 convolution at the finer level
+    forward += sum(convs(level, cin, [up]) for level, cin, up in plan["upsample"])
   forward += sum(convs(level, width, [config.out_channels], 1) for level, width in plan["heads"])
   return 3 * forward

@@ -11,7 +11,8 @@ data" (arXiv:1701.03056), as a course project replicated it on BraTS 2015: singl
   brats-jax-train --config=configs/seeds/kayalibay2017.py --workdir=/runs/kayalibay \
       --config.data.store=/data/brats2015 --config.data.val_store=/data/brats2015_val
 
-The data as the project had it: the BraTS 2015 MetaImage tree (the original, or a
+The project's first, strided variant is kayalibay2017_strided.py. The data as the project
+had it: the BraTS 2015 MetaImage tree (the original, or a
 one-folder-per-channel copy), volumes cropped to 144x144 in-plane, resized to 96 slices and
 divided by 255; the testing folder's validation half as its own store.
 

@@ -31,6 +31,7 @@ BAD_VALUES = {
     "model.base_filters": 0, "model.max_filters": 0, "model.depth": 1, "model.norm": "layer",
     "model.activation": "tanh", "model.block": "dense", "model.dropout": 1.0,
     "model.architecture": "vit", "model.downsample": "avgpool", "model.upsample": "cubic",
+    "model.decoder_block": "dense",
     "model.dropout_at": "input", "model.outputs": "averaged",
     "model.bottleneck_dilation": (2,), "model.vit_layers": 0, "model.vit_heads": 0,
     "model.encoder_convs": (2, 1), "model.decoder_convs": [9],

@@ -319,6 +319,8 @@ def test_tpu_space_to_depth_level_is_the_same_function(norm, residual, patch):
     {"block": "residual", "dropout": 0.25, "dropout_at": "convolutions",
      "bottleneck_dilation": (2, 2)},
     {"outputs": "summed", "deep_supervision": 1, "norm": "batch"},
+    {"upsample": "nearest_conv", "decoder_block": "localisation", "block": "context"},
+    {"downsample": "separate_conv", "block": "residual", "norm": "batch"},
     {"architecture": "transunet", "deep_supervision": 0, "vit_layers": 2, "vit_heads": 2,
      "vit_dim": 16, "vit_mlp_dim": 32, "patch": (32, 32)}])
 def test_model_options_build_train_and_infer(options):
@@ -376,7 +378,10 @@ def _single_device(run):
      "downsample": "maxpool", "deep_supervision": 1},
     {"block": "residual", "encoder_convs": (2, 2, 3), "decoder_narrows": True,
      "bottleneck_dilation": (1, 2)},
-    {"block": "context", "upsample": "nearest", "outputs": "summed", "deep_supervision": 1}])
+    {"block": "context", "upsample": "nearest", "outputs": "summed", "deep_supervision": 1},
+    {"block": "context", "upsample": "nearest_conv", "decoder_block": "localisation",
+     "outputs": "summed"},  # Isensee 2017
+    {"block": "residual", "downsample": "separate_conv", "norm": "batch"}])  # Kayalibay's
 def test_channel_plan_is_the_model_that_is_built(options):
   """Every convolution the U-Net builds is in the channel plan that the FLOP count reads,
   with its widths: the kernels' sizes add up to the plan's."""
@@ -396,10 +401,14 @@ def test_channel_plan_is_the_model_that_is_built(options):
       total, cin = total + taps * cin * width, width
     return total
 
-  expected = sum(size(cin, widths) for _, cin, widths in
-                 plan["encoder"] + plan["bottom"] + plan["decoder"])
+  expected = sum(size(cin, widths) for _, cin, widths in plan["encoder"] + plan["bottom"])
+  for _, cin, widths in plan["decoder"]:
+    expected += (size(cin, widths[:1]) + size(widths[0], widths[1:], 1)
+                 if mc.decoder_block == "localisation" else size(cin, widths))
   if mc.upsample == "depth_to_space":
     expected += sum(size(cin, [up * 2**dims], 1) for _, cin, up in plan["upsample"])
+  if mc.upsample == "nearest_conv":
+    expected += sum(size(cin, [up]) for _, cin, up in plan["upsample"])
   expected += sum(size(width, [mc.out_channels], 1) for _, width in plan["heads"])
   assert kernels == expected
 

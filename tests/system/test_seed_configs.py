@@ -20,6 +20,9 @@ SEEDS = {  # config: (layout, patch size, prepare flags)
     "kayalibay2017": ("brats2015", "(16,16,16)", [
         "--crop=centre", "--crop_shape=28,28,24", "--resize_shape=24,24,16",
         "--normalisation=divide", "--divide_by=255"]),
+    "kayalibay2017_strided": ("brats2015", "(16,16,16)", [
+        "--crop=centre", "--crop_shape=28,28,24", "--resize_shape=24,24,16",
+        "--normalisation=divide", "--divide_by=255"]),
     "henry2020_dilated": ("brats2015_repacked", "(16,16,16)", [
         "--normalisation=divide", "--divide_by=255"]),
     "lgg_unet2d": ("lgg", "(32,32)", ["--normalisation=divide", "--divide_by=255"]),
@@ -30,7 +33,8 @@ SEEDS = {  # config: (layout, patch size, prepare flags)
 
 # Seeds that validate on a separate store (a folder of their own) validate on fold 0 here.
 VALIDATION = {seed: ["--config.data.val_fold=0"] for seed in (
-    "unet3d_softmax_brats2020", "kayalibay2017", "henry2020_dilated")}
+    "unet3d_softmax_brats2020", "kayalibay2017", "kayalibay2017_strided",
+    "henry2020_dilated")}
 
 
 def _run(module, *args):
