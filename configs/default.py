@@ -82,6 +82,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.vit_heads = 4
   config.model.vit_dim = 256
   config.model.vit_mlp_dim = 512
+  # transunet's CNN encoder: unet (the U-Net's blocks) | resnet50 (the paper's R50 hybrid)
+  config.model.transunet_encoder = "unet"
   config.model.dtype = "bfloat16"  # compute dtype; parameters stay float32
   # none | convolutions: keep only convolution outputs for the backward pass and recompute
   # norms and activations (much less activation memory for a little more compute); auto:

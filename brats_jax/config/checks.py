@@ -16,7 +16,7 @@ import ml_collections
 from brats_jax import model as model_lib
 from brats_jax import tasks
 from brats_jax.errors import ConfigError
-from brats_jax.model import blocks, unet
+from brats_jax.model import blocks, transunet, unet
 from brats_jax.train import device_input, loop, losses, optimizer, step
 from brats_jax.workdir.contract import flatten
 
@@ -178,6 +178,7 @@ RULES = {
     "model.vit_heads": _integer(1),
     "model.vit_dim": _integer(1),
     "model.vit_mlp_dim": _integer(1),
+    "model.transunet_encoder": _choice(*transunet.ENCODERS),
     "model.dtype": _choice(*model_lib.DTYPES),
     "model.remat": _choice(*step.REMAT),
     "model.gpu_channel_multiple": _integer(0, 128),
@@ -270,6 +271,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if model.outputs != "separate" or model.deep_supervision:
       _fail("model.deep_supervision", model.deep_supervision,
             "transunet has one output: set 0 (and model.outputs=separate)")
+    if model.transunet_encoder == "resnet50" and any(s % 16 for s in data.patch_size):
+      _fail("data.patch_size", tuple(data.patch_size), "transunet's ResNet-50 encoder "
+            "reaches 1/16 of the patch: every size must be divisible by 16")
   for field, count in (("encoder_convs", model.depth), ("decoder_convs", model.depth - 1)):
     value = tuple(model[field])
     if value and len(value) != count:

@@ -2,7 +2,8 @@
 
   blocks.py           layers and blocks, the filter schedule
   unet.py             the U-Net, its analytic FLOP count
-  transunet.py        TransUNet (a ViT bottleneck)
+  transunet.py        TransUNet (a ViT bottleneck), on the U-Net's encoder or a ResNet-50's
+  resnet.py           TransUNet's ResNet-50 encoder (its first three stages)
   convolution.py      every convolution, lowered per platform (CPUs: 2D over depth taps;
                       GPUs: channels padded for cuDNN)
   space_to_depth.py   the full-resolution level folded into channels (TPU lanes)
@@ -14,7 +15,7 @@ import ml_collections
 from flax import nnx
 
 from brats_jax import tasks
-from brats_jax.model.transunet import TransUNet
+from brats_jax.model.transunet import R50TransUNet, TransUNet
 from brats_jax.model.unet import UNet
 
 ARCHITECTURES = ("unet", "transunet")
@@ -41,5 +42,6 @@ def create_model(config: ml_collections.ConfigDict, seed: int) -> nnx.Module:
   # any vmap or device split (augmentation) stay threefry.
   rngs = nnx.Rngs(jax.random.key(seed, impl="rbg"))
   if config.architecture == "transunet":
-    return TransUNet(config, rngs=rngs)
+    network = R50TransUNet if config.transunet_encoder == "resnet50" else TransUNet
+    return network(config, rngs=rngs)
   return UNet(config, rngs=rngs)

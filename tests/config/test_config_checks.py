@@ -37,7 +37,7 @@ BAD_VALUES = {
     "model.encoder_convs": (2, 1), "model.decoder_convs": [9],
     "model.decoder_narrows": 1, "augment.rotate_about": (3,),
     "augment.p_mirror_axes": (0.5, 2.0, 0.5),
-    "model.vit_dim": 0, "model.vit_mlp_dim": 0,
+    "model.vit_dim": 0, "model.vit_mlp_dim": 0, "model.transunet_encoder": "resnet101",
     "model.deep_supervision": -1, "model.dtype": "float64",
     "model.remat": "all", "model.gpu_channel_multiple": -8,
     "loss.kind": "dice", "loss.terms": (("bogus", 1.0),), "loss.class_weights": (-1.0,),

@@ -322,7 +322,9 @@ def test_tpu_space_to_depth_level_is_the_same_function(norm, residual, patch):
     {"upsample": "nearest_conv", "decoder_block": "localisation", "block": "context"},
     {"downsample": "separate_conv", "block": "residual", "norm": "batch"},
     {"architecture": "transunet", "deep_supervision": 0, "vit_layers": 2, "vit_heads": 2,
-     "vit_dim": 16, "vit_mlp_dim": 32, "patch": (32, 32)}])
+     "vit_dim": 16, "vit_mlp_dim": 32, "patch": (32, 32)},
+    {"architecture": "transunet", "transunet_encoder": "resnet50", "deep_supervision": 0,
+     "vit_layers": 1, "vit_heads": 2, "vit_dim": 16, "vit_mlp_dim": 32, "patch": (32, 32)}])
 def test_model_options_build_train_and_infer(options):
   options = dict(options)
   config = tiny_config()
