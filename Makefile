@@ -4,7 +4,7 @@
 # signals); `make lint`: ruff and mypy. CI runs all three. Each target creates .venv and
 # installs the package first.
 # PYTHON: the interpreter that creates $(VENV); pip then takes the newest jax that setup.cfg
-# allows for it (Python 3.11: jax 0.10.2; jax 0.11 and newer need Python 3.12 or newer).
+# allows for it (CONTRIBUTING.md, "Tested versions").
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python

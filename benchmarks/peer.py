@@ -96,7 +96,7 @@ def run_jax(args) -> dict:
 
   from brats_jax import runtime
   from brats_jax.data import prepare, raw_cases
-  from brats_jax.inference import predict
+  from brats_jax.inference import postprocessing, predict
   from brats_jax.train import loop
 
   runtime.configure()  # as every brats_jax command: the persistent compilation cache
@@ -119,7 +119,7 @@ def run_jax(args) -> dict:
   prepare.prepare(args.data, os.path.join(work, "store"), num_workers=2)
   result["prepare_seconds"] = time.time() - started
   config.data.store = os.path.join(work, "store")
-  config.data.val_fold = -1
+  config.data.val_fold = args.val_fold
   config.train.num_steps = steps
   config.log_every_steps = 10  # the demo's: a read-back every step would slow the loop
   config.checkpoint.every_steps = steps
@@ -136,19 +136,30 @@ def run_jax(args) -> dict:
   result["train_seconds"] = time.time() - started
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   result["steps"] = steps
-  steady = [r["train/samples_per_second"] for r in records if r["step"] > 10]
+  steady = [r["train/samples_per_second"] for r in records  # (validation records: none)
+            if r["step"] > 10 and "train/samples_per_second" in r]
   result["train_samples_per_second"] = float(np.median(steady))
   timings, _ = predict.predict_folder(workdir, args.heldout, os.path.join(work, "pred"),
                                       progress=False)
   result["predict_seconds_per_case"] = float(np.mean([t for _, t in timings[1:]]))
   result["predict_first_case_seconds"] = timings[0][1]
-  per_case = []
-  for case in discovery.find_cases(args.heldout):
-    reference = raw_cases.read_raw_case(case)[1]
-    predicted, _, spacing = _read_prediction(
-        os.path.join(work, "pred", f"{case.case_id}.nii.gz"), case)
-    per_case.append(_region_scores(predicted, reference, spacing))
-  result["heldout_dice"] = _summary(per_case)
+
+  def heldout_scores(folder):
+    per_case = []
+    for case in discovery.find_cases(args.heldout):
+      reference = raw_cases.read_raw_case(case)[1]
+      predicted, _, spacing = _read_prediction(
+          os.path.join(folder, f"{case.case_id}.nii.gz"), case)
+      per_case.append(_region_scores(predicted, reference, spacing))
+    return _summary(per_case)
+
+  result["heldout_dice"] = heldout_scores(os.path.join(work, "pred"))
+  if args.val_fold >= 0:  # the same model without the post-processing chosen on validation
+    predict.predict_folder(workdir, args.heldout, os.path.join(work, "pred_raw"),
+                           progress=False, postprocess=False)
+    result["heldout_dice_without_postprocessing"] = heldout_scores(
+        os.path.join(work, "pred_raw"))
+    result["postprocessing"] = postprocessing.read_decision(workdir)["description"]
   # whole-case prediction at realistic sizes
   for name, folder in _realistic_folders(args.realistic):
     timings, _ = predict.predict_folder(workdir, folder, os.path.join(work, f"pred_{name}"),
@@ -457,6 +468,10 @@ def main():
   parser.add_argument("--train_seconds", type=float, default=0,
                       help="train each side this long (its steps from its step time)")
   parser.add_argument("--out", default=os.path.join(HERE, "results", "peer.json"))
+  parser.add_argument("--val_fold", type=int, default=-1,
+                      help="brats_jax validates on this fold of the training cases and "
+                           "predicts with the post-processing chosen there, scored also "
+                           "without it (-1: every case trains, no post-processing)")
   parser.add_argument("--no_realistic", action="store_true",
                       help="skip the prediction timing on realistic case sizes")
   parser.add_argument("--step_rounds", type=int, default=3,
@@ -495,7 +510,8 @@ def main():
     path = os.path.join(work, f"{side}{run}.json")
     command = [sys.executable, os.path.abspath(__file__), f"--side={side}",
                f"--data={args.data}", f"--heldout={args.heldout}", f"--steps={args.steps}",
-               f"--train_seconds={args.train_seconds}", f"--result={path}"] + (
+               f"--train_seconds={args.train_seconds}", f"--result={path}",
+               f"--val_fold={args.val_fold}"] + (
                    [f"--realistic={args.realistic}"] if args.realistic else [])
     print(f"running {side} ...", flush=True)
     subprocess.run(command, check=True, env=env)

@@ -13,7 +13,7 @@ efficiency, the model FLOP rate (analytic count of the U-Net's convolutions, for
 training sample), and the gradient all-reduce: its bytes per step and the time of the same
 all-reduce measured alone on the same devices, as a share of the step (an upper bound: XLA
 may overlap it with the backward pass). On a CPU the devices are fake
-(XLA_FLAGS=--xla_force_host_platform_device_count=8) and share the machine's cores, so
+(JAX_NUM_CPU_DEVICES=8) and share the machine's cores, so
 efficiency there measures overheads, not hardware scaling.
 """
 
@@ -159,10 +159,7 @@ def _in_processes(argv) -> dict:
   """Runs this script as FLAGS.processes workers of FLAGS.local_devices devices each; returns
   process 0's row."""
   coordinator = f"127.0.0.1:{_free_port()}"
-  env = dict(os.environ, XLA_FLAGS=" ".join(
-      [f for f in os.environ.get("XLA_FLAGS", "").split()
-       if "device_count" not in f] + [
-      f"--xla_force_host_platform_device_count={FLAGS.local_devices}"]), JAX_PLATFORMS="cpu")
+  env = dict(runtime.cpu_devices_env(FLAGS.local_devices), JAX_PLATFORMS="cpu")
   passed = [a for a in argv[1:] if not a.startswith(("--processes", "--out", "--plot",
                                                      "--device_counts"))]
   workers = [subprocess.Popen(

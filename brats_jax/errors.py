@@ -35,3 +35,12 @@ class CheckpointError(UserError):
 
 class NonFiniteError(RuntimeError):
   """The loss or gradients became NaN/Inf and the config says to stop (train.on_nonfinite)."""
+
+
+class Stopped(Exception):
+  """A run stopped by a signal after saving its checkpoint; `status` is the exit status a
+  command ends with (128 + the signal: 130 for SIGINT, 143 for SIGTERM)."""
+
+  def __init__(self, message: str, status: int):
+    super().__init__(message)
+    self.status = status

@@ -5,6 +5,7 @@ import importlib.metadata
 import importlib.util
 import os
 import pkgutil
+import re
 
 import jax
 
@@ -63,8 +64,8 @@ def cpu_only_despite_libtpu() -> bool:
 # kernels do not split a 3D U-Net's layers), while programs on separate devices run at the
 # same time. So on a machine without accelerators every core is shown as a CPU device (up to
 # MAX_CPU_DEVICES, which bounds the replicated state and prediction buffers), and training
-# and prediction run data-parallel over them. Measured on 2 cores: the demo's train step
-# 0.15 -> 0.095 s, a 1-mm case's prediction 3.7 -> 2.2 s.
+# and prediction run data-parallel over them (measured on 2 cores: docs/benchmarks.md, "Each
+# core a device"; benchmarks/results/peer_cores_as_devices.json).
 MAX_CPU_DEVICES = 8
 _cores_as_devices = False
 
@@ -79,6 +80,18 @@ def _cpu_device_count_chosen() -> bool:
   return (bool(os.environ.get("JAX_NUM_CPU_DEVICES"))
           or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
           or jax.config.jax_num_cpu_devices != -1)
+
+
+def cpu_devices_env(count: int, env=None) -> dict:
+  """A copy of `env` (default: this process's environment) for a new process whose CPU shows
+  `count` devices: JAX_NUM_CPU_DEVICES, with XLA's older --xla_force_host_platform_device_count
+  dropped from XLA_FLAGS. (A process sets its own count before JAX starts: the same variable,
+  or jax.config's jax_num_cpu_devices.)"""
+  env = dict(os.environ if env is None else env)
+  env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                            env.get("XLA_FLAGS", "")).strip()
+  env["JAX_NUM_CPU_DEVICES"] = str(count)
+  return env
 
 
 def cores_as_devices() -> bool:

@@ -1,4 +1,4 @@
-"""The full BraTS 2021 recipe: 128^3 patches, batch 2 per device, filters 32-64-128-256-320-320.
+"""The full BraTS 2021 recipe: 128^3 patches, global batch 8, filters 32-64-128-256-320-320.
 
 Region-based (WT/TC/ET) sigmoid outputs with Dice + BCE and deep supervision, SGD Nesterov 0.99
 with poly decay (nnU-Net), bf16 compute. Launch:
@@ -95,7 +95,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.gpu_channel_multiple = 0
 
   config.loss = ml_collections.ConfigDict()
-  # region (sigmoids WT/TC/ET) | softmax (4 classes) | labels (sigmoids NCR/ED/ET) | binary
+  # region (sigmoids WT/TC/ET) | softmax (4 classes) | labels (sigmoids NCR/ED/ET) |
+  # labels2015 (sigmoids NCR/ED/ET/non-enhancing, BraTS 2015's four) | binary
   config.loss.kind = "region"
   # A weighted sum of dice | iou | bce (sigmoid tasks) | ce (softmax) | focal.
   config.loss.terms = (("dice", 1.0), ("bce", 1.0))

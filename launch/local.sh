@@ -12,7 +12,7 @@ port=${PORT:-$((20000 + RANDOM % 20000))}
 log_dir=${LOG_DIR:-logs}
 mkdir -p "$log_dir"
 if [ -n "${DEVICES_PER_PROCESS:-}" ]; then
-  export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=$DEVICES_PER_PROCESS"
+  export JAX_NUM_CPU_DEVICES="$DEVICES_PER_PROCESS"
 fi
 pids=()
 for ((i = 0; i < num_processes; i++)); do

@@ -1,6 +1,9 @@
-"""Shared fixtures. Every test process sees 8 fake CPU devices (set before JAX starts)."""
+"""Shared fixtures. Every test process sees 8 fake CPU devices (set before JAX starts;
+subprocesses that need another count use runtime.cpu_devices_env)."""
 
 import os
+
+os.environ["JAX_NUM_CPU_DEVICES"] = "8"
 
 # Tests compile many small programs and run each for a few steps: XLA:CPU's backend
 # optimisations would cost more compile time (26 s -> 8 s for the tiny train step) than they
@@ -8,8 +11,7 @@ import os
 # and so do the tests that run full-width models (optimised_env).
 _UNOPTIMISED = (" --xla_backend_optimization_level=0"
                 " --xla_llvm_disable_expensive_passes=true")
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=8" + _UNOPTIMISED).strip()
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + _UNOPTIMISED).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests (and the training subprocesses they start) compile the same small programs many
 # times; a persistent compilation cache shared by all of them saves most of that time.

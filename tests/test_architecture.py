@@ -1,5 +1,7 @@
-"""The shape of the package: no import circle between modules or between subpackages, no
-private JAX imports, and the facts that once lived in two places defined in one."""
+"""The shape of the package: the code map of docs/architecture.md and of every package's
+docstring names every module; no package imports from a floor above its own; no import
+circle between modules; no private JAX imports; and the facts that once lived in two places
+defined in one."""
 
 import ast
 import os
@@ -65,6 +67,57 @@ def _unit(module: str) -> str:
   """A module's unit in the package graph: its subpackage, or itself at the top level."""
   parts = module.split(".")
   return ".".join(parts[:2])
+
+
+ARCHITECTURE = os.path.join(ROOT, "docs", "architecture.md")
+
+
+def _code_map() -> list:
+  """[(package, [module file names])] from docs/architecture.md's "### `brats_jax/...`"
+  sections, in the document's order (the import order)."""
+  with open(ARCHITECTURE) as f:
+    text = f.read().split("## The packages, in import order", 1)[1].split("\n## ", 1)[0]
+  packages = []
+  for section in re.split(r"(?m)^### ", text)[1:]:
+    heading = re.match(r"`brats_jax/(\w*)/?`", section)
+    assert heading, f"{ARCHITECTURE}: a section heading is not a package: {section[:60]}"
+    listed = re.findall(r"(?m)^- `(\w+\.py)`: \S", section)
+    packages.append((heading.group(1), listed))
+  return packages
+
+
+def _package_of(module: str) -> str:
+  """"brats_jax.data.store" -> "data"; a top-level module -> "" (the top level)."""
+  parts = module.split(".")
+  return parts[1] if len(parts) > 2 or os.path.isdir(os.path.join(PACKAGE, parts[-1])) \
+      else ""
+
+
+def test_the_code_map_and_the_package_docstrings_name_every_module():
+  code_map = dict(_code_map())
+  folders = [""] + sorted(d for d in os.listdir(PACKAGE)
+                          if os.path.isfile(os.path.join(PACKAGE, d, "__init__.py")))
+  assert sorted(code_map) == sorted(folders), "docs/architecture.md's packages"
+  for package in folders:
+    folder = os.path.join(PACKAGE, package)
+    modules = sorted(n for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py")
+    assert sorted(code_map[package]) == modules, f"docs/architecture.md, brats_jax/{package}"
+    with open(os.path.join(folder, "__init__.py")) as f:
+      docstring = ast.get_docstring(ast.parse(f.read())) or ""
+    missing = [m for m in modules if not re.search(rf"(?m)\s{re.escape(m)}\s+\S", docstring)]
+    assert not missing, f"brats_jax/{package}/__init__.py's docstring does not list {missing}"
+
+
+def test_no_package_imports_from_a_floor_above_its_own():
+  floors = {package: floor for floor, (package, _) in enumerate(_code_map())}
+  modules = _modules()
+  for module, source in modules.items():
+    own = _package_of(module)
+    for imported in _imports(module, source, modules):
+      theirs = _package_of(imported)
+      assert floors[theirs] <= floors[own], (
+          f"{module} imports {imported}: brats_jax/{theirs} is above brats_jax/{own} in "
+          "docs/architecture.md's import order")
 
 
 def test_no_import_circle_between_modules_or_subpackages():

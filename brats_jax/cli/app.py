@@ -16,7 +16,7 @@ from absl import app, flags, logging
 
 from brats_jax import runtime
 from brats_jax.config import io as config_io
-from brats_jax.errors import NonFiniteError, StorageError, UserError
+from brats_jax.errors import NonFiniteError, Stopped, StorageError, UserError
 from brats_jax.workdir import contract
 
 FLAGS = flags.FLAGS
@@ -29,7 +29,8 @@ def fail(message: str, status: int = 2):
 
 def exit_on_user_error(main):
   """Wraps an absl main: a UserError becomes one line on stderr and exit 2 (a StorageError
-  at once, without waiting for background writes); a NonFiniteError, one line and exit 3."""
+  at once, without waiting for background writes); a NonFiniteError, one line and exit 3;
+  a run stopped by a signal (errors.Stopped), its line and 128 + the signal."""
 
   @functools.wraps(main)
   def wrapped(argv):
@@ -45,6 +46,9 @@ def exit_on_user_error(main):
       fail(str(e))
     except NonFiniteError as e:
       fail(str(e), 3)
+    except Stopped as e:  # after its checkpoint was saved: a clean stop, not an error
+      print(str(e), flush=True)
+      sys.exit(e.status)
 
   return wrapped
 

@@ -1,5 +1,5 @@
-"""brats-jax-sweep: train, predict and score a grid of config overrides (seed 002's loss x
-modality table), resuming where it stopped.
+"""brats-jax-sweep: train, predict and score a grid of config overrides
+(henry2020_dilated.py's loss x modality table), resuming where it stopped.
 
   brats-jax-sweep --config=configs/seeds/henry2020_dilated.py --out=/runs/sweep \\
       --grid="loss.terms=(('bce', 1.0),)|(('focal', 1.0),)|(('iou', 1.0),)|(('dice', 1.0),)" \\
@@ -13,7 +13,7 @@ from absl import flags
 
 from brats_jax.cli import app
 from brats_jax.errors import UserError
-from brats_jax.evaluation import sweep
+from brats_jax.experiments import sweep
 
 FLAGS = flags.FLAGS
 

@@ -1,1 +1,5 @@
-"""Configs: reading config files (io.py) and every rule a config must follow (checks.py)."""
+"""Configs.
+
+  checks.py  every rule a config must follow, each choice from the module that implements it
+  io.py      reading config files
+"""

@@ -17,7 +17,7 @@ from brats_jax import model as model_lib
 from brats_jax import tasks
 from brats_jax.errors import ConfigError
 from brats_jax.model import blocks, transunet, unet
-from brats_jax.train import device_input, loop, losses, optimizer, step
+from brats_jax.train import device_input, losses, optimizer, step
 from brats_jax.workdir.contract import flatten
 
 
@@ -213,7 +213,7 @@ RULES = {
     "train.schedule": _choice(*optimizer.SCHEDULES),
     "train.warmup_steps": _integer(0),
     "train.grad_clip_norm": _number(0),
-    "train.on_nonfinite": _choice(*loop.ON_NONFINITE),
+    "train.on_nonfinite": _choice(*step.ON_NONFINITE),
     "train.early_stopping_patience": _integer(0),
     "train.device_memory_gib": _number(0),
     "eval.every_steps": _integer(1),

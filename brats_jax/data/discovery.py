@@ -10,9 +10,8 @@ import collections
 import os
 import re
 
-from brats_jax.data.layouts import LAYOUTS, Layout, RawCase
+from brats_jax.data.layouts import LAYOUTS, LGG_SLICE, Layout, RawCase
 from brats_jax.errors import DataError
-from brats_jax.imageio.tiff import LGG_SLICE
 
 _NIFTI = r"\.nii(\.gz)?$"
 _MHA = r"\.mh[ad]$"

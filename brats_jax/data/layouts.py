@@ -5,8 +5,10 @@ layout's cases.
 
 import dataclasses
 import os
+import re
 
 from brats_jax import files
+from brats_jax.errors import DataError
 from brats_jax.labels import CONVENTIONS, LabelConvention
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
@@ -76,3 +78,31 @@ def write_msd_dataset_json(root: str, num_training: int) -> None:
       "numTraining": num_training,
   }
   files.write_json(os.path.join(root, "dataset.json"), info, indent=2)
+
+
+# <patient>_<n>.tif and <patient>_<n>_mask.tif
+LGG_SLICE = re.compile(r"^(.+)_(\d+)(_mask)?\.tiff?$", re.IGNORECASE)
+
+
+def lgg_slices(folder: str) -> tuple:
+  """([image slice paths], [mask paths or None]) of a patient folder, ordered by slice
+  number; anything else in the folder is ignored."""
+  patient = os.path.basename(folder.rstrip("/"))
+  images: dict[int, str] = {}
+  masks: dict[int, str] = {}
+  try:
+    names = os.listdir(folder)
+  except OSError as e:
+    raise DataError(f"{folder}: cannot list folder ({e.strerror})") from None
+  for name in names:
+    match = LGG_SLICE.match(name)
+    if match and match.group(1) == patient and not name.startswith("."):
+      (masks if match.group(3) else images)[int(match.group(2))] = os.path.join(folder, name)
+  if not images:
+    raise DataError(f"{folder}: no {patient}_<n>.tif slices")
+  order = sorted(images)
+  missing = [n for n in order if masks and n not in masks]
+  if missing:
+    raise DataError(f"{os.path.join(folder, f'{patient}_{missing[0]}_mask.tif')}: missing "
+                    "mask file")
+  return [images[n] for n in order], ([masks[n] for n in order] if masks else None)

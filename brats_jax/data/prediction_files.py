@@ -48,7 +48,7 @@ def read(output_dir: str, case: layouts.RawCase, shape: tuple):
   if not os.path.exists(target):
     raise DataError(f"{target}: missing prediction for case {case.case_id}")
   if file_format == "tiff":
-    reference_images, _ = tiff.lgg_slices(case.images[0])
+    reference_images, _ = layouts.lgg_slices(case.images[0])
     planes = [tiff.load_lgg_plane(os.path.join(target, f"{case.case_id}_{n + 1}_mask.tif"))
               for n in range(len(reference_images))]
     return nifti.as_labels(np.stack(planes, axis=2), target, shape, "prediction"), None

@@ -123,7 +123,8 @@ def normalise(images: np.ndarray, how: str = "zscore", divide_by: float = 255.0)
 
 
 def _filter(images: np.ndarray, sigma: float, sharpen: float) -> np.ndarray:
-  """Gaussian smoothing, then Laplacian sharpening, per channel (seed 001's filters)."""
+  """Gaussian smoothing, then Laplacian sharpening, per channel (unet3d_softmax_brats2020.py's
+  filters)."""
   out = images.copy()
   for c in range(images.shape[-1]):
     if sigma:

@@ -23,7 +23,7 @@ def check_raw_case(case: layouts.RawCase) -> None:
   the layout's channels, and one geometry (shape, affine) for all its files."""
   layout = layouts.LAYOUTS[case.layout]
   if case.layout == "lgg":
-    images, masks = tiff.lgg_slices(case.images[0])
+    images, masks = layouts.lgg_slices(case.images[0])
     shape = tiff.tiff_header(images[0], "image slice")
     if len(shape) != 3 or shape[-1] != len(layout.channels):
       raise DataError(f"{images[0]}: slice shape {shape}, expected [rows, columns, "
@@ -65,7 +65,8 @@ def read_raw_case(case: layouts.RawCase):
   check_raw_case(case)
   layout = layouts.LAYOUTS[case.layout]
   if case.layout == "lgg":
-    images, mask = tiff.load_lgg_case(case.images[0], with_mask=case.label is not None)
+    slices, masks = layouts.lgg_slices(case.images[0])
+    images, mask = tiff.load_lgg_stack(slices, masks if case.label is not None else None)
     labels = None if mask is None or case.label is None else case.convention.encode(
         nifti.as_labels(mask, case.label), case.label)
     return images, labels, np.eye(4), (1.0, 1.0, 1.0)
@@ -90,7 +91,7 @@ def read_reference(case: layouts.RawCase):
     raise DataError(f"{case.images[0]}: case {case.case_id} has no reference label")
   layout = layouts.LAYOUTS[case.layout]
   if case.layout == "lgg":
-    images, mask = tiff.load_lgg_case(case.images[0])
+    images, mask = tiff.load_lgg_stack(*layouts.lgg_slices(case.images[0]))
     return (case.convention.encode(nifti.as_labels(mask, case.label), case.label), None,
             (1.0, 1.0, 1.0))
   raw, affine, spacing = _load(case.label, layout, "label")

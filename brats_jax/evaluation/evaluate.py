@@ -21,7 +21,7 @@ from brats_jax import files
 from brats_jax.data import discovery, layouts, prediction_files
 from brats_jax.data.raw_cases import read_raw_case, read_reference
 from brats_jax.errors import DataError
-from brats_jax.evaluation import metrics, plots, views
+from brats_jax.evaluation import metrics
 from brats_jax.labels import REGIONS
 from brats_jax.progress import progress_bar
 
@@ -93,6 +93,8 @@ def format_table(summary: dict) -> str:
 def draw_views(images, reference, predicted, stem: str, title: str, slices, per_slice: bool,
                rotating: bool) -> None:
   """The optional views of one case, as <stem>_slices.png, _per_slice.png, _rotating.gif."""
+  from brats_jax.evaluation import views  # matplotlib, where pictures are asked for
+
   if slices:
     try:
       indices = views.parse_slices(slices, reference.shape[2])
@@ -124,6 +126,8 @@ def evaluate_folder(predictions: str, references: str, output_csv: str,
     cases = [c for c in cases if c.case_id in set(case_ids)]
   if not cases:
     raise DataError(f"{references}: no case with a reference label")
+  if pictures:
+    from brats_jax.evaluation import plots  # matplotlib, where pictures are asked for
   rows = []
   for i, case in enumerate(progress_bar(cases, unit="case", desc="evaluate", leave=False)):
     row, predicted, reference = score_case(case, predictions, lesion_wise)

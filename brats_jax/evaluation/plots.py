@@ -3,18 +3,16 @@
 Colours are the same everywhere: edema green, necrosis red, enhancing tumour yellow.
 """
 
-import matplotlib
+import numpy as np
+from matplotlib import animation
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib import animation  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from brats_jax import files  # noqa: E402
-from brats_jax.data.layouts import MODALITIES  # noqa: E402
-from brats_jax.labels import ED, ET, INTERNAL_NAMES, NCR, NET, OTHER, REGIONS, TUMOUR  # noqa: E402
+from brats_jax import files
+from brats_jax.data.layouts import MODALITIES
+from brats_jax.labels import ED, ET, INTERNAL_NAMES, NCR, NET, OTHER, REGIONS, TUMOUR
 
 LABEL_COLOURS = {ED: (0.1, 0.8, 0.2), NCR: (0.9, 0.1, 0.1),
                  ET: (1.0, 0.85, 0.0), OTHER: (0.3, 0.5, 1.0),
@@ -62,7 +60,7 @@ def case_overlay(images, reference, predicted, path, title="", channels=MODALITI
   base = list(channels).index("flair") if "flair" in channels else 0
   columns = list(channels) + ["reference", "prediction"]
   limits = [contrast_limits(images[..., c]) for c in range(images.shape[-1])]
-  fig, axes = plt.subplots(3, len(columns), figsize=(2.2 * len(columns), 7.2),
+  fig, axes = figure(3, len(columns), figsize=(2.2 * len(columns), 7.2),
                            facecolor="black")
   for row, plane in enumerate(PLANES):
     index = centre[PLANE_AXES[plane]]
@@ -95,7 +93,7 @@ def case_sweep_gif(images, reference, predicted, path, fps=8):
   tumour = np.flatnonzero(((reference > 0) | (predicted > 0)).any(axis=(0, 1)))
   indices = range(tumour[0], tumour[-1] + 1) if tumour.size else range(images.shape[2])
   low, high = contrast_limits(images[..., 0])
-  fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.9), facecolor="black")
+  fig, axes = figure(1, 3, figsize=(7.5, 2.9), facecolor="black")
   frames = []
   for index in indices:
     artists = []
@@ -111,12 +109,11 @@ def case_sweep_gif(images, reference, predicted, path, fps=8):
     ax.axis("off")
   movie = animation.ArtistAnimation(fig, frames, interval=1000 // fps)
   files.write_atomic(path, lambda tmp: movie.save(tmp, writer=animation.PillowWriter(fps=fps)))
-  plt.close(fig)
 
 
 def dice_distribution(rows, path, title="Dice per region"):
   """Box plot with every case as a dot, one box per region."""
-  fig, ax = plt.subplots(figsize=(5, 4))
+  fig, ax = figure(figsize=(5, 4))
   regions = [r for r in REGIONS if f"{r}_dice" in rows[0]]
   data = [[float(r[f"{region}_dice"]) for r in rows] for region in regions]
   ax.boxplot(data, tick_labels=regions, showmeans=True)
@@ -141,7 +138,7 @@ def training_curves(records, path):
   metrics.jsonl."""
   train = [r for r in records if "train/loss" in r]
   val = [r for r in records if "val/mean_dice" in r]
-  fig, axes = plt.subplots(2, 4, figsize=(18, 7.2))
+  fig, axes = figure(2, 4, figsize=(18, 7.2))
   axes = axes.ravel()
   axes[0].plot([r["step"] for r in train], [r["train/loss"] for r in train],
                label="training patches")
@@ -177,7 +174,15 @@ def training_curves(records, path):
   save_png(fig, path)
 
 
+def figure(rows: int = 1, columns: int = 1, figsize=None, facecolor=None, squeeze=True,
+           **subplots) -> tuple:
+  """(figure, axes) as pyplot.subplots gives them, drawn on an Agg canvas of its own:
+  nothing global changes (pyplot's backend, an interactive session's figures)."""
+  fig = Figure(figsize=figsize, facecolor=facecolor)
+  FigureCanvasAgg(fig)
+  return fig, fig.subplots(rows, columns, squeeze=squeeze, **subplots)
+
+
 def save_png(fig, path):
   files.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight",
                                                    facecolor=fig.get_facecolor(), format="png"))
-  plt.close(fig)

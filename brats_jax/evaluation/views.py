@@ -5,7 +5,6 @@ rotating maximum-intensity projection of reference against prediction (brats-jax
 
 import numpy as np
 from matplotlib import animation
-from matplotlib import pyplot as plt
 from scipy import ndimage
 
 from brats_jax import files
@@ -13,6 +12,7 @@ from brats_jax.evaluation.plots import (
   LABEL_CMAP,
   LAST_LABEL,
   contrast_limits,
+  figure,
   plane_slice,
   save_png,
 )
@@ -35,7 +35,7 @@ def parse_slices(text: str, depth: int) -> list:
 def slice_grid(images, reference, predicted, path, slices, title="", channel=0):
   """PNG: one row per chosen axial slice: the image, the reference and the prediction."""
   low, high = contrast_limits(images[..., channel])
-  fig, axes = plt.subplots(len(slices), 3, figsize=(7.5, 2.5 * len(slices)),
+  fig, axes = figure(len(slices), 3, figsize=(7.5, 2.5 * len(slices)),
                            facecolor="black", squeeze=False)
   for row, index in enumerate(slices):
     for col, labels in enumerate((None, reference, predicted)):
@@ -62,7 +62,7 @@ def per_slice_view(images, reference, predicted, path, title="", max_slices=24, 
   columns = 6
   rows = -(-len(indices) // columns)
   low, high = contrast_limits(images[..., channel])
-  fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.3 * rows),
+  fig, axes = figure(rows, columns, figsize=(2.2 * columns, 2.3 * rows),
                            facecolor="black", squeeze=False)
   false_positives = 0
   for ax, index in zip(axes.ravel(), indices):
@@ -107,7 +107,7 @@ def rotating_projection_gif(reference, predicted, path, frames=24, fps=8, step=2
   (superior) axis, each frame a maximum-intensity projection of the label colours (labels
   taken every `step` voxels, which keeps the rotation quick)."""
   views = [labels[::step, ::step, ::step] for labels in (reference, predicted)]
-  fig, axes = plt.subplots(1, 2, figsize=(6.5, 3.4), facecolor="black")
+  fig, axes = figure(1, 2, figsize=(6.5, 3.4), facecolor="black")
   artists = []
   for angle in np.linspace(0, 360, frames, endpoint=False):
     frame = []
@@ -122,4 +122,3 @@ def rotating_projection_gif(reference, predicted, path, frames=24, fps=8, step=2
     ax.axis("off")
   movie = animation.ArtistAnimation(fig, artists, interval=1000 // fps)
   files.write_atomic(path, lambda tmp: movie.save(tmp, writer=animation.PillowWriter(fps=fps)))
-  plt.close(fig)

@@ -1,46 +1,19 @@
-"""Kaggle LGG's folders of 2D TIFF slices, read and written with tifffile.
+"""Kaggle LGG's 2D TIFF slices, read and written with tifffile.
 
-A patient folder holds <patient>_<n>.tif (RGB: pre-contrast, FLAIR, post-contrast) and
-<patient>_<n>_mask.tif (0/255); a slice stack is [rows, columns, slice], ordered by <n>, with
-1 mm voxels and an identity affine. Every broken file is one DataError naming it; every write
+A slice is RGB (pre-contrast, FLAIR, post-contrast), a mask 0/255; a stack is [rows, columns,
+slice], with 1 mm voxels and an identity affine (which files make a patient, and their
+order: data/layouts.py). Every broken file is one DataError naming it; every write
 goes to a temporary name first. tifffile is imported by the functions that use it (only LGG
 cases need it).
 """
 
 import os
-import re
 
 import numpy as np
 
 from brats_jax.errors import DataError
 from brats_jax.files import write_atomic
 from brats_jax.imageio.checks import check_file, reading
-
-# <patient>_<n>.tif and <patient>_<n>_mask.tif
-LGG_SLICE = re.compile(r"^(.+)_(\d+)(_mask)?\.tiff?$", re.IGNORECASE)
-
-
-def lgg_slices(folder: str) -> tuple:
-  """([image slice paths], [mask paths or None]) of a patient folder, ordered by slice
-  number; anything else in the folder is ignored."""
-  patient = os.path.basename(folder.rstrip("/"))
-  images, masks = {}, {}
-  try:
-    names = os.listdir(folder)
-  except OSError as e:
-    raise DataError(f"{folder}: cannot list folder ({e.strerror})") from None
-  for name in names:
-    match = LGG_SLICE.match(name)
-    if match and match.group(1) == patient and not name.startswith("."):
-      (masks if match.group(3) else images)[int(match.group(2))] = os.path.join(folder, name)
-  if not images:
-    raise DataError(f"{folder}: no {patient}_<n>.tif slices")
-  order = sorted(images)
-  missing = [n for n in order if masks and n not in masks]
-  if missing:
-    raise DataError(f"{os.path.join(folder, f'{patient}_{missing[0]}_mask.tif')}: missing "
-                    "mask file")
-  return [images[n] for n in order], ([masks[n] for n in order] if masks else None)
 
 
 def _read_tiff(path: str, what: str) -> np.ndarray:
@@ -59,10 +32,10 @@ def tiff_header(path: str, what: str = "slice") -> tuple:
       return tuple(tiff.pages[0].shape)
 
 
-def load_lgg_case(folder: str, with_mask: bool = True):
+def load_lgg_stack(image_paths, mask_paths=None):
   """(images [rows, cols, slices, 3] float32, mask [rows, cols, slices] uint8 or None) of a
-  patient folder, or DataError naming the first bad slice."""
-  image_paths, mask_paths = lgg_slices(folder)
+  patient's slice files in slice order (data/layouts.py's lgg_slices lists them), or
+  DataError naming the first bad slice."""
   slices, first = [], None
   for path in image_paths:
     image = _read_tiff(path, "image slice")
@@ -76,7 +49,7 @@ def load_lgg_case(folder: str, with_mask: bool = True):
     slices.append(image)
   images = np.stack(slices, axis=2).astype(np.float32)
   mask = None
-  if with_mask and mask_paths:
+  if mask_paths:
     planes = []
     for path in mask_paths:
       plane = load_lgg_plane(path)

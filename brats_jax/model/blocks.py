@@ -147,7 +147,8 @@ class ConvBlock(nnx.Module):
                              per_conv[0])
     self.second = ConvNormAct(widths[0], widths[1], dims, config, rngs, 1, dilations[1],
                               per_conv[1])
-    # Blocks of more than two convolutions (seed 001's bottleneck, LGG model 2's floors).
+    # Blocks of more than two convolutions (unet3d_softmax_brats2020.py's bottleneck,
+    # lgg_unet2d_model2.py's floors).
     self.more = nnx.List([ConvNormAct(widths[i - 1], widths[i], dims, config, rngs, 1,
                                       dilations[i], per_conv[i])
                           for i in range(2, num_convs)])

@@ -8,14 +8,13 @@ checkpoint.every_steps, at the end and at a stop request.
 
 import functools
 import signal
-import sys
 import time
 
 import ml_collections
 
 from brats_jax import files, sharding
-from brats_jax.errors import NonFiniteError
-from brats_jax.evaluation import choose_rules, plots
+from brats_jax.errors import NonFiniteError, Stopped
+from brats_jax.evaluation import choose_rules
 from brats_jax.inference import postprocessing
 from brats_jax.inference.case_predictor import make_case_predictor
 from brats_jax.progress import progress_bar
@@ -24,8 +23,6 @@ from brats_jax.train.host_input import Prefetcher
 from brats_jax.train.metrics_log import MetricLogger, read_metrics
 from brats_jax.train.stop_request import StopRequest
 from brats_jax.workdir import validation_predictions
-
-ON_NONFINITE = ("skip", "stop")  # train.on_nonfinite: skip the update, or stop the run
 
 
 def _stop_if_nonfinite(step_metrics, step: int):
@@ -79,8 +76,10 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
     print(stopped_early, flush=True)
   bar = progress_bar(total=num_steps, initial=run.start, unit="step", disable=not is_main,
                      dynamic_ncols=True, smoothing=0.1)
-  logger = MetricLogger(workdir, run.global_batch, optimizer.learning_rate_schedule(
-      config.train), config.loss.kind, config.log_every_steps, num_steps, run.start,
+  logger = MetricLogger(
+      workdir, global_batch=run.global_batch,
+      schedule=optimizer.learning_rate_schedule(config.train), kind=config.loss.kind,
+      every=config.log_every_steps, last_step=num_steps, start=run.start,
       on_write=lambda s: bar.set_postfix(epoch=f"{s['train/epoch']:.2f}",
                                          loss=f"{s['train/loss']:.4f}",
                                          samples_s=f"{s['train/samples_per_second']:.1f}"),
@@ -128,10 +127,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
       if stopping:
         run.checkpoints.wait()
         status = stop.exit_status()
-        bar.write(f"stopped by {signal.Signals(status - 128).name} after step {done}; "
-                  f"checkpoint saved, run the same command again to continue")
-        bar.close()
-        sys.exit(status)
+        raise Stopped(f"stopped by {signal.Signals(status - 128).name} after step {done}; "
+                      "checkpoint saved, run the same command again to continue", status)
       if stopped_early:
         bar.write(stopped_early)
         break
@@ -149,6 +146,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str, devices=
     if keep is not None:
       validation_predictions.finish(workdir, run.start, val_ids, config.loss.kind)
   if is_main:
+    from brats_jax.evaluation import plots  # matplotlib, at the end only
+
     plots.training_curves(read_metrics(workdir),
                           files.join(workdir, "training_curves.png"))
   if is_main and summary:

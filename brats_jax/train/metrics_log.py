@@ -99,7 +99,7 @@ def read_metrics(workdir: str) -> list:
 class MetricLogger:
   """Sums each step's metrics on the device and writes each interval one step late."""
 
-  def __init__(self, workdir: str, global_batch: int, schedule, kind: str, every: int,
+  def __init__(self, workdir: str, *, global_batch: int, schedule, kind: str, every: int,
                last_step: int, start: int, on_write=None, epoch_of=None):
     self.writer = MetricWriter(workdir)
     self.global_batch, self.schedule = global_batch, schedule

@@ -73,7 +73,7 @@ def _check_relaunch(config, workdir: str, train_ids, log) -> dict:
                                  f"{workdir} (checkpoint {step})")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class Run:
   """A training run set up to take its next step."""
 
@@ -188,7 +188,8 @@ def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> 
                          sharded_over=sharding.data_shards(mesh)
                          if placement.mode == "sharded" else 0)
   data = device_input.load(store, cases.train_ids, placement, mesh)
-  return Run(config, mesh, store, cases, global_batch, graphdef, state, step_fn, examples,
-             placement,
-             sampler, data, checkpoints, start, restored is not None, history, et_threshold,
-             validations)
+  return Run(config=config, mesh=mesh, store=store, cases=cases, global_batch=global_batch,
+             graphdef=graphdef, state=state, step_fn=step_fn, examples_per_epoch=examples,
+             placement=placement, sampler=sampler, data=data, checkpoints=checkpoints,
+             start=start, resumed=restored is not None, history=history,
+             et_threshold=et_threshold, validations=validations)

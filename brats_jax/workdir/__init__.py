@@ -6,4 +6,5 @@
   split_record.py WORKDIR/split.json: the run's training and validation cases, by source
   validation_predictions.py  WORKDIR/validation_predictions/: the last validation's
                   probabilities per case, for choosing post-processing
+  folds.py        a cross-validation parent's layout: one workdir per fold
 """

@@ -297,3 +297,39 @@ def test_held_out_cases_of_a_run_predicted_with_probabilities_and_scored(trained
   with pytest.raises(DataError, match="no case nope"):
     predict.predict_folder(trained_on_8, raw, str(tmp_path / "x"), progress=False,
                            case_ids=["nope"])
+
+
+# Imported only where a case or a picture needs them: BraTS 2015 .mha (52 MB), Kaggle LGG's
+# TIFF, matplotlib, and the training set-up (compilation, the loop, TensorBoard).
+NOT_FOR_NIFTI = ("SimpleITK", "tifffile", "matplotlib", "tensorboardX",
+                 "brats_jax.train.loop", "brats_jax.train.setup", "brats_jax.train.compile")
+
+
+def _modules_a_command_loads(module: str, *args) -> list:
+  """Runs brats-jax-<module> in a fresh interpreter; the NOT_FOR_NIFTI modules it loaded."""
+  script = (
+      "import atexit, sys\n"
+      f"atexit.register(lambda: print('LOADED', [m for m in {NOT_FOR_NIFTI!r} "
+      "if m in sys.modules]))\n"
+      f"sys.argv = ['brats-jax-{module}'] + {list(args)!r}\n"
+      f"from brats_jax.cli import {module}\n"
+      f"{module}.run()\n")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return eval(result.stdout.rsplit("LOADED", 1)[1])  # noqa: S307 (the list printed above)
+
+
+def test_nifti_commands_load_only_what_they_use(trained_on_8, raw_datasets, tmp_path):
+  raw = raw_datasets["brats2021"]
+  assert _modules_a_command_loads("prepare", f"--input={raw}",
+                                  f"--output={tmp_path / 'store'}") == []
+  assert _modules_a_command_loads("predict", f"--workdir={trained_on_8}", f"--input={raw}",
+                                  f"--output={tmp_path / 'pred'}") == []
+  assert _modules_a_command_loads("evaluate", f"--predictions={tmp_path / 'pred'}",
+                                  f"--references={raw}",
+                                  f"--output={tmp_path / 'scores.csv'}") == []
+  # Pictures are drawn with matplotlib: asked for, it is loaded (the check can see it).
+  assert _modules_a_command_loads("evaluate", f"--predictions={tmp_path / 'pred'}",
+                                  f"--references={raw}", f"--output={tmp_path / 's2.csv'}",
+                                  f"--pictures={tmp_path / 'pictures'}") == ["matplotlib"]

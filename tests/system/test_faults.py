@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brats_jax.cli import app
-from brats_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteError
+from brats_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteError, Stopped
 from brats_jax.imageio import nifti
 from brats_jax.train import loop, metrics_log, setup
 from brats_jax.train.host_input import PatchSampler
@@ -97,6 +97,20 @@ def test_nonfinite_stop_is_one_line_and_exit_status_3(capsys):
   assert exit_info.value.code == 3
   assert capsys.readouterr().err == (
       "error: non-finite loss or gradient at step 7 (train.on_nonfinite=stop)\n")
+
+
+def test_a_stop_raises_in_the_library_and_the_command_maps_it_to_its_exit_status(capsys):
+  """train_and_validate raises errors.Stopped (a caller's process goes on); a command ends
+  with its message on stdout and 128 + the signal."""
+  @app.exit_on_user_error
+  def main(argv):
+    raise Stopped("stopped by SIGINT after step 4; checkpoint saved, run the same command "
+                  "again to continue", 130)
+
+  with pytest.raises(SystemExit) as exit_info:
+    main([])
+  assert exit_info.value.code == 130
+  assert capsys.readouterr().out.startswith("stopped by SIGINT after step 4")
 
 
 @pytest.mark.slow  # three compiles; the fast tier refuses a config that cannot fit in

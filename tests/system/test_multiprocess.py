@@ -15,6 +15,8 @@ import time
 import numpy as np
 import pytest
 
+from brats_jax import runtime
+
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -25,11 +27,7 @@ TIMEOUT_S = 300
 def _env(devices: int | None) -> dict:
   """This environment with `devices` fake CPU devices per process (None: not set here)."""
   env = dict(os.environ, PYTHONUNBUFFERED="1")
-  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
-  if devices:
-    flags += f" --xla_force_host_platform_device_count={devices}"
-  env["XLA_FLAGS"] = flags.strip()
-  return env
+  return runtime.cpu_devices_env(devices, env) if devices else env
 
 
 def _command(store, workdir, num_steps, extra=()):

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from brats_jax import runtime
 from brats_jax.data import synth
 
 from conftest import ROOT, optimised_env
@@ -41,9 +42,7 @@ def _run(module, *args):
   # One CPU device: two of these configs have about 90 M parameters, whose train state on
   # the 8 fake devices of the other tests (or one per core), two tests at a time, outgrows
   # the memory of a 24 GB machine.
-  env = optimised_env()
-  env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8",
-                                              "--xla_force_host_platform_device_count=1")
+  env = runtime.cpu_devices_env(1, optimised_env())
   result = subprocess.run([sys.executable, "-m", f"brats_jax.cli.{module}", *args],
                           capture_output=True, text=True, timeout=600, env=env)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -10,7 +10,7 @@ import pytest
 
 from brats_jax.data import prepare, synth
 from brats_jax.errors import UserError
-from brats_jax.evaluation import sweep
+from brats_jax.experiments import sweep
 
 from conftest import ROOT, TINY_SHAPE, optimised_env
 

@@ -1,5 +1,5 @@
-"""A grid of config overrides trained, predicted and scored: seed 002's loss x modality table
-(brats-jax-sweep runs this).
+"""A grid of config overrides trained, predicted and scored: henry2020_dilated.py's loss x
+modality table (brats-jax-sweep runs this).
 
 Each cell of the grid (the product of every axis's values) is a run of its own in
 OUT/cells/<cell>, made with the usual commands: brats-jax-train with the cell's overrides,
@@ -22,15 +22,10 @@ import re
 import subprocess
 import sys
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from brats_jax import files  # noqa: E402
-from brats_jax.errors import UserError  # noqa: E402
-from brats_jax.evaluation.plots import save_png  # noqa: E402
+from brats_jax import files
+from brats_jax.errors import UserError
 
 CHECKPOINTS = ("best", "latest")  # the best validation Dice, and the final step
 # The scores a cell reports, when the evaluation has them (binary tasks: WT only).
@@ -152,7 +147,9 @@ def write_tables(out: str, axes: list, results: dict) -> None:
     lines.append("")
   files.write_text(os.path.join(out, "sweep.md"), "\n".join(lines))
 
-  fig, panels = plt.subplots(1, 2, figsize=(4 + 2.2 * len(col_values), 1.5 + 0.7 *
+  from brats_jax.evaluation import plots  # matplotlib, for the picture alone
+
+  fig, panels = plots.figure(1, 2, figsize=(4 + 2.2 * len(col_values), 1.5 + 0.7 *
                                             len(row_values)), squeeze=False)
   for ax, checkpoint in zip(panels[0], CHECKPOINTS):
     grid = np.array([[np.nan if value(r, c, checkpoint) is None else value(r, c, checkpoint)
@@ -169,7 +166,7 @@ def write_tables(out: str, axes: list, results: dict) -> None:
     ax.set_xlabel(col_field, fontsize=8)
     ax.set_ylabel(row_field, fontsize=8)
   fig.tight_layout()
-  save_png(fig, os.path.join(out, "sweep.png"))
+  plots.save_png(fig, os.path.join(out, "sweep.png"))
 
 
 def sweep(config: str, axes: list, overrides: list, out: str, progress=print) -> dict:
