@@ -23,6 +23,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	@# A registry page that arrives cut short fails pip at random (seen once in CI): try 3 times.
 	for attempt in 1 2 3; do \
 	  $(PY) -m pip install -q -e ".[test,lint]" \
+	    && $(PY) -m pip install -q --no-deps jax2onnx==0.17.1 \
 	    && $(PY) -m pip install -q --upgrade --target $(VENV)/gpu-aot \
 	         "$$($(PY) -c '$(GPU_AOT_PLUGIN)')" && exit 0; \
 	  echo "pip install failed (attempt $$attempt of 3), retrying in 20 s"; sleep 20; \

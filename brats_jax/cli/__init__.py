@@ -7,4 +7,5 @@
   brats-jax-predict   predict.py   segment patients with a trained workdir
   brats-jax-evaluate  evaluate.py  score predictions BraTS-style, with pictures
   brats-jax-sweep     sweep.py     a grid of overrides trained, predicted and scored
+  brats-jax-export    export.py    a trained network for ONNX Runtime
 """

@@ -7,4 +7,5 @@
   ensemble.py        several runs (or a folds parent) predicting together
   postprocessing.py  the rules chosen on validation, applied to a case's labels
   predict.py         segmenting a folder of patients (brats-jax-predict)
+  onnx_export.py     a run's network as an ONNX graph with its contract (brats-jax-export)
 """
