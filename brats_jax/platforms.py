@@ -4,7 +4,7 @@ program is traced, and each platform's XLA options are given when it is compiled
 The model has per-platform forms of the same function (CPU convolutions over depth taps, the
 TPU's folded full-resolution level, TPU-friendly resampling and rematerialisation).
 jax.lax.platform_dependent would trace every form and let the compiler keep one: five times
-the tracing (5.8 s instead of 1.2 s for the tiny test model). Instead the code that builds a
+the tracing (several times the seconds, for the tiny test model). Instead the code that builds a
 program names its devices (`building_for`), and `choose` picks the form at trace time. Code
 traced outside `building_for` (eager calls, tests) runs on the default backend, which is then
 the target. `jit` does both for a program that runs on a mesh.
@@ -51,7 +51,7 @@ def choose(*, default, cpu=None, gpu=None, tpu=None):
 # device measured that it helps (docs/benchmarks.md, "One H200"). GPUs: XLA lays 3D
 # convolutions out channels-first on Hopper and cuDNN then transposes around every call (31%
 # of configs/default.py's step on an H200); forcing channels-last took the step from 39.9 to
-# 32.0 ms.
+# 32.0 ms (benchmarks/results/h200_2026-12-04.json).
 COMPILER_OPTIONS = {"gpu": {"xla_gpu_force_conv_nhwc": True}}
 
 

@@ -42,8 +42,8 @@ def make_mesh(devices=None, space: int = 1) -> jax.sharding.Mesh:
 
 def manual_axes(mesh) -> set:
   """The mesh axes a shard_map body handles itself: data, and space too where it has one
-  device (nothing to split; a fully manual body skips XLA's sharding propagation, 1.8 s of
-  the compile of a 2-device CPU train step)."""
+  device (nothing to split; a fully manual body skips XLA's sharding propagation, a second
+  of the compile of a 2-device CPU train step)."""
   return {DATA} if mesh.shape[SPACE] > 1 else {DATA, SPACE}
 
 

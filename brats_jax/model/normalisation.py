@@ -2,10 +2,10 @@
 
 flax's InstanceNorm and GroupNorm apply (x - mean) * rsqrt(var + eps) in float32 and round
 the result to the layer's dtype. In a bf16 network that float32 arithmetic, and its float32
-gradient, is what XLA keeps in memory between the convolution and the activation: on a TPU
-v5p, three folded level-0 layers accessed 73.4 GiB per step that way and 62.9 GiB with the
-normalisation applied in bf16; the default config's step, 223.0 and 212.5 GiB (XLA's cost
-analysis, deviceless: benchmarks/results/aot_default_v5p-4_b2_bf16_norm.json). Statistics
+gradient, is what XLA keeps in memory between the convolution and the activation: the
+default config's step on a TPU v5p accessed 212.5 GiB with the normalisation applied in bf16
+(XLA's cost analysis, deviceless: benchmarks/results/aot_default_v5p-4_b2_bf16_norm.json;
+223.0 before, docs/benchmarks.md). Statistics
 stay float32 (E[x^2] - E[x]^2 over each sample's voxels, as flax with use_fast_variance);
 only the subtract-and-scale runs in the layer's dtype, where the convolution's output
 already is. In float32 networks (CPUs) nothing changes.

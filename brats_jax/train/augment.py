@@ -37,7 +37,7 @@ def _resample(image: jax.Array, labels: jax.Array, coords: jax.Array):
   nearest voxel, at coords [d, *S]; outside the volume both are 0. Two lowerings of the
   same values: TPUs use jax.scipy.ndimage.map_coordinates per channel (of the forms tried,
   the one XLA's TPU compiler handles best); other devices gather each voxel's channels
-  together (6x faster than per-channel gathers on a CPU)."""
+  together (several times faster than per-channel gathers on a CPU)."""
   return platforms.choose(tpu=_resample_per_channel, default=_resample_channels_together)(
       image, labels, coords)
 

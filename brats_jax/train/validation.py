@@ -20,8 +20,8 @@ def case_loss(probabilities: np.ndarray, labels: np.ndarray, loss_config) -> flo
   """The training loss (loss.terms) of a whole case's full-resolution prediction: the
   probabilities turned back into logits (sigmoid: log-odds; softmax: log), clipped away
   from 0 and 1 so that a confident mistake costs a large but finite amount. On the host's
-  CPU, as one compiled program (op by op, it compiled each of its ~100 operations per case
-  shape: 16 s of the demo's first validation)."""
+  CPU, as one compiled program (op by op, it compiled each of its operations per case shape,
+  which made the demo's first validation many seconds longer)."""
   with jax.default_device(jax.local_devices(backend="cpu")[0]):
     return float(_case_loss(np.asarray(probabilities, np.float32), np.asarray(labels),
                             ml_collections.FrozenConfigDict(loss_config)))

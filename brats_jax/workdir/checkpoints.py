@@ -46,8 +46,9 @@ logging.getLogger("absl").addFilter(_DropOrbaxNotices())
 def _one_writer_per_array() -> None:
   """With one process, that process writes each array whole. Orbax's default (replica-
   parallel saving, meant for several hosts) splits every replicated array over this host's
-  devices, and compiles a slice program per array shape to do it: 50 for the demo on 2 CPU
-  devices, 4 s at every run's first save, for the same bytes written by the same host."""
+  devices, and compiles a slice program per array shape to do it (dozens for the demo on 2
+  CPU devices, seconds at every run's first save), for the same bytes written by the same
+  host."""
   if jax.process_count() == 1:
     ocp.type_handlers.register_type_handler(
         jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
