@@ -12,7 +12,10 @@ post-processing prediction would apply. docs/inference.md has a short function t
 a case with ONNX Runtime alone from this.
 
 jax2onnx is imported here only (the export extra): its own metadata pins an older
-orbax-checkpoint than brats_jax needs, so it is installed without its dependencies.
+orbax-checkpoint than brats_jax needs, so it is installed without its dependencies. Every
+shipped config exports (tests/inference/test_onnx_export.py): the layers that trip its
+converters (max-pooling called positionally, jax.image.resize with a symbolic batch) are
+written in forms it converts (blocks.py).
 """
 
 import json

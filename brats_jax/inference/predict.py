@@ -12,6 +12,7 @@ min_component_voxels, and writes each prediction in the geometry and label conve
 case's input (data/prediction_files.py).
 """
 
+import concurrent.futures
 import os
 import sys
 import time
@@ -148,26 +149,41 @@ def predict_folder(workdir, input_dir: str, output_dir: str, checkpoint: str = "
              if min_component_voxels > 1 else ""), file=sys.stderr)
     print(f"post-processing ({source}): {rules.describe()}"
           + ("; --nopostprocessing turns it off" if postprocess else ""), file=sys.stderr)
-  timings = []
-  for case_id, load in progress_bar(usable, unit="case", desc="predict", disable=not progress):
-    start = time.perf_counter()
-    try:
-      case = load()
-    except DataError as e:
-      skip_or_raise(e)
-      continue
-    probabilities = sum(predict(m.variables, case.image) for m, predict in
-                        zip(models, predictors)) / len(models)
-    labels = segment(probabilities, kind, case, rules, min_component_voxels)
+  def write(case_id, case, labels, probabilities):
     if save_probabilities:
       nifti.save_probabilities(probabilities_path(output_dir, case_id),
                                probabilities_in_input_geometry(probabilities, kind, case),
                                case.affine, tasks.TASKS[kind].outputs)
     prediction_files.write(output_dir, case_id, case.layout, case.convention.decode(labels),
                            case.affine, case.reference_image)
-    timings.append((case_id, time.perf_counter() - start))
-    if progress:
-      tqdm.write(f"{case_id}: {timings[-1][1]:.1f} s", file=sys.stderr)
+
+  # The next case is read and the previous one written while the devices predict this one:
+  # they wait for no file. Each case's time is the wall time its turn took.
+  timings, writing = [], None
+  with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="predict_io") as io:
+    reading = [io.submit(load) for _, load in usable[:1]]
+    for i, (case_id, _) in enumerate(progress_bar(usable, unit="case", desc="predict",
+                                                   disable=not progress)):
+      start = time.perf_counter()
+      if i + 1 < len(usable):
+        reading.append(io.submit(usable[i + 1][1]))
+      try:
+        case = reading[i].result()
+      except DataError as e:
+        skip_or_raise(e)
+        continue
+      reading[i] = None  # the case's arrays are not kept past its turn
+      probabilities = sum(predict(m.variables, case.image) for m, predict in
+                          zip(models, predictors)) / len(models)
+      labels = segment(probabilities, kind, case, rules, min_component_voxels)
+      if writing is not None:
+        writing.result()  # the previous case's files are whole before this one's start
+      writing = io.submit(write, case_id, case, labels, probabilities)
+      timings.append((case_id, time.perf_counter() - start))
+      if progress:
+        tqdm.write(f"{case_id}: {timings[-1][1]:.1f} s", file=sys.stderr)
+    if writing is not None:
+      writing.result()
   if not timings:
     raise DataError(f"{input_dir}: no usable case")
   return timings, skipped

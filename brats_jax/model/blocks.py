@@ -162,7 +162,7 @@ class ConvBlock(nnx.Module):
 
   def __call__(self, x, train, key=None):
     if self.pool:
-      x = nnx.max_pool(x, (2,) * self.dims, strides=(2,) * self.dims)
+      x = nnx.max_pool(x, window_shape=(2,) * self.dims, strides=(2,) * self.dims)
     if self.entry is not None:
       x = self.entry(x, train, key)
     y = self.second(self.first(x, train, key), train, key)
@@ -262,6 +262,16 @@ class UpSample(nnx.Module):
 
 
 def resize2x(x, mode: str):
-  """Doubles every spatial axis of [B, *S, C] by nearest or (bi/tri)linear resizing."""
-  shape = (x.shape[0],) + tuple(2 * s for s in x.shape[1:-1]) + x.shape[-1:]
-  return jax.image.resize(x, shape, "nearest" if mode == "nearest" else "linear")
+  """Doubles every spatial axis of [B, *S, C] by nearest or (bi/tri)linear resizing: what
+  jax.image.resize gives (half-pixel centres, edges clamped), written with slices and
+  reshapes so that the batch may stay symbolic (an exported graph's)."""
+  for axis in range(1, x.ndim - 1):
+    if mode == "nearest":
+      x = jnp.repeat(x, 2, axis=axis)
+      continue
+    first, last = (jax.lax.slice_in_dim(x, i, i + 1 or None, axis=axis) for i in (0, -1))
+    previous = jnp.concatenate([first, jax.lax.slice_in_dim(x, 0, -1, axis=axis)], axis)
+    following = jnp.concatenate([jax.lax.slice_in_dim(x, 1, None, axis=axis), last], axis)
+    pairs = jnp.stack([0.75 * x + 0.25 * previous, 0.75 * x + 0.25 * following], axis + 1)
+    x = pairs.reshape(x.shape[:axis] + (2 * x.shape[axis],) + x.shape[axis + 1:])
+  return x

@@ -60,7 +60,8 @@ class ResNet50Encoder(nnx.Module):
   def __call__(self, x):
     h = nnx.relu(self.root_norm(self.root(x)))
     skips = [h]  # 1/2
-    h = nnx.max_pool(h, (3,) * self.dims, strides=(2,) * self.dims, padding="SAME")
+    h = nnx.max_pool(h, window_shape=(3,) * self.dims, strides=(2,) * self.dims,
+                     padding="SAME")
     for stage in self.stages:
       for unit in stage:
         h = unit(h)

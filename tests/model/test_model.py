@@ -18,6 +18,15 @@ from brats_jax.train import step as train_step
 from conftest import new_train_state, tiny_config
 
 
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("shape", [(2, 5, 4, 3), (1, 3, 6, 4, 2)])
+def test_resizing_by_two_is_jax_image_resize(mode, shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  expected = jax.image.resize(x, (shape[0],) + tuple(2 * s for s in shape[1:-1]) + shape[-1:],
+                              mode)
+  np.testing.assert_allclose(blocks.resize2x(x, mode), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_upsample_equals_stride_2_transposed_convolution():
   """The depth-to-space up-sampling is the k=2, s=2 transposed convolution, without using it."""
   config = ml_collections.ConfigDict({"dtype": "float32", "upsample": "depth_to_space",
