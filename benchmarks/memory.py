@@ -8,12 +8,13 @@ Three commands, each run as a new process while this script samples its resident
 too): brats-jax-train on configs/tiny.py for --steps steps, validating and saving a checkpoint
 every 250; brats-jax-predict of --cases synthetic cases (32x32x24) in one command; and
 brats-jax-evaluate of the same cases. For each: the RSS at 10%, 50% and 100% of its run (the
-first 10% is start-up: imports, compilation, caches filling), and the growth over the second
-half, in MiB and per 1,000 steps or 100 cases. A leak grows with the work; a cache stops.
+first part is start-up: imports, compilation, caches filling), and the growth while the
+work goes on: the highest RSS between 60% and 95% of the run above the RSS at 60% (the end
+is left out: the last validation, the training curves' plot). A leak grows with the work;
+a cache stops.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -60,9 +61,10 @@ def profile(command: list, env=None) -> dict:
   def at(share):
     return next(rss for t, rss in samples if t >= share * wall)
 
+  late = [rss for t, rss in samples if 0.6 * wall <= t <= 0.95 * wall]
   return {"command": " ".join(command[2:]), "wall_s": wall, "samples": samples,
           "rss_mib_at_10%": at(0.1), "rss_mib_at_50%": at(0.5), "rss_mib_at_end": samples[-1][1],
-          "growth_mib_second_half": samples[-1][1] - at(0.5)}
+          "growth_mib": max(late) - at(0.6)}
 
 
 def main():
@@ -93,18 +95,12 @@ def main():
       "evaluate": profile(cli + ["brats_jax.cli.evaluate", f"--predictions={work}/pred",
                                  f"--references={work}/many", f"--output={work}/scores.csv"]),
   }
-  units = {"train": args.steps / 1000, "predict": args.cases / 100,
-           "evaluate": args.cases / 100}
   for name, run in runs.items():
-    run["growth_mib_per_unit"] = run["growth_mib_second_half"] / (units[name] / 2)
     print(f"{name:<9} RSS at 10% {run['rss_mib_at_10%']:7.1f} MiB, at 50% "
-          f"{run['rss_mib_at_50%']:7.1f}, at the end {run['rss_mib_at_end']:7.1f}: "
-          f"{run['growth_mib_second_half']:+.1f} MiB over the second half "
-          f"({run['wall_s']:.0f} s)")
+          f"{run['rss_mib_at_50%']:7.1f}, at the end {run['rss_mib_at_end']:7.1f}; "
+          f"{run['growth_mib']:+.1f} MiB from 60% to 95% of the run ({run['wall_s']:.0f} s)")
   result = {"date": time.strftime("%Y-%m-%d"), "label": "measured on this machine's CPU",
-            "steps": args.steps, "cases": args.cases,
-            "units": {"train": "per 1,000 steps", "predict": "per 100 cases",
-                      "evaluate": "per 100 cases"}, "runs": runs}
+            "steps": args.steps, "cases": args.cases, "runs": runs}
   from brats_jax import files
 
   files.write_json(args.out, result)
