@@ -40,19 +40,38 @@ def etils_path(url: str):
   """A local path or bucket URL as an etils.epath.Path (what Orbax's own calls take)."""
   from etils import epath  # imported on first use: bucket URLs bring in gcsfs/s3fs with it
 
+  _configure_bucket_clients()
+
   # What gcsfs raises is reported in one line (reaching); its own log would repeat it with a
   # traceback, and warn about Google credentials that an emulator does not need.
   logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
   return epath.Path(url)
 
 
-def _use_gcs_emulator():
-  """A GCS emulator named by STORAGE_EMULATOR_HOST (which Google's clients and gcsfs read) is
-  where TensorStore's gcs driver (ours and Orbax's) goes too; an emulator takes any token."""
+_derived_gcs_url = None  # TENSORSTORE_GCS_HTTP_URL as _configure_bucket_clients set it
+
+
+def _configure_bucket_clients():
+  """Before any bucket client starts:
+  - a GCS emulator named by STORAGE_EMULATOR_HOST (which Google's clients and gcsfs read) is
+    where TensorStore's gcs driver (ours and Orbax's) goes too; an emulator takes any token;
+  - gcsfs and s3fs (etils.epath's, so Orbax's) keep no listings: their cache never expires
+    and sees only this process's own writes, so a reader that lives on would miss the
+    checkpoints and files another process wrote (fault-injection tests found it)."""
+  global _derived_gcs_url
   host = os.environ.get("STORAGE_EMULATOR_HOST")
   if host:
-    os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", host if "://" in host else f"http://{host}")
+    url = host if "://" in host else f"http://{host}"
+    # Follows the emulator's variable unless the user set TensorStore's own.
+    if os.environ.get("TENSORSTORE_GCS_HTTP_URL") in (None, _derived_gcs_url):
+      os.environ["TENSORSTORE_GCS_HTTP_URL"] = _derived_gcs_url = url
     os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
+  try:
+    import fsspec.config
+  except ImportError:  # no cloud extra: reaching() says which package a URL needs
+    return
+  for protocol in ("gs", "s3"):
+    fsspec.config.conf.setdefault(protocol, {})["use_listings_cache"] = False
 
 
 @contextlib.contextmanager
@@ -63,7 +82,7 @@ def reaching(url: str, missing_is_an_answer: bool = True):
   if not is_url(url):
     yield
     return
-  _use_gcs_emulator()
+  _configure_bucket_clients()
   try:
     yield
   except (DataError, StorageError):
@@ -196,7 +215,7 @@ def kvstore_spec(path: str) -> dict:
   scheme, rest = path.split("://", 1)
   bucket, _, key = rest.partition("/")
   if scheme == "gs":
-    _use_gcs_emulator()
+    _configure_bucket_clients()
     return {"driver": "gcs", "bucket": bucket, "path": key,
             "context": {"gcs_request_retries": _RETRIES}}
   spec = {"driver": "s3", "bucket": bucket, "path": key,

@@ -16,6 +16,7 @@ import ml_collections
 from brats_jax import model as model_lib
 from brats_jax import tasks
 from brats_jax.errors import ConfigError
+from brats_jax.imageio.checks import MAX_VOXELS
 from brats_jax.model import blocks, transunet, unet
 from brats_jax.train import device_input, losses, optimizer, step
 from brats_jax.workdir.contract import flatten
@@ -137,6 +138,8 @@ def _patch_size(field, value):
   for v in value:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
       _fail(field, value, "sizes must be positive integers")
+  if math.prod(value) > MAX_VOXELS:  # also a contract's: a checkpoint cannot demand 1 TiB
+    _fail(field, value, f"more than {MAX_VOXELS} voxels per patch (640^3)")
 
 
 _PROBABILITY = _number(0, 1)

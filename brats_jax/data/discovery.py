@@ -24,14 +24,28 @@ _REPACKED_LABEL_FOLDERS = {"ot", "gt", "groundtruth", "ground_truth", "ground tr
 
 
 def walk_files(root: str, pattern: str) -> list:
-  """Paths below root whose names match `pattern` (a regex, case-insensitive), sorted."""
+  """Paths below root whose names match `pattern` (a regex, case-insensitive), sorted.
+  Linked folders are followed (a subset of a dataset is often a folder of links), each real
+  folder once: a link back up the tree is no endless walk."""
 
   def fail(error: OSError):
     raise DataError(f"{error.filename}: cannot list folder ({error.strerror})")
 
-  found = []
+  found, seen = [], set()
   for folder, dirs, files in os.walk(root, onerror=fail, followlinks=True):
-    dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__MACOSX"]
+    status = os.stat(folder)
+    seen.add((status.st_dev, status.st_ino))
+    kept = []
+    for d in dirs:
+      if d.startswith(".") or d == "__MACOSX":
+        continue
+      try:
+        status = os.stat(os.path.join(folder, d))
+      except OSError:  # a dangling link: no folder to walk
+        continue
+      if (status.st_dev, status.st_ino) not in seen:
+        kept.append(d)
+    dirs[:] = kept
     found += [os.path.join(folder, name) for name in files + dirs
               if not name.startswith(".") and re.search(pattern, name, re.IGNORECASE)]
   return sorted(found)

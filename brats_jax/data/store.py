@@ -14,6 +14,7 @@ and credentials come from).
 """
 
 import json
+import re
 import threading
 
 import numpy as np
@@ -22,6 +23,7 @@ import tensorstore as ts
 from brats_jax import files
 from brats_jax.data import layouts, preprocessing
 from brats_jax.errors import DataError
+from brats_jax.imageio.checks import check_declared_size
 from brats_jax.labels import CONVENTIONS
 
 MANIFEST = "manifest.json"
@@ -69,6 +71,35 @@ def write_group(root: str, attributes: dict) -> None:
                    {"zarr_format": 3, "node_type": "group", "attributes": attributes}, None)
 
 
+# A manifest is ~1 KiB per case: 64 MiB is tens of thousands of cases.
+_MAX_MANIFEST_BYTES = 64 << 20
+# A case id names the store's arrays (images/<id>): one path component, not hidden.
+_SAFE_CASE_ID = re.compile(r"[^/\\\x00]+")
+
+
+def _check_manifest(manifest, path: str) -> None:
+  """DataError naming the manifest for what a store's readers would trip on or be led by
+  outside the store: a case id that is not one safe path component, missing or malformed
+  fields, an implausible stored shape."""
+  if not isinstance(manifest, dict) or not isinstance(manifest.get("cases"), list):
+    raise DataError(f"{path}: not a store manifest (no list of cases)")
+  for i, case in enumerate(manifest["cases"]):
+    case_id = case.get("case_id") if isinstance(case, dict) else None
+    if not isinstance(case_id, str) or not _SAFE_CASE_ID.fullmatch(case_id) or \
+        case_id.startswith("."):
+      raise DataError(f"{path}: case {i} has the id {case_id!r}: not one plain file name")
+    try:
+      shape = [int(n) for n in case["stored_shape"]]
+      int(case["fold"])
+      if not isinstance(case["has_label"], bool):
+        raise TypeError("has_label")
+    except (KeyError, TypeError, ValueError) as e:
+      raise DataError(f"{path}: case {case_id} lacks or garbles {e}") from None
+    if len(shape) != 3:
+      raise DataError(f"{path}: case {case_id} has stored shape {shape}, expected 3 sizes")
+    check_declared_size(path, tuple(shape))
+
+
 class PreparedStore:
   """Read access to a prepared store. Array handles open lazily and share one cache pool.
 
@@ -80,7 +111,11 @@ class PreparedStore:
     self.path = path
     manifest_path = files.join(path, MANIFEST)
     try:
-      self.manifest = json.loads(files.read_text(manifest_path))
+      text = files.read_bytes(manifest_path)
+      if len(text) > _MAX_MANIFEST_BYTES:
+        raise DataError(f"{manifest_path}: {len(text) >> 20} MiB, more than any store's "
+                        f"manifest ({_MAX_MANIFEST_BYTES >> 20} MiB)")
+      self.manifest = json.loads(text)
     except FileNotFoundError:
       raise DataError(f"{manifest_path}: no prepared store here (run brats-jax-prepare)") \
           from None
@@ -89,6 +124,7 @@ class PreparedStore:
     if self.manifest.get("format_version") != FORMAT_VERSION:
       raise DataError(f"{manifest_path}: store format {self.manifest.get('format_version')}, "
                       f"this version reads {FORMAT_VERSION}; prepare it again")
+    _check_manifest(self.manifest, manifest_path)
     self.cases = {c["case_id"]: c for c in self.manifest["cases"]}
     # Stores written before the preprocessing was recorded used this version's.
     self.preprocessing = self.manifest.get("preprocessing") or preprocessing.describe(

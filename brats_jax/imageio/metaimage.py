@@ -8,6 +8,9 @@ SimpleITK (a 52 MB wheel) is imported by the functions that use it: only BraTS 2
 need it, and no command imports it for NIfTI cases.
 """
 
+import os
+import re
+
 import numpy as np
 
 from brats_jax.errors import DataError
@@ -23,10 +26,31 @@ def _affine(origin, spacing, direction) -> np.ndarray:
   return affine
 
 
+def _check_data_file(path: str) -> None:
+  """A MetaImage header names where its voxels are (ElementDataFile, its last field): LOCAL
+  (after the header), or a file beside it. A header that sends the reader elsewhere (an
+  absolute path, a path out of its folder, a LIST or a pattern of files) is refused: a
+  dataset's file must not read what lies outside the dataset."""
+  with open(path, "rb") as f:
+    head = f.read(1 << 16)
+  found = re.search(rb"^\s*ElementDataFile\s*=\s*(.*?)\s*$", head, re.MULTILINE)
+  if not found:
+    return  # no header SimpleITK could read: it says so in reading()
+  target = found.group(1).decode("utf-8", "replace")
+  if target.upper() == "LOCAL":
+    return
+  folder = os.path.dirname(os.path.abspath(path))
+  if (target.upper().startswith("LIST") or "%" in target or os.path.isabs(target)
+      or os.path.dirname(os.path.normpath(os.path.join(folder, target))) != folder):
+    raise DataError(f"{path}: its voxels are said to be in {target!r}: only LOCAL or a file "
+                    "beside the header is read")
+
+
 def mha_header(path: str, what: str = "image"):
   """(shape [X, Y, Z], affine, spacing) from the header only, or DataError."""
   import SimpleITK as sitk
   check_file(path, what)
+  _check_data_file(path)
   with reading(path, what):
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)

@@ -60,6 +60,25 @@ def probabilities_path(output_dir: str, case_id: str) -> str:
   return os.path.join(output_dir, f"{case_id}_probabilities.nii.gz")
 
 
+def refuse_overwriting_inputs(input_dir: str, layout: str | None, output_dir: str,
+                              save_probabilities: bool) -> None:
+  """A prediction never replaces a file of the dataset it reads: an --output that is the
+  input folder, where the layout names a case's file by its id alone (Decathlon's imagesTr,
+  a prediction folder given back as input), is refused before anything is written."""
+  from brats_jax.data import discovery
+
+  cases = discovery.find_cases(input_dir, layout)
+  inputs = {os.path.realpath(p) for c in cases for p in (*c.images, c.label) if p}
+  for case in cases:
+    targets = [prediction_files.path(output_dir, case.case_id, case.layout)]
+    if save_probabilities:
+      targets.append(probabilities_path(output_dir, case.case_id))
+    for target in targets:
+      if os.path.realpath(target) in inputs:
+        raise DataError(f"{target}: is a file of the input dataset; write the predictions "
+                        "to another --output")
+
+
 def postprocessing_rules(decision_folder, models: list, postprocess: bool) -> tuple:
   """(Rules, where they come from) for a prediction: the decision chosen on validation
   (FOLDER/postprocessing.json), else a single run's ET threshold from its contract, else
@@ -103,6 +122,8 @@ def predict_folder(workdir, input_dir: str, output_dir: str, checkpoint: str = "
   run_contract = contracts[runs[0]][1]
   channels = tuple(run_contract["config"]["data"]["modalities"])
   is_store = files.exists(files.join(input_dir, MANIFEST))
+  if not is_store:
+    refuse_overwriting_inputs(input_dir, layout, output_dir, save_probabilities)
   inputs = store_inputs(input_dir, channels, run_contract["preprocessing"]) if is_store \
       else raw_inputs(input_dir, channels,
                       preprocessing.resolve(run_contract["preprocessing"], runs[0]), layout)

@@ -8,11 +8,8 @@ checkpoints (refused in one line, tested here).
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -25,89 +22,10 @@ from brats_jax.inference import predict
 from brats_jax.train import loop
 from brats_jax.workdir.checkpoints import Checkpoints
 
+from bucket_servers import Servers, forget_bucket_clients
 from conftest import ROOT, TINY_SHAPE, new_train_state, tiny_config
 
 pytestmark = pytest.mark.slow  # two servers, several launches against them
-BIN = os.path.dirname(sys.executable)
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-  with socket.socket() as s:
-    return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _wait_listening(port: int, process, seconds: float = 30):
-  deadline = time.time() + seconds
-  while not _listening(port):
-    assert process.poll() is None and time.time() < deadline, f"server on {port} did not start"
-    time.sleep(0.2)
-
-
-class Servers:
-  """moto (S3, credentials checked) and gcp-storage-emulator (GCS, objects kept in a folder,
-  so it can be stopped and started again without losing them)."""
-
-  def __init__(self, root):
-    self.s3_port, self.gcs_port, self.gcs_data = _free_port(), _free_port(), str(root / "gcs")
-    # The first three requests need no credentials: they create the user the tests sign as.
-    self.moto = subprocess.Popen(
-        [os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(self.s3_port)],
-        env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3"), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    _wait_listening(self.s3_port, self.moto)
-    self.key, self.secret = self._s3_user()
-    self.gcs = None
-    self.start_gcs()
-
-  def _s3_user(self):
-    import boto3
-
-    iam = boto3.client("iam", endpoint_url=self.s3_endpoint, region_name="us-east-1",
-                       aws_access_key_id="setup", aws_secret_access_key="setup")
-    iam.create_user(UserName="tests")
-    iam.put_user_policy(UserName="tests", PolicyName="s3", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-    key = iam.create_access_key(UserName="tests")["AccessKey"]
-    return key["AccessKeyId"], key["SecretAccessKey"]
-
-  @property
-  def s3_endpoint(self) -> str:
-    return f"http://127.0.0.1:{self.s3_port}"
-
-  def start_gcs(self):
-    self.gcs = subprocess.Popen(
-        [sys.executable, os.path.join(os.path.dirname(__file__), "gcs_server.py"), "start",
-         "--host=127.0.0.1",
-         f"--port={self.gcs_port}", "--default-bucket=runs"],
-        cwd=os.path.dirname(self.gcs_data), env=dict(os.environ, STORAGE_BASE=self.gcs_data),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_listening(self.gcs_port, self.gcs)
-
-  def stop_gcs(self):
-    self.gcs.send_signal(signal.SIGINT)
-    self.gcs.wait(30)
-    assert not _listening(self.gcs_port)
-
-  def env(self, **changes) -> dict:
-    """The standard variables a user sets to reach these servers."""
-    return {"AWS_ENDPOINT_URL": self.s3_endpoint, "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret,
-            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.gcs_port}", **changes}
-
-  def stop(self):
-    for process in (self.moto, self.gcs):
-      process.terminate()
-      process.wait(30)
-    assert not _listening(self.s3_port) and not _listening(self.gcs_port)
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
   running = Servers(tmp_path_factory.mktemp("servers"))
@@ -124,7 +42,9 @@ def servers(tmp_path_factory):
 def bucket_env(servers, monkeypatch):
   for name, value in servers.env().items():
     monkeypatch.setenv(name, value)
-  return servers
+  forget_bucket_clients()  # another module's servers may have been this process's last
+  yield servers
+  forget_bucket_clients()
 
 
 @pytest.fixture(scope="module")
@@ -250,44 +170,3 @@ def test_missing_bucket_wrong_credentials_and_an_s3_workdir_are_one_line(
   line = _one_error_line(_command("train", *_train_args(local_store, "gs://no-such-bucket/run"),
                                   env=env))
   assert line.startswith("error: gs://no-such-bucket/run")
-
-
-def test_a_workdir_server_stopped_mid_run_is_one_line_and_the_same_command_resumes(
-    servers, local_store):
-  env = dict(os.environ, **servers.env(), PYTHONUNBUFFERED="1")
-  workdir = "gs://runs/fault"
-  args = _train_args(local_store, workdir, "--config.train.num_steps=40",
-                     "--config.checkpoint.every_steps=1", "--config.log_every_steps=1")
-  process = subprocess.Popen([sys.executable, "-m", "brats_jax.cli.train", *args],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  for name, value in servers.env().items():
-    os.environ[name] = value
-  try:
-    deadline = time.time() + 240
-    # Orbax marks a checkpoint in a bucket committed with this file, last.
-    while not files.exists(files.join(workdir, "checkpoints", "3", "commit_success.txt")):
-      assert process.poll() is None and time.time() < deadline, process.communicate()
-      time.sleep(0.5)
-  finally:
-    for name in servers.env():
-      os.environ.pop(name)
-  servers.stop_gcs()
-  started = time.time()
-  out, err = process.communicate(timeout=600)
-  result = subprocess.CompletedProcess(process.args, process.returncode, out, err)
-  line = _one_error_line(result)
-  assert line.startswith(f"error: {workdir}"), line
-  print(f"the run gave up {time.time() - started:.0f} s after the server stopped")
-
-  servers.start_gcs()
-  # The same command, ending sooner (a relaunch may change train.num_steps).
-  result = _command("train", *args, "--config.train.num_steps=6", env=env)
-  assert result.returncode == 0, result.stderr[-3000:]
-  resumed = [line for line in result.stdout.splitlines() if "resumed from checkpoint" in line]
-  assert resumed and int(resumed[0].split("step ")[1].split(";")[0]) >= 3, result.stdout
-  with pytest.MonkeyPatch.context() as patch:
-    for name, value in servers.env().items():
-      patch.setenv(name, value)
-    checkpoints = Checkpoints(workdir, read_only=True)
-    assert checkpoints.latest_step() == 6
-    checkpoints.close()
