@@ -13,14 +13,18 @@ import numpy as np
 
 from brats_jax.errors import DataError
 from brats_jax.files import write_atomic
-from brats_jax.imageio.checks import check_file, reading
+from brats_jax.imageio.checks import check_declared_size, check_file, reading
 
 
 def _read_tiff(path: str, what: str) -> np.ndarray:
+  """The first series of a TIFF, its declared size checked before any pixel is read (a few
+  bytes of header can declare gigabytes)."""
   import tifffile
   check_file(path, what)
   with reading(path, what):
-    return tifffile.imread(path)
+    with tifffile.TiffFile(path) as tiff:
+      check_declared_size(path, tuple(tiff.series[0].shape) if tiff.series else (0,))
+      return tiff.asarray()
 
 
 def tiff_header(path: str, what: str = "slice") -> tuple:

@@ -131,3 +131,24 @@ def test_a_patch_no_device_could_hold_is_refused_from_a_config_or_a_contract():
   config.data.patch_size = (4096, 4096, 4096)
   with pytest.raises(ConfigError, match="voxels per patch"):
     checks.check_config(config)
+
+
+def test_a_tiff_declaring_gigapixels_is_refused_before_reading(tmp_path):
+  import struct
+
+  import tifffile
+
+  from brats_jax.imageio import tiff
+
+  path = str(tmp_path / "slice.tif")
+  tifffile.imwrite(path, np.zeros((4, 4), np.uint8))
+  with tifffile.TiffFile(path) as f:
+    tags = [f.pages[0].tags[name] for name in ("ImageWidth", "ImageLength")]
+    where = [(t.valueoffset, "<H" if t.dtype == 3 else "<I") for t in tags]
+  with open(path, "r+b") as f:
+    for offset, form in where:
+      f.seek(offset)
+      f.write(struct.pack(form, 60000))
+  with pytest.raises(DataError, match="implausible declared size") as error:
+    tiff.load_lgg_stack([path])
+  assert str(error.value).startswith(path)
