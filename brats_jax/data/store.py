@@ -59,7 +59,10 @@ def write_array(root: str, name: str, data: np.ndarray, inner_chunk: int = 32,
           "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": shard}},
           "codecs": _codecs(inner, dtype),
       },
-      "create": True, "delete_existing": True,
+      # Open or create, not delete-and-create: a create whose reply was lost on the way
+      # (a bucket) is retried, finds its own first attempt, and opens it. Prepare writes
+      # into a tree it cleared, so nothing else is there.
+      "create": True, "open": True,
   }
   with files.reaching(root):
     store = ts.open(spec).result()

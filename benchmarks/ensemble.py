@@ -1,0 +1,94 @@
+"""Does an ensemble of the five folds beat the best single fold on held-out cases?
+
+  python benchmarks/ensemble.py [--cases=24] [--heldout=10] [--steps=250]
+      [--out=benchmarks/results/ensemble_five_folds.json]
+
+Synthetic BraTS 2021-layout cases (64x64x48, as `make demo`): --cases to train on, prepared
+into one store, and --heldout new cases that no fold sees. `brats-jax-train --folds=all`
+trains configs/demo.py on each fold (--steps steps each); then each fold alone, and the five
+together (their probabilities averaged), predict the held-out cases with the post-processing
+each chose on validation, and brats-jax-evaluate scores them. Printed and written: mean Dice
+and HD95 per region for every fold and for the ensemble, and whether the ensemble beats the
+best single fold (the fold with the highest mean region Dice) in mean Dice and in mean HD95.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+REGIONS = ("WT", "TC", "ET")
+
+
+def _run(*args):
+  started = time.time()
+  subprocess.run([sys.executable, "-m", *args], check=True, stdout=subprocess.DEVNULL)
+  return time.time() - started
+
+
+def _scores(work, name, runs, heldout):
+  """Held-out means of `runs` (one workdir, or several as an ensemble)."""
+  predictions, csv = f"{work}/pred_{name}", f"{work}/scores_{name}.csv"
+  _run("brats_jax.cli.predict", *[f"--workdir={r}" for r in runs], f"--input={heldout}",
+       f"--output={predictions}")
+  _run("brats_jax.cli.evaluate", f"--predictions={predictions}", f"--references={heldout}",
+       f"--output={csv}")
+  with open(csv.replace(".csv", "_summary.json")) as f:
+    summary = json.load(f)["metrics"]
+  scores = {f"{r}_{m}": summary[f"{r}_{m}"]["mean"] for r in REGIONS for m in ("dice", "hd95")}
+  scores["mean_dice"] = summary["mean_region_dice"]["mean"]
+  scores["mean_hd95"] = sum(scores[f"{r}_hd95"] for r in REGIONS) / len(REGIONS)
+  return scores
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--cases", type=int, default=24)
+  parser.add_argument("--heldout", type=int, default=10)
+  parser.add_argument("--steps", type=int, default=250)
+  parser.add_argument("--out", default=os.path.join(HERE, "results",
+                                                    "ensemble_five_folds.json"))
+  args = parser.parse_args()
+  work = tempfile.mkdtemp(prefix="ensemble_")
+  _run("brats_jax.cli.synth", f"--output={work}/raw", "--layout=brats2021",
+       f"--num_cases={args.cases}", "--shape=64,64,48", "--seed=0")
+  _run("brats_jax.cli.synth", f"--output={work}/heldout", "--layout=brats2021",
+       f"--num_cases={args.heldout}", "--shape=64,64,48", "--seed=1")
+  _run("brats_jax.cli.prepare", f"--input={work}/raw", f"--output={work}/store")
+  train_s = _run("brats_jax.cli.train", f"--config={ROOT}/configs/demo.py",
+                 f"--workdir={work}/folds", f"--config.data.store={work}/store",
+                 f"--config.train.num_steps={args.steps}", "--folds=all")
+  folds = sorted(d for d in os.listdir(f"{work}/folds") if d.startswith("fold_"))
+  results = {fold: _scores(work, fold, [f"{work}/folds/{fold}"], f"{work}/heldout")
+             for fold in folds}
+  results["ensemble"] = _scores(work, "ensemble", [f"{work}/folds"], f"{work}/heldout")
+  best = max(folds, key=lambda f: results[f]["mean_dice"])
+  ensemble = results["ensemble"]
+  verdict = {"best_single_fold": best,
+             "dice_beats_best_fold": ensemble["mean_dice"] > results[best]["mean_dice"],
+             "hd95_beats_best_fold": ensemble["mean_hd95"] < results[best]["mean_hd95"]}
+  header = f"{'':<10}{'mean Dice':>10}" + "".join(f"{r + ' Dice':>10}" for r in REGIONS) + \
+      f"{'mean HD95':>11}" + "".join(f"{r + ' HD95':>10}" for r in REGIONS)
+  print(header)
+  for name, s in results.items():
+    print(f"{name:<10}{s['mean_dice']:>10.4f}" + "".join(f"{s[r + '_dice']:>10.4f}"
+                                                         for r in REGIONS)
+          + f"{s['mean_hd95']:>11.2f}" + "".join(f"{s[r + '_hd95']:>10.2f}" for r in REGIONS))
+  print(json.dumps(verdict))
+  from brats_jax import files
+
+  files.write_json(args.out, {
+      "date": time.strftime("%Y-%m-%d"), "label": "measured on this machine's CPU",
+      "cases": args.cases, "heldout": args.heldout, "steps_per_fold": args.steps,
+      "config": "configs/demo.py", "train_all_folds_s": train_s, "results": results,
+      "verdict": verdict})
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
