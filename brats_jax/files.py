@@ -119,9 +119,20 @@ def isdir(path: str) -> bool:
 
 
 def makedirs(path: str) -> None:
-  """A local folder (buckets have no folders to make)."""
+  """A local folder; for a bucket URL (buckets have no folders to make), a StorageError in
+  one line, before anything is written, where its bucket is missing or refuses the
+  credentials: TensorStore retries writes into a missing S3 bucket without end."""
   if not is_url(path):
     os.makedirs(path, exist_ok=True)
+    return
+  import fsspec  # with etils: imported on first use
+
+  with reaching(path):
+    filesystem, bucket_path = fsspec.core.url_to_fs(path)
+    try:
+      filesystem.info(bucket_path.split("/")[0])
+    except FileNotFoundError:
+      raise StorageError(f"{path}: the bucket does not exist (NoSuchBucket)") from None
 
 
 def remove_tree(path: str) -> None:
