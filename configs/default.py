@@ -38,6 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.global_batch = 8
   config.data.batch_per_device = 0
   config.data.foreground_fraction = 1 / 3
+  # random: every sample draws its case at random (nnU-Net); epochs: each training case once
+  # per pass over them, in a fresh order each pass (a shuffling DataLoader, as MONAI's).
+  config.data.case_order = "random"
   config.data.prefetch = 4  # batches read ahead of the device
   # auto | host | replicated | sharded: hold the training cases on the accelerators and cut
   # patches inside the step when they fit (auto decides from the sizes and says why), or

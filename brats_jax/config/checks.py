@@ -18,7 +18,7 @@ from brats_jax import tasks
 from brats_jax.errors import ConfigError
 from brats_jax.imageio.checks import MAX_VOXELS
 from brats_jax.model import blocks, transunet, unet
-from brats_jax.train import device_input, losses, optimizer, step
+from brats_jax.train import device_input, host_input, losses, optimizer, step
 from brats_jax.workdir.contract import flatten
 
 
@@ -157,6 +157,7 @@ RULES = {
     "data.batch_per_device": _integer(0),
     "mesh.space": _integer(0),
     "data.foreground_fraction": _PROBABILITY,
+    "data.case_order": _choice(*host_input.CASE_ORDERS),
     "data.prefetch": _integer(1, 64),
     "data.placement": _choice(*device_input.PLACEMENTS),
     "model.base_filters": _integer(1),

@@ -1,7 +1,9 @@
 """Random training patches from the prepared store, as a function of (seed, step, sample).
 
 Sample i of the global batch at step s depends only on (seed, s, i): which case, where the
-patch sits, whether it is centred on foreground, and its augmentation key. Each process reads
+patch sits, whether it is centred on foreground, and its augmentation key. The case is drawn
+at random (case_order "random"), or (case_order "epochs") taken in turn from an order of the
+cases drawn afresh for each pass over them, from (seed, pass). Each process reads
 only the rows of the global batch it feeds to its own devices, so the global batch is the
 same for any number of processes, and a resumed run sees exactly the batches it would have.
 Reads run ahead of the device in a small thread pool.
@@ -25,13 +27,19 @@ def is_foreground_sample(index: int, fraction: float) -> bool:
   return math.floor((index + 1) * fraction) > math.floor(index * fraction)
 
 
+CASE_ORDERS = ("random", "epochs")
+
+
 class PatchSampler:
   """Builds this process's rows of the global batch for a given step."""
 
   def __init__(self, store: PreparedStore, case_ids, patch_size, global_batch: int,
-               rows: slice, foreground_fraction: float, seed: int, sharded_over: int = 0):
+               rows: slice, foreground_fraction: float, seed: int, sharded_over: int = 0,
+               case_order: str = "random"):
     """sharded_over > 0: the cases are split over that many devices (device_input.py), and
     row i, on device i // (global_batch / sharded_over), draws only from that device's."""
+    if case_order not in CASE_ORDERS:
+      raise ValueError(f"case_order {case_order!r} is not one of {CASE_ORDERS}")
     if not case_ids:
       raise ValueError("no training cases")
     self.store, self.case_ids = store, list(case_ids)
@@ -41,6 +49,7 @@ class PatchSampler:
     self.read_size = tuple(patch_size) + (1,) * (3 - len(patch_size))
     self.global_batch, self.rows = global_batch, rows
     self.foreground_fraction, self.seed = foreground_fraction, seed
+    self.case_order = case_order
 
   @functools.lru_cache(maxsize=512)
   def _foreground(self, case_id):
@@ -59,19 +68,40 @@ class PatchSampler:
       return [int(np.clip(st, lo, hi)) for st, lo, hi in zip(start, low, high)]
     return [int(rng.integers(lo, hi + 1)) for lo, hi in zip(low, high)]
 
+  def _group(self, index: int) -> tuple:
+    """(group, rows per group) of global sample `index`: the cases a group draws from are
+    its device's when they are sharded, else all (one group)."""
+    if not self.sharded_over:
+      return 0, self.global_batch
+    per_group = self.global_batch // self.sharded_over
+    return index // per_group, per_group
+
   def _choices(self, index: int) -> list:
     """Indices of the cases global sample `index` may draw from."""
     if not self.sharded_over:
       return range(len(self.case_ids))
-    device = index // (self.global_batch // self.sharded_over)
-    return range(device, len(self.case_ids), self.sharded_over)
+    return range(self._group(index)[0], len(self.case_ids), self.sharded_over)
+
+  @functools.lru_cache(maxsize=8)
+  def _pass_order(self, group: int, epoch: int, count: int) -> np.ndarray:
+    # A stream of its own (the leading 1): the patch draws stay those of "random" order.
+    return np.random.default_rng([1, self.seed, group, epoch]).permutation(count)
+
+  def _in_turn(self, step: int, index: int, count: int) -> int:
+    """The draw of "epochs" order: the group's samples, step after step, go through its
+    cases in an order drawn afresh each pass."""
+    group, per_group = self._group(index)
+    position = step * per_group + index % per_group
+    return int(self._pass_order(group, position // count, count)[position % count])
 
   def describe(self, step: int, index: int):
     """(case id, draw, patch start, augmentation seed) of global sample `index` at `step`;
     draw is the case's position among the cases this sample may draw from."""
     rng = np.random.default_rng([self.seed, step, index])
     choices = self._choices(index)
-    draw = int(rng.integers(len(choices)))
+    draw = int(rng.integers(len(choices)))  # drawn in either order: same patch draws after it
+    if self.case_order == "epochs":
+      draw = self._in_turn(step, index, len(choices))
     case_id = self.case_ids[choices[draw]]
     start = self._start(rng, case_id, is_foreground_sample(index, self.foreground_fraction))
     return case_id, draw, start, np.uint32(rng.integers(1 << 32))

@@ -18,11 +18,11 @@ from brats_jax.workdir.checkpoints import Checkpoints
 from conftest import new_train_state, tiny_config
 
 
-def _sampler(store_path, config, global_batch, rows=None):
+def _sampler(store_path, config, global_batch, rows=None, **options):
   store = PreparedStore(store_path)
   return PatchSampler(store, store.case_ids(exclude_folds=[0]), config.data.patch_size,
                       global_batch, rows or slice(0, global_batch),
-                      config.data.foreground_fraction, config.seed)
+                      config.data.foreground_fraction, config.seed, **options)
 
 
 def test_batches_are_a_function_of_seed_and_step(tiny_store):
@@ -43,6 +43,26 @@ def test_batches_are_a_function_of_seed_and_step(tiny_store):
     if is_foreground_sample(i, config.data.foreground_fraction):
       assert (a["label"][i] > 0).any()
   assert sum(is_foreground_sample(i, 1 / 3) for i in range(6)) == 2
+
+
+@pytest.mark.parametrize("sharded_over", [0, 2])
+def test_epochs_order_takes_every_case_once_per_pass(tiny_store, sharded_over):
+  """case_order "epochs": each pass over the cases (of a device, when they are sharded)
+  holds every one of them once, and the passes differ in order."""
+  config = tiny_config(tiny_store)
+  in_turn = _sampler(tiny_store, config, 4, case_order="epochs", sharded_over=sharded_over)
+  groups = max(sharded_over, 1)
+  per_group = 4 // groups
+  for group in range(groups):
+    count = len(in_turn._choices(group * per_group))
+    draws = [in_turn.describe(step, group * per_group + row)[1]
+             for step in range(3 * count) for row in range(per_group)]
+    passes = [draws[i:i + count] for i in range(0, 3 * count, count)]
+    assert all(sorted(p) == list(range(count)) for p in passes), passes
+    assert len({tuple(p) for p in passes}) > 1, passes  # a fresh order per pass
+  assert in_turn.describe(7, 1) == in_turn.describe(7, 1)  # a function of (seed, step, index)
+  with pytest.raises(ValueError, match="case_order 'sorted'"):
+    _sampler(tiny_store, config, 4, case_order="sorted")
 
 
 def _two_steps(config, batches, mesh):
