@@ -95,7 +95,7 @@ def run_jax(args) -> dict:
   import throughput
 
   from brats_jax import runtime
-  from brats_jax.data import prepare, raw_cases
+  from brats_jax.data import prepare
   from brats_jax.inference import postprocessing, predict
   from brats_jax.train import loop
 
@@ -144,21 +144,12 @@ def run_jax(args) -> dict:
   result["predict_seconds_per_case"] = float(np.mean([t for _, t in timings[1:]]))
   result["predict_first_case_seconds"] = timings[0][1]
 
-  def heldout_scores(folder):
-    per_case = []
-    for case in discovery.find_cases(args.heldout):
-      reference = raw_cases.read_raw_case(case)[1]
-      predicted, _, spacing = _read_prediction(
-          os.path.join(folder, f"{case.case_id}.nii.gz"), case)
-      per_case.append(_region_scores(predicted, reference, spacing))
-    return _summary(per_case)
-
-  result["heldout_dice"] = heldout_scores(os.path.join(work, "pred"))
+  result["heldout_dice"] = heldout_scores(os.path.join(work, "pred"), args.heldout)
   if args.val_fold >= 0:  # the same model without the post-processing chosen on validation
     predict.predict_folder(workdir, args.heldout, os.path.join(work, "pred_raw"),
                            progress=False, postprocess=False)
     result["heldout_dice_without_postprocessing"] = heldout_scores(
-        os.path.join(work, "pred_raw"))
+        os.path.join(work, "pred_raw"), args.heldout)
     result["postprocessing"] = postprocessing.read_decision(workdir)["description"]
   # whole-case prediction at realistic sizes
   for name, folder in _realistic_folders(args.realistic):
@@ -173,6 +164,18 @@ def run_jax(args) -> dict:
   # MONAI augments in its DataLoader worker, outside the step: this one is like for like.
   result["step_seconds_no_augmentation"] = measure_step(augment=False)
   return result
+
+
+def heldout_scores(predictions: str, heldout: str) -> dict:
+  """_summary of the predictions (CASE_ID.nii.gz) of every held-out case against its labels."""
+  from brats_jax.data import raw_cases
+  per_case = []
+  for case in discovery.find_cases(heldout):
+    reference = raw_cases.read_raw_case(case)[1]
+    predicted, _, spacing = _read_prediction(
+        os.path.join(predictions, f"{case.case_id}.nii.gz"), case)
+    per_case.append(_region_scores(predicted, reference, spacing))
+  return _summary(per_case)
 
 
 def _read_prediction(path, case):
@@ -246,14 +249,19 @@ def _monai_base_transforms(with_label=True):
 
 
 def _monai_train_transforms(config):
+  """MONAI's crops and augmentation with the config's probabilities and ranges (only the
+  crops where config.augment.enabled is off)."""
   from monai import transforms as mt
   a = config.augment
   keys = ["image", "label"]
+  crop = mt.RandCropByPosNegLabeld(keys=keys, label_key="label",
+                                   spatial_size=tuple(config.data.patch_size),
+                                   pos=config.data.foreground_fraction,
+                                   neg=1 - config.data.foreground_fraction, num_samples=1)
+  if not a.enabled:
+    return mt.Compose(_monai_base_transforms() + [crop])
   return mt.Compose(_monai_base_transforms() + [
-      mt.RandCropByPosNegLabeld(keys=keys, label_key="label",
-                                spatial_size=tuple(config.data.patch_size),
-                                pos=config.data.foreground_fraction,
-                                neg=1 - config.data.foreground_fraction, num_samples=1),
+      crop,
       mt.RandRotated(keys=keys, range_x=np.deg2rad(a.max_rotation_deg),
                      range_y=np.deg2rad(a.max_rotation_deg),
                      range_z=np.deg2rad(a.max_rotation_deg), prob=a.p_rotation,
@@ -359,10 +367,45 @@ def _alternating(rounds: list, key=lambda r: r) -> dict:
           "ratio_of_fastest": fastest["jax"] / fastest["monai"]}
 
 
+def train_monai(config, data: str, steps: int, case_order: str = "epochs") -> tuple:
+  """(net, {prepare_seconds, first_step_after_seconds}) of MONAI's usual training: cached
+  cases, RandCropByPosNegLabeld and augmentation in a DataLoader worker. case_order
+  "epochs": a shuffling loader (each case once per pass, MONAI's usual); "random": cases
+  drawn with replacement, as brats_jax's "random"."""
+  import torch
+  from monai.data import CacheDataset, DataLoader
+
+  net, loss = torch_peers.monai_network(config, 4), torch_peers.monai_loss("softmax")
+  optimizer, scheduler = _monai_optimizer(net, config, steps)
+  caching = time.time()
+  dataset = CacheDataset(_monai_case_dicts(data), _monai_train_transforms(config),
+                         num_workers=1, progress=False)
+  timing = {"prepare_seconds": time.time() - caching}  # MONAI's counterpart: the cache
+  sampler = (torch.utils.data.RandomSampler(dataset, replacement=True,
+                                            num_samples=steps * _batch(config))
+             if case_order == "random" else None)
+  loader = DataLoader(dataset, batch_size=_batch(config), shuffle=sampler is None,
+                      sampler=sampler, num_workers=1, persistent_workers=True, drop_last=True)
+  net.train()
+  step = 0
+  while step < steps:
+    for batch in loader:
+      optimizer.zero_grad()
+      value = loss(net(batch["image"]), batch["label"])
+      value.backward()
+      optimizer.step()
+      scheduler.step()
+      step += 1
+      if step == 1:
+        timing["first_step_after_seconds"] = time.time() - START
+      if step == steps:
+        break
+  return net, timing
+
+
 def run_monai(args) -> dict:
   import monai
   import torch
-  from monai.data import CacheDataset, DataLoader
 
   torch.set_num_threads(os.cpu_count())
   monai.utils.set_determinism(seed=0)
@@ -373,30 +416,8 @@ def run_monai(args) -> dict:
   steps = args.steps if not args.train_seconds else max(
       int(args.train_seconds / result["step_seconds"]), 20)
   started = time.time()
-  net, loss = torch_peers.monai_network(config, 4), torch_peers.monai_loss("softmax")
-  optimizer, scheduler = _monai_optimizer(net, config, steps)
-  caching = time.time()
-  dataset = CacheDataset(_monai_case_dicts(args.data), _monai_train_transforms(config),
-                         num_workers=1, progress=False)
-  result["prepare_seconds"] = time.time() - caching  # MONAI's counterpart: the cache
-  loader = DataLoader(dataset, batch_size=_batch(config), shuffle=True,
-                      num_workers=1, persistent_workers=True, drop_last=True)
-  net.train()
-  step, times = 0, []
-  while step < steps:
-    for batch in loader:
-      tick = time.perf_counter()
-      optimizer.zero_grad()
-      value = loss(net(batch["image"]), batch["label"])
-      value.backward()
-      optimizer.step()
-      scheduler.step()
-      step += 1
-      times.append(time.perf_counter() - tick)
-      if step == 1:
-        result["first_step_after_seconds"] = time.time() - START
-      if step == steps:
-        break
+  net, timing = train_monai(config, args.data, steps)
+  result.update(timing)
   result["train_seconds"] = time.time() - started
   result["steps"] = steps
   wall = result["train_seconds"] - (result["first_step_after_seconds"] - (started - START))

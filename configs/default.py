@@ -38,6 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.global_batch = 8
   config.data.batch_per_device = 0
   config.data.foreground_fraction = 1 / 3
+  # per_class: a foreground patch is centred on a tumour class drawn alike, then a voxel of it
+  # (nnU-Net); any_voxel: on any tumour voxel alike (MONAI's RandCropByPosNegLabeld).
+  config.data.foreground_centre = "per_class"
   # random: every sample draws its case at random (nnU-Net); epochs: each training case once
   # per pass over them, in a fresh order each pass (a shuffling DataLoader, as MONAI's).
   config.data.case_order = "random"

@@ -158,6 +158,7 @@ RULES = {
     "mesh.space": _integer(0),
     "data.foreground_fraction": _PROBABILITY,
     "data.case_order": _choice(*host_input.CASE_ORDERS),
+    "data.foreground_centre": _choice(*host_input.FOREGROUND_CENTRES),
     "data.prefetch": _integer(1, 64),
     "data.placement": _choice(*device_input.PLACEMENTS),
     "model.base_filters": _integer(1),

@@ -20,6 +20,7 @@ import numpy as np
 
 from brats_jax import sharding
 from brats_jax.data.store import PreparedStore
+from brats_jax.labels import INTERNAL_NAMES
 
 
 def is_foreground_sample(index: int, fraction: float) -> bool:
@@ -28,6 +29,10 @@ def is_foreground_sample(index: int, fraction: float) -> bool:
 
 
 CASE_ORDERS = ("random", "epochs")
+# Where a foreground-centred patch is centred: per_class, on a tumour class present in the
+# case, drawn alike, then a voxel of it (nnU-Net: small classes are seen often); any_voxel, on
+# any tumour voxel alike (MONAI's RandCropByPosNegLabeld: classes by their volume).
+FOREGROUND_CENTRES = ("per_class", "any_voxel")
 
 
 class PatchSampler:
@@ -35,11 +40,14 @@ class PatchSampler:
 
   def __init__(self, store: PreparedStore, case_ids, patch_size, global_batch: int,
                rows: slice, foreground_fraction: float, seed: int, sharded_over: int = 0,
-               case_order: str = "random"):
+               case_order: str = "random", foreground_centre: str = "per_class"):
     """sharded_over > 0: the cases are split over that many devices (device_input.py), and
     row i, on device i // (global_batch / sharded_over), draws only from that device's."""
     if case_order not in CASE_ORDERS:
       raise ValueError(f"case_order {case_order!r} is not one of {CASE_ORDERS}")
+    if foreground_centre not in FOREGROUND_CENTRES:
+      raise ValueError(f"foreground_centre {foreground_centre!r} is not one of "
+                       f"{FOREGROUND_CENTRES}")
     if not case_ids:
       raise ValueError("no training cases")
     self.store, self.case_ids = store, list(case_ids)
@@ -49,11 +57,23 @@ class PatchSampler:
     self.read_size = tuple(patch_size) + (1,) * (3 - len(patch_size))
     self.global_batch, self.rows = global_batch, rows
     self.foreground_fraction, self.seed = foreground_fraction, seed
-    self.case_order = case_order
+    self.case_order, self.foreground_centre = case_order, foreground_centre
 
   @functools.lru_cache(maxsize=512)
   def _foreground(self, case_id):
     return self.store.foreground(case_id)
+
+  def _centre_class(self, rng, case_id, samples) -> int:
+    """The tumour class a foreground patch is centred on: one of those present, alike
+    (per_class) or by its share of the case's tumour voxels (any_voxel; the store's manifest
+    counts them)."""
+    present = np.unique(samples[:, 3])
+    odds = None
+    if self.foreground_centre == "any_voxel":
+      counts = self.store.cases[case_id]["voxels_per_label"]
+      voxels = np.array([counts[INTERNAL_NAMES[int(v)]] for v in present], np.float64)
+      odds = voxels / voxels.sum()
+    return rng.choice(present, p=odds)
 
   def _start(self, rng, case_id, foreground: bool):
     shape, size = self.store.shape(case_id), self.read_size
@@ -61,8 +81,7 @@ class PatchSampler:
     high = [max(0, d - s) for d, s in zip(shape, size)]
     samples = self._foreground(case_id) if foreground else np.zeros((0, 4))
     if len(samples):
-      present = np.unique(samples[:, 3])
-      chosen = samples[samples[:, 3] == rng.choice(present)]
+      chosen = samples[samples[:, 3] == self._centre_class(rng, case_id, samples)]
       centre = chosen[rng.integers(len(chosen)), :3]
       start = [int(c) - s // 2 for c, s in zip(centre, size)]
       return [int(np.clip(st, lo, hi)) for st, lo, hi in zip(start, low, high)]

@@ -187,7 +187,8 @@ def start_run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> 
                          config.data.foreground_fraction, config.seed,
                          sharded_over=sharding.data_shards(mesh)
                          if placement.mode == "sharded" else 0,
-                         case_order=config.data.case_order)
+                         case_order=config.data.case_order,
+                         foreground_centre=config.data.foreground_centre)
   data = device_input.load(store, cases.train_ids, placement, mesh)
   return Run(config=config, mesh=mesh, store=store, cases=cases, global_batch=global_batch,
              graphdef=graphdef, state=state, step_fn=step_fn, examples_per_epoch=examples,

@@ -48,7 +48,8 @@ ADDED_FIELDS = {"data.val_store": "", "data.val_fraction": 0.0, "data.split_seed
                 "model.decoder_narrows": False, "augment.rotate_about": (0, 1, 2),
                 "augment.p_mirror_axes": (), "train.num_epochs": 0,
                 "model.gpu_channel_multiple": 0, "model.decoder_block": "same",
-                "model.transunet_encoder": "unet", "data.case_order": "random"}
+                "model.transunet_encoder": "unet", "data.case_order": "random",
+                "data.foreground_centre": "per_class"}
 
 
 def is_resumable(field: str) -> bool:

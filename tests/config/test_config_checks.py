@@ -26,7 +26,7 @@ BAD_VALUES = {
     "data.patch_size": (16, 16, 16, 16), "data.batch_per_device": -1,
     "data.global_batch": -1, "mesh.space": -1,
     "data.foreground_fraction": 1.5, "data.prefetch": 0, "data.placement": "gpu",
-    "data.case_order": "sorted",
+    "data.case_order": "sorted", "data.foreground_centre": "middle",
     "data.modalities": ("flair", "flair"), "data.val_store": None, "data.val_fraction": 1.0,
     "data.split_seed": -1,
     "model.base_filters": 0, "model.max_filters": 0, "model.depth": 1, "model.norm": "layer",

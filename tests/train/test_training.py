@@ -9,6 +9,7 @@ from brats_jax import sharding, tasks
 from brats_jax.config import checks
 from brats_jax.data.store import PreparedStore
 from brats_jax.errors import ConfigError
+from brats_jax.labels import INTERNAL_NAMES
 from brats_jax.train import epochs, loop, losses, optimizer, validation
 from brats_jax.train import step as train_step
 from brats_jax.train.host_input import PatchSampler, is_foreground_sample
@@ -63,6 +64,29 @@ def test_epochs_order_takes_every_case_once_per_pass(tiny_store, sharded_over):
   assert in_turn.describe(7, 1) == in_turn.describe(7, 1)  # a function of (seed, step, index)
   with pytest.raises(ValueError, match="case_order 'sorted'"):
     _sampler(tiny_store, config, 4, case_order="sorted")
+
+
+def test_any_voxel_centres_draw_tumour_classes_by_volume(tiny_store):
+  """foreground_centre any_voxel (MONAI's): a class as often as its share of the case's
+  tumour voxels; per_class (nnU-Net's): every class present alike."""
+  config = tiny_config(tiny_store)
+  by_volume = _sampler(tiny_store, config, 2, foreground_centre="any_voxel")
+  alike = _sampler(tiny_store, config, 2)
+  case = by_volume.case_ids[0]
+  samples = by_volume._foreground(case)
+  present = np.unique(samples[:, 3])
+  assert len(present) >= 2
+  counts = by_volume.store.cases[case]["voxels_per_label"]
+  voxels = np.array([counts[INTERNAL_NAMES[int(v)]] for v in present], np.float64)
+  for sampler, expected in ((by_volume, voxels / voxels.sum()),
+                            (alike, np.full(len(present), 1 / len(present)))):
+    rng = np.random.default_rng(0)
+    drawn = [sampler._centre_class(rng, case, samples) for _ in range(4000)]
+    shares = np.array([np.mean(np.equal(drawn, v)) for v in present])
+    np.testing.assert_allclose(shares, expected, atol=0.03)
+  assert not np.allclose(voxels / voxels.sum(), 1 / len(present), atol=0.1)  # they differ
+  with pytest.raises(ValueError, match="foreground_centre 'middle'"):
+    _sampler(tiny_store, config, 2, foreground_centre="middle")
 
 
 def _two_steps(config, batches, mesh):
