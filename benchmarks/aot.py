@@ -241,6 +241,15 @@ def compile_step(config, devices):
     return lowered, e, mesh, global_batch
 
 
+def _lowered_cost(lowered) -> dict:
+  """XLA's cost analysis of the lowered program, where the compiled one gave none. jax 0.12
+  gives neither for a deviceless GPU target (only a PjRt backend may run it): no estimate."""
+  try:
+    return lowered.cost_analysis() or {}
+  except jax.errors.JaxRuntimeError:
+    return {}
+
+
 def analyse(config, target: str) -> dict:
   devices, hbm_gib, peak_tflops = target_devices(target)
   started = time.time()
@@ -262,7 +271,7 @@ def analyse(config, target: str) -> dict:
     return result
   memory = compiled.memory_analysis()
   needed = compiled_memory_bytes(compiled)
-  cost = compiled.cost_analysis() or lowered.cost_analysis() or {}
+  cost = compiled.cost_analysis() or _lowered_cost(lowered)
   if isinstance(cost, list):
     cost = cost[0] if cost else {}
   seconds = cost.get("optimal_seconds")
