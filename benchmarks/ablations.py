@@ -63,9 +63,7 @@ def _variant_config(side: str, variant: str, seed: int, steps: int):
   config = peer._config()
   if side == "monai":
     config.data.case_order = "epochs"  # a shuffling DataLoader: MONAI's usual
-  for field, value in VARIANTS[(side, variant)].items():
-    group, name = field.split(".")
-    config[group][name] = value
+  config.update_from_flattened_dict(VARIANTS[(side, variant)])
   config.seed, config.train.num_steps = seed, steps
   return config
 

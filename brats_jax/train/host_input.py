@@ -96,10 +96,8 @@ class PatchSampler:
     return index // per_group, per_group
 
   def _choices(self, index: int) -> list:
-    """Indices of the cases global sample `index` may draw from."""
-    if not self.sharded_over:
-      return range(len(self.case_ids))
-    return range(self._group(index)[0], len(self.case_ids), self.sharded_over)
+    """Indices of the cases global sample `index` may draw from: its group's."""
+    return range(self._group(index)[0], len(self.case_ids), self.sharded_over or 1)
 
   @functools.lru_cache(maxsize=8)
   def _pass_order(self, group: int, epoch: int, count: int) -> np.ndarray:
