@@ -1,15 +1,15 @@
 """What each side's short-budget recipe gains from its patch sampling, augmentation and order.
 
   pip install -e ".[peer]"   # for the MONAI side; --sides=jax needs nothing more
-  python benchmarks/ablations.py [--steps=800] [--seeds=2]
+  python benchmarks/ablations.py [--steps=800] [--seeds=2] [--synthetic=demo|brain_2mm]
       [--out=benchmarks/results/ablations.json]
 
-peer.py's synthetic set (24 BraTS 2021-layout training cases of 64x64x48, seed 0) and 10
-held-out cases (seed 1). Every variant is configs/demo.py with one change, trained on all 24
-cases for the same --steps (the same budget up to the variant's own step cost, which is
-recorded), then whole-case prediction of the held-out cases, scored per region in Dice and
-HD95. Each run is a process of its own; each variant runs once per seed (the seed draws the
-initial weights and the data).
+One of peer.py's synthetic sets (demo: 24 BraTS 2021-layout training cases of 64x64x48, seed
+0, and 10 held-out cases, seed 1). Every variant is configs/demo.py with one change, trained
+on all training cases for the same --steps (the same budget up to the variant's own step
+cost, which is recorded), then whole-case prediction of the held-out cases, scored per region
+in Dice and HD95. Each run is a process of its own; each variant runs once per seed (the
+seed draws the initial weights and the data).
 
   side       variant        the one change against the side's baseline
   brats_jax  baseline       demo.py: half the patches centred on tumour (a class at random,
@@ -75,7 +75,7 @@ def run_jax(config, store: str, heldout: str) -> dict:
 
   runtime.configure()
   work = tempfile.mkdtemp(prefix="ablation_jax_")
-  config.data.store, config.data.val_fold = store, -1  # all 24 train, as MONAI's
+  config.data.store, config.data.val_fold = store, -1  # all cases train, as MONAI's
   config.checkpoint.every_steps = config.train.num_steps
   started = time.time()
   loop.train_and_validate(config, os.path.join(work, "run"),
@@ -134,6 +134,8 @@ def _table(runs: list) -> str:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--synthetic", choices=list(peer.SYNTHETIC), default="demo",
+                      help="peer.py's synthetic set to train and score on")
   parser.add_argument("--steps", type=int, default=800)
   parser.add_argument("--seeds", type=int, default=2)
   parser.add_argument("--sides", default="jax,monai")
@@ -149,11 +151,9 @@ def main():
   if args.result:
     return _one_run(args)
 
-  from brats_jax.data import prepare, synth
+  from brats_jax.data import prepare
   work = tempfile.mkdtemp(prefix="ablations_")
-  data, heldout = os.path.join(work, "train"), os.path.join(work, "heldout")
-  synth.write_dataset(data, "brats2021", 24, (64, 64, 48), seed=0)
-  synth.write_dataset(heldout, "brats2021", 10, (64, 64, 48), seed=1)
+  data, heldout = peer.synthesise(work, args.synthetic)
   store = os.path.join(work, "store")
   prepare.prepare(data, store, num_workers=2)
   sides = args.sides.split(",")

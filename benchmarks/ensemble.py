@@ -1,10 +1,11 @@
 """Does an ensemble of the five folds beat the best single fold on held-out cases?
 
-  python benchmarks/ensemble.py [--cases=24] [--heldout=10] [--steps=250]
+  python benchmarks/ensemble.py [--synthetic=demo|brain_2mm] [--steps=800]
       [--out=benchmarks/results/ensemble_five_folds.json]
 
-Synthetic BraTS 2021-layout cases (64x64x48, as `make demo`): --cases to train on, prepared
-into one store, and --heldout new cases that no fold sees. `brats-jax-train --folds=all`
+One of peer.py's synthetic sets (demo: 24 BraTS 2021-layout cases of 64x64x48 to train on,
+as `make demo`, and 10 held-out cases): the training cases are prepared into one store; no
+fold sees the held-out cases. `brats-jax-train --folds=all`
 trains configs/demo.py on each fold (--steps steps each); then each fold alone, and the five
 together (their probabilities averaged), predict the held-out cases with the post-processing
 each chose on validation, and brats-jax-evaluate scores them. Printed and written: mean Dice
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import peer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -48,25 +51,20 @@ def _scores(work, name, runs, heldout):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--cases", type=int, default=24)
-  parser.add_argument("--heldout", type=int, default=10)
-  parser.add_argument("--steps", type=int, default=250)
+  parser.add_argument("--synthetic", choices=list(peer.SYNTHETIC), default="demo")
+  parser.add_argument("--steps", type=int, default=800)
   parser.add_argument("--out", default=os.path.join(HERE, "results",
                                                     "ensemble_five_folds.json"))
   args = parser.parse_args()
   work = tempfile.mkdtemp(prefix="ensemble_")
-  _run("brats_jax.cli.synth", f"--output={work}/raw", "--layout=brats2021",
-       f"--num_cases={args.cases}", "--shape=64,64,48", "--seed=0")
-  _run("brats_jax.cli.synth", f"--output={work}/heldout", "--layout=brats2021",
-       f"--num_cases={args.heldout}", "--shape=64,64,48", "--seed=1")
-  _run("brats_jax.cli.prepare", f"--input={work}/raw", f"--output={work}/store")
+  raw, heldout = peer.synthesise(work, args.synthetic)
+  _run("brats_jax.cli.prepare", f"--input={raw}", f"--output={work}/store")
   train_s = _run("brats_jax.cli.train", f"--config={ROOT}/configs/demo.py",
                  f"--workdir={work}/folds", f"--config.data.store={work}/store",
                  f"--config.train.num_steps={args.steps}", "--folds=all")
   folds = sorted(d for d in os.listdir(f"{work}/folds") if d.startswith("fold_"))
-  results = {fold: _scores(work, fold, [f"{work}/folds/{fold}"], f"{work}/heldout")
-             for fold in folds}
-  results["ensemble"] = _scores(work, "ensemble", [f"{work}/folds"], f"{work}/heldout")
+  results = {fold: _scores(work, fold, [f"{work}/folds/{fold}"], heldout) for fold in folds}
+  results["ensemble"] = _scores(work, "ensemble", [f"{work}/folds"], heldout)
   best = max(folds, key=lambda f: results[f]["mean_dice"])
   ensemble = results["ensemble"]
   verdict = {"best_single_fold": best,
@@ -84,7 +82,8 @@ def main():
 
   files.write_json(args.out, {
       "date": time.strftime("%Y-%m-%d"), "label": "measured on this machine's CPU",
-      "cases": args.cases, "heldout": args.heldout, "steps_per_fold": args.steps,
+      "synthetic": {"name": args.synthetic, **peer.SYNTHETIC[args.synthetic]},
+      "steps_per_fold": args.steps,
       "config": "configs/demo.py", "train_all_folds_s": train_s, "results": results,
       "verdict": verdict})
   print(f"wrote {args.out}")

@@ -2,10 +2,12 @@
 
   pip install -e ".[peer]"          # CPU torch and MONAI (optional; never needed to train)
   python benchmarks/peer.py [--data=RAW_DIR --heldout=RAW_DIR] [--steps=250]
-      [--train_seconds=300] [--out=benchmarks/results/peer.json]
+      [--train_seconds=300] [--repeats=3] [--out=benchmarks/results/peer.json]
 
-Without --data, synthetic BraTS 2021-layout cases are written first (24 to train on, 5 held
-out, 64x64x48, as `make demo`). Each side runs in its own process, one after the other:
+Without --data, synthetic BraTS 2021-layout cases are written first: --synthetic=demo (24 to
+train on, 10 held out, 64x64x48 at 1 mm, as `make demo`) or brain_2mm (30 and 10 brain-sized
+heads of 70x85x70 at 2 mm, with lookalikes of tumour: white-matter hyperintensities, enhancing
+choroid plexus and vessels). Each side runs in its own process, one after the other:
 
   step      one train step on a fixed batch (same network, float32, batch 2, config patch),
             without augmentation (MONAI augments in its loader) and, ours, with it; at the
@@ -21,7 +23,11 @@ out, 64x64x48, as `make demo`). Each side runs in its own process, one after the
             and again at the end, --predict_rounds times per side with the sides
             alternating (each a fresh process with a warm compilation cache: one untimed
             pass, then the median and fastest case of two timed passes per size)
-  score     mean region Dice (WT, TC, ET) of those predictions against their labels
+  score     mean region Dice (WT, TC, ET) and HD95 of those predictions against their labels
+  repeats   with --repeats=K, both sides train K-1 more times with seeds 1..K-1 (the same
+            steps as the first run, warm caches) and predict the held-out cases again: the
+            held-out scores' mean and spread over the K runs of each side, since one run
+            near the ceiling differs from the next by more than the sides differ
 
 The network is configs/demo.py's U-Net, and in MONAI a DynUNet of the same levels, filters,
 kernels and strides (instance norm, leaky ReLU, 2 deep-supervision heads), trained with Dice
@@ -120,6 +126,7 @@ def run_jax(args) -> dict:
   result["prepare_seconds"] = time.time() - started
   config.data.store = os.path.join(work, "store")
   config.data.val_fold = args.val_fold
+  config.seed = args.seed
   config.train.num_steps = steps
   config.log_every_steps = 10  # the demo's: a read-back every step would slow the loop
   config.checkpoint.every_steps = steps
@@ -408,7 +415,7 @@ def run_monai(args) -> dict:
   import torch
 
   torch.set_num_threads(os.cpu_count())
-  monai.utils.set_determinism(seed=0)
+  monai.utils.set_determinism(seed=args.seed)
   config = _config()
   result = {"side": "monai", "torch": torch.__version__, "monai": monai.__version__}
   if args.train_seconds:
@@ -460,11 +467,26 @@ def _synthesise_realistic(folder: str) -> str:
   return folder
 
 
-def _synthesise(folder: str) -> tuple:
+# The synthetic sets (BraTS 2021 layout; training cases seed 0, held-out cases seed 1):
+# "demo" is `make demo`'s, "brain_2mm" a brain-sized head at 2 mm holding lookalikes
+# (white-matter hyperintensities, enhancing choroid plexus and vessels), harder and further
+# from the ceiling.
+SYNTHETIC = {
+    "demo": {"train": 24, "heldout": 10, "shape": (64, 64, 48), "spacing": (1.0, 1.0, 1.0),
+             "lookalikes": False},
+    "brain_2mm": {"train": 30, "heldout": 10, "shape": (70, 85, 70),
+                  "spacing": (2.0, 2.0, 2.0), "lookalikes": True},
+}
+
+
+def synthesise(folder: str, name: str = "demo") -> tuple:
+  """(training folder, held-out folder) of SYNTHETIC[name] written under `folder`."""
   from brats_jax.data import synth
+  spec = SYNTHETIC[name]
   data, heldout = os.path.join(folder, "train"), os.path.join(folder, "heldout")
-  synth.write_dataset(data, "brats2021", 24, (64, 64, 48), seed=0)
-  synth.write_dataset(heldout, "brats2021", 5, (64, 64, 48), seed=1)
+  for path, count, seed in ((data, spec["train"], 0), (heldout, spec["heldout"], 1)):
+    synth.write_dataset(path, "brats2021", count, spec["shape"], seed=seed,
+                        spacing=spec["spacing"], lookalikes=spec["lookalikes"])
   return data, heldout
 
 
@@ -481,10 +503,29 @@ ROWS = [("step_seconds_no_augmentation", "train step, fixed batch, no augmentati
         ("peak_rss_gib", "peak memory (GiB)", False)]
 
 
+def _over_seeds(scores: list) -> dict:
+  """{metric: {mean, sd, runs}} of the held-out scores of several runs of one side."""
+  return {key: {"mean": float(np.mean([s[key] for s in scores])),
+                "sd": float(np.std([s[key] for s in scores], ddof=1)),
+                "runs": [s[key] for s in scores]} for key in scores[0]}
+
+
+def _print_over_seeds(repeats: dict, count: int) -> None:
+  keys = ["mean", *label_values.REGIONS, *[f"hd95_{r}" for r in label_values.REGIONS]]
+  print(f"\nheld-out scores over {count} runs per side (mean ± sd; Dice, then HD95 in mm)")
+  print(f"{'':10s}" + "".join(f"{k.replace('hd95_', 'HD95 '):>16s}" for k in keys))
+  for side, metrics_ in repeats.items():
+    print(f"{side:10s}" + "".join(
+        f"{metrics_[k]['mean']:>9.3f} ± {metrics_[k]['sd']:<4.3f}" if "hd95" not in k else
+        f"{metrics_[k]['mean']:>10.2f} ± {metrics_[k]['sd']:<3.2f}" for k in keys))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data", help="raw training cases (default: synthetic)")
   parser.add_argument("--heldout", help="raw held-out cases with labels")
+  parser.add_argument("--synthetic", choices=list(SYNTHETIC), default="demo",
+                      help="the synthetic set written without --data")
   parser.add_argument("--steps", type=int, default=250)
   parser.add_argument("--train_seconds", type=float, default=0,
                       help="train each side this long (its steps from its step time)")
@@ -493,6 +534,9 @@ def main():
                       help="brats_jax validates on this fold of the training cases and "
                            "predicts with the post-processing chosen there, scored also "
                            "without it (-1: every case trains, no post-processing)")
+  parser.add_argument("--repeats", type=int, default=1,
+                      help="train and score each side this many times in all (seeds 0..K-1, "
+                           "the first run's steps) and report the held-out scores' spread")
   parser.add_argument("--no_realistic", action="store_true",
                       help="skip the prediction timing on realistic case sizes")
   parser.add_argument("--step_rounds", type=int, default=3,
@@ -504,6 +548,7 @@ def main():
   parser.add_argument("--side", choices=["jax", "monai", "jax_step", "monai_step",
                                          "jax_predict", "monai_predict"],
                       help=argparse.SUPPRESS)
+  parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
   parser.add_argument("--realistic", help=argparse.SUPPRESS)
   parser.add_argument("--trained", help=argparse.SUPPRESS)
   parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -517,7 +562,7 @@ def main():
     return
   work = tempfile.mkdtemp(prefix="peer_")
   if not args.data:
-    args.data, args.heldout = _synthesise(work)
+    args.data, args.heldout = synthesise(work, args.synthetic)
   elif not args.heldout:
     parser.error("--heldout is required with --data")
   args.realistic = None if args.no_realistic else _synthesise_realistic(
@@ -527,17 +572,22 @@ def main():
   # fills it, as any user's first run does; the table shows the second.
   env = dict(os.environ, PYTHONPATH=HERE,
              JAX_COMPILATION_CACHE_DIR=os.path.join(work, "compilation_cache"))
-  for run, side in enumerate(("jax", "jax", "monai")):
-    path = os.path.join(work, f"{side}{run}.json")
+
+  def run_side(side, path, steps, train_seconds, seed=0, realistic=None):
     command = [sys.executable, os.path.abspath(__file__), f"--side={side}",
-               f"--data={args.data}", f"--heldout={args.heldout}", f"--steps={args.steps}",
-               f"--train_seconds={args.train_seconds}", f"--result={path}",
-               f"--val_fold={args.val_fold}"] + (
-                   [f"--realistic={args.realistic}"] if args.realistic else [])
-    print(f"running {side} ...", flush=True)
+               f"--data={args.data}", f"--heldout={args.heldout}", f"--steps={steps}",
+               f"--train_seconds={train_seconds}", f"--result={path}",
+               f"--val_fold={args.val_fold}", f"--seed={seed}"] + (
+                   [f"--realistic={realistic}"] if realistic else [])
+    print(f"running {side} (seed {seed}) ...", flush=True)
     subprocess.run(command, check=True, env=env)
     with open(path) as f:
-      sides.setdefault(side, []).append(json.load(f))
+      return json.load(f)
+
+  for run, side in enumerate(("jax", "jax", "monai")):
+    sides.setdefault(side, []).append(run_side(
+        side, os.path.join(work, f"{side}{run}.json"), args.steps, args.train_seconds,
+        realistic=args.realistic))
   rounds = []
   for _ in range(args.step_rounds):
     rounds.append({})
@@ -595,13 +645,23 @@ def main():
     print(f"{side['side']:>9s}: {side['steps']} steps; held-out Dice WT {d['WT']:.3f} "
           f"TC {d['TC']:.3f} ET {d['ET']:.3f} mean {d['mean']:.3f}; HD95 WT "
           f"{d['hd95_WT']:.1f} TC {d['hd95_TC']:.1f} ET {d['hd95_ET']:.1f} mm")
+  repeats = None
+  if args.repeats > 1:  # the same steps as the first run of each side, other seeds
+    runs = {"jax": [jax_side], "monai": [monai_side]}
+    for seed in range(1, args.repeats):
+      for side, name in (("jax", "brats_jax"), ("monai", "monai")):
+        runs[side].append(run_side(side, os.path.join(work, f"{side}_seed{seed}.json"),
+                                   runs[side][0]["steps"], 0, seed=seed))
+    repeats = {name: _over_seeds([r["heldout_dice"] for r in runs[side]])
+               for side, name in (("jax", "brats_jax"), ("monai", "monai"))}
+    _print_over_seeds(repeats, args.repeats)
   record = {"date": time.strftime("%Y-%m-%d"), "machine": {
       "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
       "python": platform.python_version()}, "args": {k: v for k, v in vars(args).items()
                                                       if k not in ("side", "result")},
       "brats_jax": jax_side, "monai": monai_side, "realistic_shapes": REALISTIC,
       "fixed_batch_step_alternating": alternating,
-      "prediction_alternating": prediction_alternating}
+      "prediction_alternating": prediction_alternating, "over_seeds": repeats}
   files.write_json(args.out, record)
   print(f"wrote {args.out}")
 

@@ -19,6 +19,8 @@ def define_flags():
   flags.DEFINE_list("spacing", ["1", "1", "1"], "Voxel spacing in mm.")
   flags.DEFINE_integer("seed", 0, "Case i depends only on (seed, i).")
   flags.DEFINE_float("p_non_enhancing", 0.1, "Fraction of tumours without an enhancing rim.")
+  flags.DEFINE_bool("lookalikes", False, "Add what real scans hold and is not tumour: "
+                    "white-matter hyperintensities, enhancing choroid plexus and vessels.")
   flags.DEFINE_integer("num_workers", 2, "Cases written in parallel.")
   flags.mark_flags_as_required(["output"])
 
@@ -28,7 +30,7 @@ def main(argv):
   synth.write_dataset(FLAGS.output, FLAGS.layout, FLAGS.num_cases,
                       [int(s) for s in FLAGS.shape], FLAGS.seed,
                       tuple(float(s) for s in FLAGS.spacing), FLAGS.p_non_enhancing,
-                      FLAGS.num_workers, progress=True)
+                      FLAGS.num_workers, progress=True, lookalikes=FLAGS.lookalikes)
   print(f"wrote {FLAGS.num_cases} {FLAGS.layout} cases to {FLAGS.output}")
 
 

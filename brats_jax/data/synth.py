@@ -6,6 +6,12 @@ sulcal CSF, with a tumour made of edema around a core of necrosis and an enhanci
 cases are non-enhancing). Each of FLAIR/T1/T1ce/T2 gives each tissue the contrast it has in
 real scans; partial-volume blur, bias field and Rician noise are added, and volumes are stored
 as int16 with a non-identity affine. Case i depends only on (seed, i).
+
+With lookalikes, each case also holds what makes real scans hard and is not tumour: white-
+matter hyperintensities (small FLAIR/T2-bright blobs, edema's contrast), enhancing choroid
+plexus in the ventricles and enhancing vessels (T1ce-bright, the enhancing rim's contrast).
+A model that has not learnt the tumour's context marks them: islands of false positives far
+from the lesion, which is what post-processing and ensembles are for.
 """
 
 import concurrent.futures
@@ -42,8 +48,40 @@ def _smooth_field(rng, shape, coarse=6):
   return np.pad(field, [(0, s - f) for s, f in zip(shape, field.shape)], mode="edge")
 
 
-def make_case(shape, rng, p_non_enhancing=0.1):
-  """Returns images [X, Y, Z, 4] (float32, FLAIR/T1/T1ce/T2) and internal labels [X, Y, Z]."""
+# Lookalikes: contrast in (FLAIR, T1, T1ce, T2) of white-matter hyperintensities (edema-like)
+# and of enhancing choroid plexus and vessels (like the enhancing rim in T1ce alone).
+_HYPERINTENSITY_CONTRAST = (0.88, 0.55, 0.57, 0.80)
+_ENHANCING_VESSEL_CONTRAST = (0.50, 0.55, 1.25, 0.60)
+
+
+def _lookalikes(u, brain, tissue, tumour_distance, rng):
+  """Masks (hyperintensities, enhancing) of non-tumour lookalikes, away from the tumour:
+  4-9 white-matter blobs of 3-7% of the head's width, a choroid plexus in each lateral
+  ventricle and 2-4 enhancing vessel segments."""
+  away = brain & (tumour_distance > 1.0)
+  hyper = np.zeros(brain.shape, bool)
+  white = np.argwhere((tissue == _WM) & away)
+  for _ in range(rng.integers(4, 10)):
+    centre = u[tuple(white[rng.integers(len(white))])]
+    radii = rng.uniform(0.03, 0.07) * rng.uniform(0.7, 1.4, 3)
+    hyper |= np.linalg.norm((u - centre) / radii, axis=-1) < 1
+  enhancing = np.zeros(brain.shape, bool)
+  for side in (-1, 1):  # choroid plexus: a small blob in the floor of each lateral ventricle
+    centre = np.array([0.13 * side, rng.uniform(-0.1, 0.15), 0.04])
+    enhancing |= np.linalg.norm((u - centre) / np.array([0.05, 0.1, 0.05]), axis=-1) < 1
+  for _ in range(rng.integers(2, 5)):  # vessel segments: thin straight tubes
+    start = rng.uniform(-0.6, 0.6, 3)
+    direction = rng.standard_normal(3)
+    direction /= np.linalg.norm(direction)
+    along = np.clip(((u - start) @ direction), 0, rng.uniform(0.2, 0.5))
+    nearest = start + along[..., None] * direction
+    enhancing |= np.linalg.norm(u - nearest, axis=-1) < rng.uniform(0.025, 0.045)
+  return hyper & away & ~enhancing, enhancing & away
+
+
+def make_case(shape, rng, p_non_enhancing=0.1, lookalikes_rng=None):
+  """Returns images [X, Y, Z, 4] (float32, FLAIR/T1/T1ce/T2) and internal labels [X, Y, Z].
+  With lookalikes_rng, lookalikes are drawn from it (the rest of the case is unchanged)."""
   grids = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij")
   u = np.stack(grids, -1)
   brain_radii = np.array([0.78, 0.9, 0.82]) * rng.uniform(0.92, 1.05, 3)
@@ -78,6 +116,11 @@ def make_case(shape, rng, p_non_enhancing=0.1):
   images = np.zeros(shape + (4,), np.float32)
   for value, contrast in list(_TISSUE_CONTRAST.items()):
     images[tissue == value] = contrast
+  if lookalikes_rng is not None:
+    tumour_distance = d_edema / (edema_radius * 1.3)  # > 1: clear of the tumour's edema
+    hyper, enhancing = _lookalikes(u, brain, tissue, tumour_distance, lookalikes_rng)
+    images[hyper] = _HYPERINTENSITY_CONTRAST
+    images[enhancing] = _ENHANCING_VESSEL_CONTRAST
   for value, contrast in _TUMOUR_CONTRAST.items():
     images[labels == value] = contrast
   for c in range(4):
@@ -142,10 +185,12 @@ def _write_lgg(root, cid, images, labels):
   tiff.save_lgg_case(os.path.join(root, cid), cid, rgb, mask)
 
 
-def write_case(root, layout, index, shape, seed, spacing=(1.0, 1.0, 1.0), p_non_enhancing=0.1):
+def write_case(root, layout, index, shape, seed, spacing=(1.0, 1.0, 1.0), p_non_enhancing=0.1,
+               lookalikes=False):
   """Writes case `index` of the synthetic dataset; returns its case id."""
   rng = np.random.default_rng([seed, index])
-  images, labels = make_case(tuple(shape), rng, p_non_enhancing)
+  lookalikes_rng = np.random.default_rng([seed, index, 1]) if lookalikes else None
+  images, labels = make_case(tuple(shape), rng, p_non_enhancing, lookalikes_rng)
   images = np.round(images).astype(np.int16)
   affine = make_affine(rng, spacing)
   if layout.startswith("brats2015"):
@@ -171,7 +216,7 @@ def write_case(root, layout, index, shape, seed, spacing=(1.0, 1.0, 1.0), p_non_
 
 
 def write_dataset(output, layout, num_cases, shape, seed=0, spacing=(1.0, 1.0, 1.0),
-                  p_non_enhancing=0.1, num_workers=2, progress=False):
+                  p_non_enhancing=0.1, num_workers=2, progress=False, lookalikes=False):
   """Writes a whole dataset under `output`, atomically (it appears only when complete)."""
   if layout not in layouts.LAYOUTS:
     raise ValueError(f"unknown layout {layout!r}; known: {', '.join(layouts.LAYOUTS)}")
@@ -179,8 +224,8 @@ def write_dataset(output, layout, num_cases, shape, seed=0, spacing=(1.0, 1.0, 1
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
   with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-    jobs = [pool.submit(write_case, tmp, layout, i, shape, seed, spacing, p_non_enhancing)
-            for i in range(num_cases)]
+    jobs = [pool.submit(write_case, tmp, layout, i, shape, seed, spacing, p_non_enhancing,
+                        lookalikes) for i in range(num_cases)]
     for job in progress_bar(concurrent.futures.as_completed(jobs), total=num_cases,
                             disable=not progress, desc="synth", unit="case"):
       job.result()

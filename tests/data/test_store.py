@@ -48,6 +48,27 @@ def test_synth_contrasts_look_like_mri(tmp_path):
   assert np.all(images[~brain] == 0)  # skull-stripped: background is exactly zero
 
 
+def test_synth_lookalikes_look_like_tumour_and_are_labelled_background():
+  """Lookalikes change images, never labels: FLAIR-bright blobs and T1ce-bright structures
+  away from the tumour, as bright as edema and the enhancing rim."""
+  shape = (64, 64, 48)
+  plain, labels = synth.make_case(shape, np.random.default_rng(0), p_non_enhancing=0)
+  images, same_labels = synth.make_case(shape, np.random.default_rng(0), p_non_enhancing=0,
+                                        lookalikes_rng=np.random.default_rng(1))
+  assert np.array_equal(labels, same_labels)
+  changed = np.abs(images - plain).max(-1) > 0.2 * plain.max()
+  background = changed & (labels == 0)
+  assert background.sum() > 50 and background.sum() == changed.sum()  # none in the tumour
+  brain = plain[..., 0] > 0
+  healthy = brain & (labels == 0) & ~changed
+  flair, t1ce = images[..., 0], images[..., 2]
+  flair_like_edema = background & (flair > 1.3 * flair[healthy].mean())
+  t1ce_like_rim = background & (t1ce > 1.3 * t1ce[healthy].mean())
+  assert flair_like_edema.sum() > 20 and t1ce_like_rim.sum() > 20
+  assert flair[flair_like_edema].mean() > 0.7 * flair[labels == ED].mean()
+  assert t1ce[t1ce_like_rim].mean() > 0.7 * t1ce[labels == ET].mean()
+
+
 @pytest.mark.parametrize("layout", ["brats2021", "brats2023", "msd"])
 def test_layout_detection_and_label_round_trip(raw_datasets, layout, tmp_path):
   root = raw_datasets[layout]
