@@ -63,9 +63,23 @@ def prepare_case(case: layouts.RawCase, root: str, dtype: str, inner_chunk: int,
   return entry
 
 
-def assign_folds(case_ids, num_folds: int) -> dict:
-  """Deterministic folds: a fixed permutation of the sorted ids, dealt round-robin."""
-  order = np.random.default_rng(FOLD_SEED).permutation(len(case_ids))
+def case_stratum(entry: dict) -> str:
+  """The kind of case folds are balanced over: which tumour labels it holds ("edema,necrosis":
+  no enhancing tumour), or "unlabelled"."""
+  if not entry["has_label"]:
+    return "unlabelled"
+  return ",".join(sorted(n for n, count in entry["voxels_per_label"].items() if count))
+
+
+def assign_folds(case_ids, num_folds: int, strata=None) -> dict:
+  """Deterministic folds stratified by `strata` (one key per case): a fixed permutation of
+  the sorted ids, grouped by stratum (in that order within each), dealt round-robin with the
+  deal going on from one stratum to the next. Every fold gets its share of each kind of case
+  (a rare kind, such as tumours without enhancing tumour, is not left to one fold by chance,
+  where its training folds would hardly see it) and fold sizes differ by one at most."""
+  strata = list(strata) if strata is not None else [""] * len(case_ids)
+  order = sorted(np.random.default_rng(FOLD_SEED).permutation(len(case_ids)),
+                 key=lambda i: strata[i])  # stable: each stratum keeps the permutation
   return {case_ids[i]: int(rank % num_folds) for rank, i in enumerate(order)}
 
 
@@ -109,7 +123,8 @@ def prepare(input_dir: str, output: str, layout: str | None = None, dtype: str =
     if not entries:
       raise DataError(f"{input_dir}: no usable case")
     entries.sort(key=lambda e: e["case_id"])
-    folds = assign_folds([e["case_id"] for e in entries], num_folds)
+    folds = assign_folds([e["case_id"] for e in entries], num_folds,
+                         [case_stratum(e) for e in entries])
     for entry in entries:
       entry["fold"] = folds[entry["case_id"]]
     manifest = {

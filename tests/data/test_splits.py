@@ -34,6 +34,36 @@ def train_and_val_stores(tmp_path_factory):
   return stores
 
 
+def test_folds_share_out_each_kind_of_case():
+  """A rare kind of case (here 5 tumours without enhancing tumour among 30) lands in as many
+  folds as it can, not in one by chance; fold sizes stay within one; the same ids give the
+  same folds."""
+  ids = [f"case{i:02d}" for i in range(30)]
+  strata = ["edema,necrosis" if i % 6 == 0 else "edema,enhancing,necrosis" for i in range(30)]
+  folds = prepare.assign_folds(ids, 5, strata)
+  rare = [folds[i] for i, s in zip(ids, strata) if s == "edema,necrosis"]
+  assert sorted(rare) == [0, 1, 2, 3, 4]
+  assert [list(folds.values()).count(f) for f in range(5)] == [6] * 5
+  assert prepare.assign_folds(ids, 5, strata) == folds
+  unstratified = prepare.assign_folds(ids, 5)
+  assert sorted(unstratified.values()) == sorted(folds.values())
+  # Prepared stores record folds stratified by the labels each case holds.
+  assert prepare.case_stratum({"has_label": True, "voxels_per_label": {
+      "necrosis": 3, "edema": 9, "enhancing": 0, "other": 0}}) == "edema,necrosis"
+  assert prepare.case_stratum({"has_label": False}) == "unlabelled"
+
+
+def test_prepared_folds_are_stratified(tiny_store):
+  """prepare deals folds by each case's stratum (in this store one case has no enhancing
+  tumour, which moves the deal: the folds differ from an unstratified deal)."""
+  manifest = PreparedStore(tiny_store).manifest
+  ids = [case["case_id"] for case in manifest["cases"]]
+  strata = [prepare.case_stratum(case) for case in manifest["cases"]]
+  recorded = {case["case_id"]: case["fold"] for case in manifest["cases"]}
+  assert recorded == prepare.assign_folds(ids, manifest["num_folds"], strata)
+  assert recorded != prepare.assign_folds(ids, manifest["num_folds"])
+
+
 def test_held_out_cases_are_a_function_of_the_seed():
   ids = [f"case{i:02d}" for i in range(20)]
   chosen = splits.held_out(ids, 0.2, seed=0)
