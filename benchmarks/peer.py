@@ -14,8 +14,10 @@ choroid plexus and vessels). Each side runs in its own process, one after the ot
             end again, --step_rounds times per side with the sides alternating, each step
             timed alone (the median of 20 per round, and the ratio's median over rounds)
   train     the usual pipeline of each, end to end: brats_jax prepares a store and trains
-            with configs/demo.py; MONAI caches the cases (CacheDataset), crops patches with
-            RandCropByPosNegLabeld and augments on the CPU in a DataLoader worker
+            with configs/demo.py, validating on fold --val_fold (0: a fifth of the training
+            cases) where it chooses its post-processing; MONAI trains on every case: caches
+            them (CacheDataset), crops patches with RandCropByPosNegLabeld and augments on
+            the CPU in a DataLoader worker
   predict   whole-case Gaussian sliding-window inference of every held-out case, and of
             cases of realistic size (3 each of 140x170x140, a brain-cropped 1-mm BraTS case,
             and 70x85x70, the same at 2 mm; the first includes compilation; skip with
@@ -530,10 +532,11 @@ def main():
   parser.add_argument("--train_seconds", type=float, default=0,
                       help="train each side this long (its steps from its step time)")
   parser.add_argument("--out", default=os.path.join(HERE, "results", "peer.json"))
-  parser.add_argument("--val_fold", type=int, default=-1,
+  parser.add_argument("--val_fold", type=int, default=0,
                       help="brats_jax validates on this fold of the training cases and "
                            "predicts with the post-processing chosen there, scored also "
-                           "without it (-1: every case trains, no post-processing)")
+                           "without it, as configs/demo.py trains (-1: every case trains, "
+                           "no post-processing)")
   parser.add_argument("--repeats", type=int, default=1,
                       help="train and score each side this many times in all (seeds 0..K-1, "
                            "the first run's steps) and report the held-out scores' spread")
