@@ -19,6 +19,7 @@ seed draws the initial weights and the data).
   brats_jax  no_augment     no augmentation
   brats_jax  epochs         case_order "epochs": each case once per pass (MONAI's loader)
   brats_jax  any_voxel      foreground patches centred on any tumour voxel alike (MONAI's)
+  brats_jax  dice_smooth    Dice smoothing 1e-5 (MONAI's DiceLoss) instead of 1
   monai      baseline       RandCropByPosNegLabeld pos 1 neg 1 (any tumour voxel or any
                             background voxel of the brain box), MONAI's augmentation with the
                             same probabilities, a shuffling DataLoader
@@ -51,6 +52,7 @@ VARIANTS = {
     ("jax", "no_augment"): {"augment.enabled": False},
     ("jax", "epochs"): {"data.case_order": "epochs"},
     ("jax", "any_voxel"): {"data.foreground_centre": "any_voxel"},
+    ("jax", "dice_smooth"): {"loss.dice_smooth": 1e-5},
     ("monai", "baseline"): {},
     ("monai", "fg_1_3"): {"data.foreground_fraction": 1 / 3},
     ("monai", "no_augment"): {"augment.enabled": False},
