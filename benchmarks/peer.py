@@ -652,7 +652,7 @@ def main():
   if args.repeats > 1:  # the same steps as the first run of each side, other seeds
     runs = {"jax": [jax_side], "monai": [monai_side]}
     for seed in range(1, args.repeats):
-      for side, name in (("jax", "brats_jax"), ("monai", "monai")):
+      for side in runs:
         runs[side].append(run_side(side, os.path.join(work, f"{side}_seed{seed}.json"),
                                    runs[side][0]["steps"], 0, seed=seed))
     repeats = {name: _over_seeds([r["heldout_dice"] for r in runs[side]])
