@@ -2,12 +2,14 @@
 
 Each candidate is tried on top of the rules kept so far, in this order: the ET threshold
 (metrics.ET_THRESHOLD_CANDIDATES), then for WT, TC and ET in turn "only the largest
-component" and "components under N voxels removed" (N in MIN_VOXELS). A candidate is kept
-only where it raises the mean Dice over the regions and raises no region's mean HD95; of
-those, the one with the highest mean Dice. The validation predictions are a run's last
-validation, or those of every fold of a cross-validation together (each case predicted by
-the fold that did not train on it): workdir/validation_predictions.py. The rules are applied
-by inference/postprocessing.py.
+component", "components under N voxels removed" (N in MIN_VOXELS) and "components more than
+G voxels from the largest removed" (G in MAX_GAP_VOXELS: islands far from the lesion go, a
+second piece beside it stays). A candidate is kept only where it raises the mean Dice over
+the regions and raises no region's mean HD95; of those, the one with the highest mean Dice,
+and where candidates tie on Dice (they often remove the same islands), the lowest mean HD95.
+The validation predictions are a run's last validation, or those of every fold of a
+cross-validation together (each case predicted by the fold that did not train on it):
+workdir/validation_predictions.py. The rules are applied by inference/postprocessing.py.
 """
 
 import hashlib
@@ -23,6 +25,7 @@ from brats_jax.progress import progress_bar
 from brats_jax.workdir import validation_predictions
 
 MIN_VOXELS = (10, 25, 50, 100, 250, 500, 1000)
+MAX_GAP_VOXELS = (2, 4, 8, 16)
 
 
 class _Scores:
@@ -60,6 +63,14 @@ def _better(trial: dict, current: dict, regions) -> bool:
           and all(trial[r]["hd95"] <= current[r]["hd95"] + 1e-6 for r in regions))
 
 
+def _preferred(trial: dict, best: dict, regions) -> bool:
+  """A higher mean Dice than the best candidate so far, or the same and a lower mean HD95."""
+  if abs(trial["mean_dice"] - best["mean_dice"]) > 1e-6:
+    return trial["mean_dice"] > best["mean_dice"]
+  return (sum(trial[r]["hd95"] for r in regions)
+          < sum(best[r]["hd95"] for r in regions) - 1e-6)
+
+
 def choose(decoded: list, references: list, spacings: list, kind: str,
            progress: bool = True) -> tuple:
   """(Rules, report) for cases given as decoded internal labels, reference labels and
@@ -79,17 +90,19 @@ def choose(decoded: list, references: list, spacings: list, kind: str,
                      lambda labels, t=threshold: tasks.relabel_small_enhancing(labels, t))
                     for threshold in metrics.ET_THRESHOLD_CANDIDATES if threshold]
     else:
+      grid = [("min_voxels", v) for v in (0,) + MIN_VOXELS]
+      grid += [("max_gap_voxels", g) for g in MAX_GAP_VOXELS]
       candidates = [(postprocessing.Rules(rules.et_threshold,
-                                          rules.components + ((region, voxels),)),
-                     lambda labels, v=voxels, r=region:
-                     postprocessing.remove_components(labels, r, v))
-                    for voxels in (0,) + MIN_VOXELS]
+                                          rules.components + ((region, kind, value),)),
+                     lambda labels, r=region, k=kind, v=value:
+                     postprocessing.apply_component_rule(labels, r, k, v))
+                    for kind, value in grid]
     best = None
     for candidate, rule in candidates:
       trial_labels = [rule(labels) for labels in current]
       trial = scores.mean(trial_labels)
       kept = _better(trial, now, regions) and (
-          best is None or trial["mean_dice"] > best[1]["mean_dice"])
+          best is None or _preferred(trial, best[1], regions))
       tried.append({"rule": candidate.describe(), "scores": trial})
       if kept:
         best = (candidate, trial, trial_labels)

@@ -6,14 +6,17 @@ they apply to internal labels (NCR, ED, ET nested as WT ⊇ TC ⊇ ET):
 
   et_threshold N       an ET prediction of fewer than N voxels in all becomes necrosis (the
                        BraTS tradition: a few enhancing voxels are more often wrong than right)
-  WT largest | min N   whole-tumour components (26-connected): all but the largest, or those
-                       under N voxels, become background
-  TC largest | min N   tumour-core components (NCR, ET): removed ones become edema, so the
+  WT largest | min N | gap G
+                       whole-tumour components (26-connected): all but the largest, those
+                       under N voxels, or those more than G voxels from the largest (islands
+                       far from the lesion, where a second piece beside it stays), become
+                       background
+  TC (the same)        tumour-core components (NCR, ET): removed ones become edema, so the
                        whole tumour is unchanged
-  ET largest | min N   enhancing components: removed ones become necrosis, so the core is
+  ET (the same)        enhancing components: removed ones become necrosis, so the core is
                        unchanged
 
-Voxels are counted in the model's space (the prepared store's crop and spacing), where the
+Voxels (and gaps) are counted in the model's space (the prepared store's crop and spacing), where the
 rules were chosen. The decision is a small JSON file (DECISION_FILE) in a run's workdir or in
 a folds parent, with the before/after scores it was kept on.
 """
@@ -31,46 +34,58 @@ from brats_jax.labels import BACKGROUND, ED, NCR, REGION_LABELS
 DECISION_FILE = "postprocessing.json"
 # What a region's removed components become (see the module docstring).
 _REMOVED_BECOME = {"WT": BACKGROUND, "TC": ED, "ET": NCR}
+# The kinds of component rule: min_voxels N (0: only the largest component), max_gap_voxels G.
+COMPONENT_RULES = ("min_voxels", "max_gap_voxels")
 
 
 @dataclasses.dataclass(frozen=True)
 class Rules:
-  """et_threshold: voxels (0: none); components: ((region, voxels), ...) in the order they
-  apply, voxels 0 meaning "only the largest component"."""
+  """et_threshold: voxels (0: none); components: ((region, kind, value), ...) in the order
+  they apply, kind one of COMPONENT_RULES (min_voxels 0 meaning "only the largest
+  component"); (region, N) is short for (region, "min_voxels", N)."""
 
   et_threshold: int = 0
   components: tuple = ()
 
+  def __post_init__(self):
+    object.__setattr__(self, "components", tuple(
+        (c[0], "min_voxels", c[1]) if len(c) == 2 else tuple(c) for c in self.components))
+
   def describe(self) -> str:
     parts = [f"ET under {self.et_threshold} voxels becomes necrosis"] \
         if self.et_threshold else []
-    for region, voxels in self.components:
-      parts.append(f"{region}: only the largest component" if not voxels
-                   else f"{region}: components under {voxels} voxels removed")
+    for region, kind, value in self.components:
+      parts.append(f"{region}: only the largest component" if not value
+                   else f"{region}: components under {value} voxels removed"
+                   if kind == "min_voxels"
+                   else f"{region}: components over {value} voxels from the largest removed")
     return "; ".join(parts) or "none"
 
   def to_json(self) -> dict:
     return {"et_threshold": self.et_threshold,
-            "components": [{"region": r, "min_voxels": v} for r, v in self.components]}
+            "components": [{"region": r, kind: v} for r, kind, v in self.components]}
 
   @classmethod
   def from_json(cls, data: dict) -> "Rules":
-    return cls(int(data["et_threshold"]),
-               tuple((c["region"], int(c["min_voxels"])) for c in data["components"]))
+    def component(c):
+      kinds = [k for k in COMPONENT_RULES if k in c]
+      if len(kinds) != 1:
+        raise KeyError(f"one of {', '.join(COMPONENT_RULES)}")
+      return c["region"], kinds[0], int(c[kinds[0]])
+    return cls(int(data["et_threshold"]), tuple(component(c) for c in data["components"]))
 
 
-def remove_components(labels: np.ndarray, region: str, min_voxels: int) -> np.ndarray:
-  """The region's connected components (26-connected) of fewer than min_voxels voxels, or
-  with min_voxels 0 all but the largest, relabelled as what the region's removed voxels
-  become. A region with one component or none is unchanged."""
-  mask = np.isin(labels, REGION_LABELS[region])
+def _components(labels: np.ndarray, region: str) -> tuple:
+  """(component index per voxel, voxels per index) of the region, 26-connected; index 0,
+  outside the region, counts 0."""
   structure = ndimage.generate_binary_structure(labels.ndim, labels.ndim)
-  components, count = ndimage.label(mask, structure)
-  if count == 0 or (count == 1 and not min_voxels):
-    return labels
+  components, _ = ndimage.label(np.isin(labels, REGION_LABELS[region]), structure)
   sizes = np.bincount(components.ravel())
   sizes[0] = 0
-  removed = sizes < min_voxels if min_voxels else np.arange(len(sizes)) != np.argmax(sizes)
+  return components, sizes
+
+
+def _relabel(labels, region, components, removed) -> np.ndarray:
   removed[0] = False
   if not removed.any():
     return labels
@@ -78,11 +93,38 @@ def remove_components(labels: np.ndarray, region: str, min_voxels: int) -> np.nd
                   labels).astype(labels.dtype)
 
 
+def remove_components(labels: np.ndarray, region: str, min_voxels: int) -> np.ndarray:
+  """The region's connected components (26-connected) of fewer than min_voxels voxels, or
+  with min_voxels 0 all but the largest, relabelled as what the region's removed voxels
+  become. A region with one component or none is unchanged."""
+  components, sizes = _components(labels, region)
+  removed = sizes < min_voxels if min_voxels else np.arange(len(sizes)) != np.argmax(sizes)
+  return _relabel(labels, region, components, removed)
+
+
+def remove_far_components(labels: np.ndarray, region: str, max_gap: int) -> np.ndarray:
+  """The region's components whose nearest voxel is more than max_gap voxels (Euclidean)
+  from its largest component, relabelled as what the region's removed voxels become."""
+  components, sizes = _components(labels, region)
+  if len(sizes) < 3:  # one component or none
+    return labels
+  distance = ndimage.distance_transform_edt(components != np.argmax(sizes))
+  gaps = ndimage.minimum(distance, components, np.arange(len(sizes)))
+  return _relabel(labels, region, components, np.asarray(gaps) > max_gap)
+
+
+def apply_component_rule(labels: np.ndarray, region: str, kind: str, value: int):
+  """One component rule (Rules.components) applied to internal labels."""
+  if kind == "max_gap_voxels":
+    return remove_far_components(labels, region, value)
+  return remove_components(labels, region, value)
+
+
 def apply(labels: np.ndarray, rules: Rules) -> np.ndarray:
   """Internal labels after the rules, in their order (module docstring)."""
   labels = tasks.relabel_small_enhancing(labels, rules.et_threshold)
-  for region, voxels in rules.components:
-    labels = remove_components(labels, region, voxels)
+  for region, kind, value in rules.components:
+    labels = apply_component_rule(labels, region, kind, value)
   return labels
 
 

@@ -4,6 +4,7 @@ validation predictions (kept only where they raise the mean Dice and raise no HD
 import numpy as np
 import pytest
 
+from brats_jax.errors import DataError
 from brats_jax.evaluation import choose_rules
 from brats_jax.inference import postprocessing
 from brats_jax.labels import ED, ET, NCR
@@ -54,6 +55,37 @@ def test_rules_apply_in_order_and_survive_their_file(tmp_path):
   assert postprocessing.load_decision(str(tmp_path)) == rules
   assert postprocessing.load_decision(str(tmp_path / "elsewhere")) is None
   assert "components under 10 voxels" in rules.describe()
+
+
+def test_components_far_from_the_largest_go_and_a_piece_beside_it_stays():
+  labels = np.zeros((30, 30, 30), np.uint8)
+  labels[2:10, 2:10, 2:10] = ED  # the lesion: 512 voxels
+  labels[12:14, 2:4, 2:4] = ED  # a piece beside it: 2 empty voxels between, 3 voxels away
+  labels[24:27, 24:27, 24:27] = ED  # an island 14 voxels beyond the lesion's corner
+  for gap in (3, 4, 8):
+    cleaned = postprocessing.remove_far_components(labels, "WT", gap)
+    assert (cleaned[:20] == labels[:20]).all() and cleaned[20:].max() == 0, gap
+  assert postprocessing.remove_far_components(labels, "WT", 2)[10:].max() == 0
+  assert (postprocessing.remove_far_components(labels, "WT", 30) == labels).all()
+  one = np.where(labels == ED, ED, 0).astype(np.uint8)
+  one[10:] = 0
+  assert (postprocessing.remove_far_components(one, "WT", 0) == one).all()  # one component
+
+
+def test_a_gap_rule_survives_its_file_and_older_files_still_load(tmp_path):
+  rules = Rules(components=(("WT", "max_gap_voxels", 8), ("TC", 0)))
+  assert rules.components[1] == ("TC", "min_voxels", 0)  # the (region, N) shorthand
+  postprocessing.save_decision(str(tmp_path), rules, {"num_cases": 1})
+  assert postprocessing.load_decision(str(tmp_path)) == rules
+  assert rules.describe() == ("WT: components over 8 voxels from the largest removed; "
+                              "TC: only the largest component")
+  older = {"et_threshold": 50, "components": [{"region": "WT", "min_voxels": 25}]}
+  assert Rules.from_json(older) == Rules(50, (("WT", 25),))
+  (tmp_path / "bad").mkdir()
+  (tmp_path / "bad" / postprocessing.DECISION_FILE).write_text(
+      '{"rules": {"et_threshold": 0, "components": [{"region": "WT"}]}}')
+  with pytest.raises(DataError, match="not a post-processing decision"):
+    postprocessing.load_decision(str(tmp_path / "bad"))
 
 
 def _sphere(shape, centre, radius):
@@ -117,3 +149,26 @@ def test_binary_tasks_choose_whole_tumour_rules_only(kind, regions):
                                       progress=False)
   assert [r for r in ("WT", "TC", "ET") if r in report["before"]] == list(regions)
   assert rules == Rules()
+
+
+def test_islands_far_away_go_where_the_largest_component_would_cut_a_real_piece():
+  """Two cases with a false-positive island far from the lesion, one whose tumour has a
+  second piece beside the lesion. "Only the largest" and "under N voxels" (the island is
+  the larger) remove the piece with the islands; a gap rule removes the islands alone, and
+  is chosen."""
+  shape, spacing = (40, 40, 40), (1.0, 1.0, 1.0)
+  lesion = np.where(_sphere(shape, (12, 12, 12), 7), ED, 0).astype(np.uint8)
+  with_island = lesion.copy()
+  with_island[31:36, 31:36, 31:36] = ED  # 125 voxels, ~20 voxels beyond the lesion
+  two_pieces = lesion.copy()
+  two_pieces[22:26, 10:14, 10:14] = ED  # 64 voxels, 3 voxels beyond the lesion: real
+  decoded, references = [with_island, with_island, two_pieces], [lesion, lesion, two_pieces]
+  rules, report = choose_rules.choose(decoded, references, [spacing] * 3, "region",
+                                      progress=False)
+  assert [c[:2] for c in rules.components] == [("WT", "max_gap_voxels")], rules
+  assert 3 <= rules.components[0][2] < 17, rules
+  after = [postprocessing.apply(d, rules) for d in decoded]
+  assert (after[0] == lesion).all() and (after[2] == two_pieces).all()
+  assert report["after"]["WT"]["dice"] == pytest.approx(1.0)
+  largest = [t for t in report["tried"] if t["rule"] == "WT: only the largest component"][0]
+  assert largest["scores"]["mean_dice"] < report["after"]["mean_dice"]
