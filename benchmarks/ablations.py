@@ -20,6 +20,8 @@ seed draws the initial weights and the data).
   brats_jax  epochs         case_order "epochs": each case once per pass (MONAI's loader)
   brats_jax  any_voxel      foreground patches centred on any tumour voxel alike (MONAI's)
   brats_jax  dice_smooth    Dice smoothing 1e-5 (MONAI's DiceLoss) instead of 1
+  brats_jax  no_intensity   no brightness, contrast or gamma change (drawn per channel in
+                            ours; spatial augmentation and noise as the baseline)
   monai      baseline       RandCropByPosNegLabeld pos 1 neg 1 (any tumour voxel or any
                             background voxel of the brain box), MONAI's augmentation with the
                             same probabilities, a shuffling DataLoader
@@ -53,6 +55,8 @@ VARIANTS = {
     ("jax", "epochs"): {"data.case_order": "epochs"},
     ("jax", "any_voxel"): {"data.foreground_centre": "any_voxel"},
     ("jax", "dice_smooth"): {"loss.dice_smooth": 1e-5},
+    ("jax", "no_intensity"): {"augment.p_brightness": 0.0, "augment.p_contrast": 0.0,
+                              "augment.p_gamma": 0.0},
     ("monai", "baseline"): {},
     ("monai", "fg_1_3"): {"data.foreground_fraction": 1 / 3},
     ("monai", "no_augment"): {"augment.enabled": False},
