@@ -68,6 +68,21 @@ def _config():
   return config_io.load_config_file(os.path.join(ROOT, "configs", "demo.py"))
 
 
+def _jax_config(changes: list):
+  """configs/demo.py with --jax_set's KEY=VALUE changes (values as Python literals, else
+  strings)."""
+  import ast
+  config = _config()
+  for change in changes:
+    key, _, text = change.partition("=")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    config.update_from_flattened_dict({key: value})
+  return config
+
+
 def _batch(config) -> int:
   """The batch on one device (configs/demo.py gives data.global_batch)."""
   return config.data.global_batch or config.data.batch_per_device
@@ -108,7 +123,7 @@ def run_jax(args) -> dict:
   from brats_jax.train import loop
 
   runtime.configure()  # as every brats_jax command: the persistent compilation cache
-  config = _config()
+  config = _jax_config(args.jax_set)
   from brats_jax import sharding
   # As every brats_jax command runs on this machine: its cores as CPU devices (runtime.py).
   devices = sharding.training_devices(config)
@@ -537,6 +552,9 @@ def main():
                            "predicts with the post-processing chosen there, scored also "
                            "without it, as configs/demo.py trains (-1: every case trains, "
                            "no post-processing)")
+  parser.add_argument("--jax_set", action="append", default=[], metavar="KEY=VALUE",
+                      help="a change to configs/demo.py on the brats_jax side, e.g. "
+                      "data.foreground_centre=any_voxel (repeatable)")
   parser.add_argument("--repeats", type=int, default=1,
                       help="train and score each side this many times in all (seeds 0..K-1, "
                            "the first run's steps) and report the held-out scores' spread")
@@ -580,7 +598,8 @@ def main():
     command = [sys.executable, os.path.abspath(__file__), f"--side={side}",
                f"--data={args.data}", f"--heldout={args.heldout}", f"--steps={steps}",
                f"--train_seconds={train_seconds}", f"--result={path}",
-               f"--val_fold={args.val_fold}", f"--seed={seed}"] + (
+               f"--val_fold={args.val_fold}", f"--seed={seed}"] + [
+                   f"--jax_set={change}" for change in args.jax_set] + (
                    [f"--realistic={realistic}"] if realistic else [])
     print(f"running {side} (seed {seed}) ...", flush=True)
     subprocess.run(command, check=True, env=env)
