@@ -16,9 +16,9 @@ they apply to internal labels (NCR, ED, ET nested as WT ⊇ TC ⊇ ET):
   ET (the same)        enhancing components: removed ones become necrosis, so the core is
                        unchanged
 
-Voxels (and gaps) are counted in the model's space (the prepared store's crop and spacing), where the
-rules were chosen. The decision is a small JSON file (DECISION_FILE) in a run's workdir or in
-a folds parent, with the before/after scores it was kept on.
+Voxels (and gaps) are counted in the model's space (the prepared store's crop and spacing),
+where the rules were chosen. The decision is a small JSON file (DECISION_FILE) in a run's
+workdir or in a folds parent, with the before/after scores it was kept on.
 """
 
 import dataclasses
