@@ -26,6 +26,9 @@ from brats_jax.workdir import validation_predictions
 
 MIN_VOXELS = (10, 25, 50, 100, 250, 500, 1000)
 MAX_GAP_VOXELS = (2, 4, 8, 16)
+# Each region's component-rule candidates, in the order tried: (kind, value).
+COMPONENT_CANDIDATES = tuple([("min_voxels", v) for v in (0,) + MIN_VOXELS]
+                             + [("max_gap_voxels", g) for g in MAX_GAP_VOXELS])
 
 
 class _Scores:
@@ -90,13 +93,11 @@ def choose(decoded: list, references: list, spacings: list, kind: str,
                      lambda labels, t=threshold: tasks.relabel_small_enhancing(labels, t))
                     for threshold in metrics.ET_THRESHOLD_CANDIDATES if threshold]
     else:
-      grid = [("min_voxels", v) for v in (0,) + MIN_VOXELS]
-      grid += [("max_gap_voxels", g) for g in MAX_GAP_VOXELS]
       candidates = [(postprocessing.Rules(rules.et_threshold,
                                           rules.components + ((region, kind, value),)),
                      lambda labels, r=region, k=kind, v=value:
                      postprocessing.apply_component_rule(labels, r, k, v))
-                    for kind, value in grid]
+                    for kind, value in COMPONENT_CANDIDATES]
     best = None
     for candidate, rule in candidates:
       trial_labels = [rule(labels) for labels in current]

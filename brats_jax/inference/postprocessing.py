@@ -34,8 +34,6 @@ from brats_jax.labels import BACKGROUND, ED, NCR, REGION_LABELS
 DECISION_FILE = "postprocessing.json"
 # What a region's removed components become (see the module docstring).
 _REMOVED_BECOME = {"WT": BACKGROUND, "TC": ED, "ET": NCR}
-# The kinds of component rule: min_voxels N (0: only the largest component), max_gap_voxels G.
-COMPONENT_RULES = ("min_voxels", "max_gap_voxels")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +53,12 @@ class Rules:
     parts = [f"ET under {self.et_threshold} voxels becomes necrosis"] \
         if self.et_threshold else []
     for region, kind, value in self.components:
-      parts.append(f"{region}: only the largest component" if not value
-                   else f"{region}: components under {value} voxels removed"
-                   if kind == "min_voxels"
-                   else f"{region}: components over {value} voxels from the largest removed")
+      if not value:
+        parts.append(f"{region}: only the largest component")
+      elif kind == "min_voxels":
+        parts.append(f"{region}: components under {value} voxels removed")
+      else:
+        parts.append(f"{region}: components over {value} voxels from the largest removed")
     return "; ".join(parts) or "none"
 
   def to_json(self) -> dict:
@@ -113,11 +113,15 @@ def remove_far_components(labels: np.ndarray, region: str, max_gap: int) -> np.n
   return _relabel(labels, region, components, np.asarray(gaps) > max_gap)
 
 
+# A component rule's kind -> what applies it (min_voxels 0: only the largest component).
+_COMPONENT_RULE_FUNCTIONS = {"min_voxels": remove_components,
+                             "max_gap_voxels": remove_far_components}
+COMPONENT_RULES = tuple(_COMPONENT_RULE_FUNCTIONS)
+
+
 def apply_component_rule(labels: np.ndarray, region: str, kind: str, value: int):
   """One component rule (Rules.components) applied to internal labels."""
-  if kind == "max_gap_voxels":
-    return remove_far_components(labels, region, value)
-  return remove_components(labels, region, value)
+  return _COMPONENT_RULE_FUNCTIONS[kind](labels, region, value)
 
 
 def apply(labels: np.ndarray, rules: Rules) -> np.ndarray:
