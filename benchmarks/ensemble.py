@@ -1,7 +1,7 @@
 """Does an ensemble of the five folds beat the best single fold on held-out cases?
 
   python benchmarks/ensemble.py [--synthetic=demo|brain_2mm] [--steps=800]
-      [--out=benchmarks/results/ensemble_five_folds.json]
+      [--set=checkpoint.every_steps=500 ...] [--out=benchmarks/results/ensemble_five_folds.json]
 
 One of peer.py's synthetic sets (demo: 24 BraTS 2021-layout cases of 64x64x48 to train on,
 as `make demo`, and 10 held-out cases): the training cases are prepared into one store; no
@@ -53,6 +53,9 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--synthetic", choices=list(peer.SYNTHETIC), default="demo")
   parser.add_argument("--steps", type=int, default=800)
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="a change to configs/demo.py for every fold, e.g. "
+                      "checkpoint.every_steps=500 (repeatable)")
   parser.add_argument("--out", default=os.path.join(HERE, "results",
                                                     "ensemble_five_folds.json"))
   args = parser.parse_args()
@@ -61,7 +64,8 @@ def main():
   _run("brats_jax.cli.prepare", f"--input={raw}", f"--output={work}/store")
   train_s = _run("brats_jax.cli.train", f"--config={ROOT}/configs/demo.py",
                  f"--workdir={work}/folds", f"--config.data.store={work}/store",
-                 f"--config.train.num_steps={args.steps}", "--folds=all")
+                 f"--config.train.num_steps={args.steps}", "--folds=all",
+                 *[f"--config.{change}" for change in args.set])
   folds = sorted(d for d in os.listdir(f"{work}/folds") if d.startswith("fold_"))
   results = {fold: _scores(work, fold, [f"{work}/folds/{fold}"], heldout) for fold in folds}
   results["ensemble"] = _scores(work, "ensemble", [f"{work}/folds"], heldout)
@@ -84,8 +88,8 @@ def main():
       "date": time.strftime("%Y-%m-%d"), "label": "measured on this machine's CPU",
       "synthetic": {"name": args.synthetic, **peer.SYNTHETIC[args.synthetic]},
       "steps_per_fold": args.steps,
-      "config": "configs/demo.py", "train_all_folds_s": train_s, "results": results,
-      "verdict": verdict})
+      "config": "configs/demo.py", "config_changes": args.set, "train_all_folds_s": train_s,
+      "results": results, "verdict": verdict})
   print(f"wrote {args.out}")
 
 
