@@ -496,12 +496,18 @@ SYNTHETIC = {
 }
 
 
-def synthesise(folder: str, name: str = "demo") -> tuple:
-  """(training folder, held-out folder) of SYNTHETIC[name] written under `folder`."""
+def synthesise(folder: str, name: str = "demo", heldout_cases: int = 0) -> tuple:
+  """(training folder, held-out folder) of SYNTHETIC[name] written under `folder`.
+
+  heldout_cases > 0 writes that many held-out cases instead of the set's own count; case i
+  is the same case whatever the count (each case's seed is (1, i)), so a longer held-out set
+  extends the shorter one.
+  """
   from brats_jax.data import synth
   spec = SYNTHETIC[name]
   data, heldout = os.path.join(folder, "train"), os.path.join(folder, "heldout")
-  for path, count, seed in ((data, spec["train"], 0), (heldout, spec["heldout"], 1)):
+  for path, count, seed in ((data, spec["train"], 0),
+                            (heldout, heldout_cases or spec["heldout"], 1)):
     synth.write_dataset(path, "brats2021", count, spec["shape"], seed=seed,
                         spacing=spec["spacing"], lookalikes=spec["lookalikes"])
   return data, heldout
