@@ -12,7 +12,8 @@ together (their probabilities averaged), predict the held-out cases with the pos
 each chose on validation, and brats-jax-evaluate scores them. Printed and written: mean Dice
 and HD95 per region for every fold and for the ensemble, and whether the ensemble beats the
 best single fold (the fold with the highest mean region Dice) in mean Dice and in mean HD95,
-and on how many cases it is ahead of, level with, or behind that fold.
+with a paired bootstrap interval of the Dice gain and on how many cases it is ahead of, level
+with, or behind that fold.
 
   --heldout=N   score on N held-out cases instead of the set's 10 (the first 10 are the same
                 cases, so a longer set extends the shorter one);
@@ -63,14 +64,19 @@ def _scores(work, name, runs, heldout, tta):
   return scores
 
 
-def _case_tally(ensemble, fold):
-  """Cases where the ensemble's mean region Dice is above, level with (within 0.001), or
-  below the fold's."""
-  tally = {"ahead": 0, "level": 0, "behind": 0}
-  for case, scores in ensemble["cases"].items():
-    gap = scores["mean_dice"] - fold["cases"][case]["mean_dice"]
-    tally["ahead" if gap > 1e-3 else "behind" if gap < -1e-3 else "level"] += 1
-  return tally
+def _against_best_fold(ensemble, fold):
+  """The ensemble's gain in mean region Dice over `fold`, case by case: the mean, a paired
+  bootstrap 95% interval (10,000 resamplings of the cases), and on how many cases it is
+  ahead, level (within 0.001) or behind."""
+  import numpy as np
+  cases = sorted(ensemble["cases"])
+  gains = np.array([ensemble["cases"][c]["mean_dice"] - fold["cases"][c]["mean_dice"]
+                    for c in cases])
+  resampled = np.random.default_rng(0).choice(gains, (10_000, len(gains))).mean(axis=1)
+  return {"dice_gain": float(gains.mean()),
+          "dice_gain_ci95": [float(q) for q in np.percentile(resampled, [2.5, 97.5])],
+          "cases_ahead": int((gains > 1e-3).sum()), "cases_level": int((abs(gains) <= 1e-3).sum()),
+          "cases_behind": int((gains < -1e-3).sum())}
 
 
 def _steps_per_fold(folds_dir):
@@ -116,7 +122,7 @@ def main():
   verdict = {"best_single_fold": best,
              "dice_beats_best_fold": ensemble["mean_dice"] > results[best]["mean_dice"],
              "hd95_beats_best_fold": ensemble["mean_hd95"] < results[best]["mean_hd95"],
-             "cases_against_best_fold": _case_tally(ensemble, results[best])}
+             **_against_best_fold(ensemble, results[best])}
   header = f"{'':<10}{'mean Dice':>10}" + "".join(f"{r + ' Dice':>10}" for r in REGIONS) + \
       f"{'mean HD95':>11}" + "".join(f"{r + ' HD95':>10}" for r in REGIONS)
   print(header)
