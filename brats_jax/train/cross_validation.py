@@ -9,14 +9,16 @@ an ensemble.
   brats-jax-train ... --folds=0          # or one fold per launch (machine), any order
 """
 
+import json
+
 import ml_collections
 
-from brats_jax import sharding
+from brats_jax import files, sharding
 from brats_jax.data.store import PreparedStore
 from brats_jax.errors import ConfigError
 from brats_jax.evaluation import choose_rules
 from brats_jax.train import loop
-from brats_jax.workdir import folds, validation_predictions
+from brats_jax.workdir import contract, folds, validation_predictions
 
 
 def parse_folds(text: str, num_folds: int) -> list:
@@ -43,14 +45,27 @@ def train_folds(config: ml_collections.ConfigDict, parent: str, fold_list: str =
   num_folds = PreparedStore(data.store).num_folds
   summaries = {}
   for fold in parse_folds(fold_list, num_folds):
+    workdir = folds.fold_workdir(parent, fold)
     fold_config = config.copy_and_resolve_references()
     fold_config.data.val_fold = fold
+    fold_config.seed = fold_seed(config.seed, workdir, fold)
     if sharding.is_main_process():
-      print(f"fold {fold} of {num_folds}: {folds.fold_workdir(parent, fold)}", flush=True)
-    summaries[fold] = loop.train_and_validate(fold_config, folds.fold_workdir(parent, fold),
-                                              devices)
+      print(f"fold {fold} of {num_folds} (seed {fold_config.seed}): {workdir}", flush=True)
+    summaries[fold] = loop.train_and_validate(fold_config, workdir, devices)
   choose_for_all_folds(parent, num_folds)
   return summaries
+
+
+def fold_seed(seed: int, workdir: str, fold: int) -> int:
+  """seed + fold: each fold starts from its own weights and draws its own patches, so that
+  the folds' errors are less alike and their ensemble averages more of them away (nnU-Net's
+  folds are independent runs too). A fold that began with `seed` itself, as every fold did
+  before this rule, keeps it on a relaunch; any other saved seed is the relaunch check's to
+  refuse."""
+  saved = files.join(workdir, contract.READABLE_CONFIG)
+  if files.exists(saved) and json.loads(files.read_text(saved))["seed"] == seed:
+    return seed
+  return seed + fold
 
 
 def choose_for_all_folds(parent: str, num_folds: int) -> None:

@@ -13,6 +13,7 @@ from conftest import ROOT, optimised_env
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import device_check  # noqa: E402
+import ensemble  # noqa: E402
 
 
 @pytest.mark.slow  # several compiles and two extra processes
@@ -84,6 +85,24 @@ def test_device_check_smoke_runs_every_code_path_of_the_gpu_check(tmp_path):
       assert all(r["step_ms"] > 0 for r in runs[peer]["train"]), peer
     else:
       assert runs[peer]["skipped"].endswith("is not installed"), peer
+
+
+def test_ensemble_gain_over_the_best_fold_is_paired_case_by_case():
+  """ensemble.py's verdict compares the ensemble with the fold case by case: the mean gain,
+  a bootstrap interval around it, and the cases ahead / level / behind (0.001 either way)."""
+  def run(dice):
+    return {"cases": {f"case_{i}": {"mean_dice": d, "mean_hd95": 1.0}
+                      for i, d in enumerate(dice)}}
+
+  fold = run([0.90, 0.95, 0.97, 0.99])
+  against = ensemble._against_best_fold(run([0.92, 0.96, 0.9705, 0.98]), fold)
+  assert against["dice_gain"] == pytest.approx((0.02 + 0.01 + 0.0005 - 0.01) / 4)
+  low, high = against["dice_gain_ci95"]
+  assert -0.01 <= low < against["dice_gain"] < high <= 0.02
+  assert (against["cases_ahead"], against["cases_level"], against["cases_behind"]) == (2, 1, 1)
+  same = ensemble._against_best_fold(fold, fold)
+  assert same["dice_gain"] == 0 and same["dice_gain_ci95"] == [0, 0]
+  assert same["cases_level"] == 4
 
 
 def test_device_check_holds_its_figures_to_the_gpu_targets():
