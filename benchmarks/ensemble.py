@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import peer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,7 +69,6 @@ def _against_best_fold(ensemble, fold):
   """The ensemble's gain in mean region Dice over `fold`, case by case: the mean, a paired
   bootstrap 95% interval (10,000 resamplings of the cases), and on how many cases it is
   ahead, level (within 0.001) or behind."""
-  import numpy as np
   cases = sorted(ensemble["cases"])
   gains = np.array([ensemble["cases"][c]["mean_dice"] - fold["cases"][c]["mean_dice"]
                     for c in cases])

@@ -9,16 +9,14 @@ an ensemble.
   brats-jax-train ... --folds=0          # or one fold per launch (machine), any order
 """
 
-import json
-
 import ml_collections
 
-from brats_jax import files, sharding
+from brats_jax import sharding
 from brats_jax.data.store import PreparedStore
 from brats_jax.errors import ConfigError
 from brats_jax.evaluation import choose_rules
 from brats_jax.train import loop
-from brats_jax.workdir import contract, folds, validation_predictions
+from brats_jax.workdir import checkpoints, folds, validation_predictions
 
 
 def parse_folds(text: str, num_folds: int) -> list:
@@ -62,8 +60,8 @@ def fold_seed(seed: int, workdir: str, fold: int) -> int:
   folds are independent runs too). A fold that began with `seed` itself, as every fold did
   before this rule, keeps it on a relaunch; any other saved seed is the relaunch check's to
   refuse."""
-  saved = files.join(workdir, contract.READABLE_CONFIG)
-  if files.exists(saved) and json.loads(files.read_text(saved))["seed"] == seed:
+  saved = checkpoints.latest_saved_contract(workdir)
+  if saved is not None and saved[1]["config"]["seed"] == seed:
     return seed
   return seed + fold
 

@@ -20,7 +20,7 @@ from brats_jax.train import compile as compile_lib
 from brats_jax.train import device_input, epochs, metrics_log, optimizer
 from brats_jax.train.host_input import PatchSampler
 from brats_jax.workdir import contract, split_record, train_state
-from brats_jax.workdir.checkpoints import Checkpoints
+from brats_jax.workdir.checkpoints import Checkpoints, latest_saved_contract
 
 
 def check_against_store(config: ml_collections.ConfigDict, *, channels: tuple,
@@ -59,13 +59,7 @@ def check_against_mesh(config: ml_collections.ConfigDict, mesh, global_batch: in
 def _check_relaunch(config, workdir: str, train_ids, log) -> dict:
   """The accepted changes of a relaunch ({} for a new run); a relaunch that would change the
   trained run raises before anything is written."""
-  if not files.isdir(files.join(workdir, "checkpoints")):
-    return {}
-  checkpoints = Checkpoints(workdir, read_only=True)
-  try:
-    latest = checkpoints.latest_contract(log)
-  finally:
-    checkpoints.close()
+  latest = latest_saved_contract(workdir, log)
   if latest is None:
     return {}
   step, run_contract = latest

@@ -230,5 +230,17 @@ class Checkpoints:
     self.manager.close()
 
 
+def latest_saved_contract(workdir: str, log=print):
+  """(step, contract) of the newest readable checkpoint of `workdir`, or None where it has
+  none: the record a relaunch is checked against."""
+  if not files.isdir(files.join(workdir, "checkpoints")):
+    return None
+  checkpoints = Checkpoints(workdir, read_only=True)
+  try:
+    return checkpoints.latest_contract(log)
+  finally:
+    checkpoints.close()
+
+
 def _first_line(error: Exception) -> str:
   return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"

@@ -102,14 +102,14 @@ def test_members_that_disagree_are_refused_in_one_line(two_fold_run):
 
 def test_each_fold_has_its_own_seed_and_older_folds_keep_theirs(two_fold_run, tmp_path):
   parent, _, config = two_fold_run
-  seeds = [json.load(open(os.path.join(run, "config.json")))["seed"]
-           for run in folds.fold_workdirs(parent)]
+  runs = folds.fold_workdirs(parent)
+  seeds = [predict.read_contract(run)[1]["config"]["seed"] for run in runs]
   assert seeds == [config.seed, config.seed + 1]
-  older = tmp_path / "fold_1"  # trained before folds had seeds of their own
-  older.mkdir()
-  (older / "config.json").write_text(json.dumps({"seed": config.seed}))
-  assert cross_validation.fold_seed(config.seed, str(older), 1) == config.seed
-  assert cross_validation.fold_seed(config.seed + 7, str(older), 1) == config.seed + 8
+  assert [json.load(open(os.path.join(run, "config.json")))["seed"] for run in runs] == seeds
+  older = runs[0]  # checkpoints saved with the shared seed, as every fold's were before
+  assert cross_validation.fold_seed(config.seed, older, 1) == config.seed
+  assert cross_validation.fold_seed(config.seed + 7, older, 1) == config.seed + 8
+  assert cross_validation.fold_seed(config.seed, str(tmp_path / "new"), 1) == config.seed + 1
   other = config.copy_and_resolve_references()
   other.seed = config.seed + 7
   with pytest.raises(ConfigError, match="seed"):  # a relaunch cannot change a fold's seed
