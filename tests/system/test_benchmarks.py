@@ -105,6 +105,19 @@ def test_ensemble_gain_over_the_best_fold_is_paired_case_by_case():
   assert same["cases_level"] == 4
 
 
+def test_the_fold_validation_picks_is_the_best_at_its_last_validation(tmp_path):
+  """The fold a user would keep: the highest val/mean_dice at each fold's last validation,
+  not its best along the way; a fold that never validated is never picked."""
+  logs = {"fold_0": [0.90, 0.97, 0.93], "fold_1": [0.80, 0.95], "fold_2": []}
+  for fold, dice in logs.items():
+    (tmp_path / fold).mkdir()
+    lines = [json.dumps({"step": 10 * i, "train/loss": 0.5})
+             + "\n" + json.dumps({"step": 10 * i, "val/mean_dice": d})
+             for i, d in enumerate(dice)]
+    (tmp_path / fold / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+  assert ensemble.fold_validation_picks(str(tmp_path), sorted(logs)) == "fold_1"
+
+
 def test_device_check_holds_its_figures_to_the_gpu_targets():
   """The targets are read from the right runs: the best of brats_jax's batch-2 runs against
   the strongest peer at batch 2, batch 8 per sample against batch 2, the cold and warm
