@@ -66,7 +66,7 @@ def _scores(work, name, runs, heldout, tta):
   return scores
 
 
-def _against_best_fold(ensemble, fold):
+def _gain_over_fold(ensemble, fold):
   """The ensemble's gain in mean region Dice over `fold`, case by case: the mean, a paired
   bootstrap 95% interval (10,000 resamplings of the cases), and on how many cases it is
   ahead, level (within 0.001) or behind."""
@@ -135,14 +135,14 @@ def main():
   verdict = {"best_single_fold": best,
              "dice_beats_best_fold": ensemble["mean_dice"] > results[best]["mean_dice"],
              "hd95_beats_best_fold": ensemble["mean_hd95"] < results[best]["mean_hd95"],
-             **_against_best_fold(ensemble, results[best])}
+             **_gain_over_fold(ensemble, results[best])}
   # The best fold by held-out Dice is the strictest reading, and one no user can make; the
   # fold their own validation picks is the one a user would have kept instead.
   picked = fold_validation_picks(folds_dir, folds)
   verdict["fold_validation_picks"] = {
       "fold": picked,
       "hd95_beats_it": ensemble["mean_hd95"] < results[picked]["mean_hd95"],
-      **_against_best_fold(ensemble, results[picked])}
+      **_gain_over_fold(ensemble, results[picked])}
   header = f"{'':<10}{'mean Dice':>10}" + "".join(f"{r + ' Dice':>10}" for r in REGIONS) + \
       f"{'mean HD95':>11}" + "".join(f"{r + ' HD95':>10}" for r in REGIONS)
   print(header)

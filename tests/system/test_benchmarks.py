@@ -95,12 +95,12 @@ def test_ensemble_gain_over_the_best_fold_is_paired_case_by_case():
                       for i, d in enumerate(dice)}}
 
   fold = run([0.90, 0.95, 0.97, 0.99])
-  against = ensemble._against_best_fold(run([0.92, 0.96, 0.9705, 0.98]), fold)
+  against = ensemble._gain_over_fold(run([0.92, 0.96, 0.9705, 0.98]), fold)
   assert against["dice_gain"] == pytest.approx((0.02 + 0.01 + 0.0005 - 0.01) / 4)
   low, high = against["dice_gain_ci95"]
   assert -0.01 <= low < against["dice_gain"] < high <= 0.02
   assert (against["cases_ahead"], against["cases_level"], against["cases_behind"]) == (2, 1, 1)
-  same = ensemble._against_best_fold(fold, fold)
+  same = ensemble._gain_over_fold(fold, fold)
   assert same["dice_gain"] == 0 and same["dice_gain_ci95"] == [0, 0]
   assert same["cases_level"] == 4
 
